@@ -1,0 +1,6 @@
+/** The project's only door to koffi: typed libc wrappers. */
+export * from './fd.js';
+export { SysError } from './libc.js';
+export * from './poll.js';
+export * from './scm.js';
+export * from './socket.js';

@@ -1,0 +1,207 @@
+/**
+ * VsockEndpoint: one side of a virtio-vsock link and its connection table,
+ * the core of Firecracker's `unix/muxer.rs` without the host-specific parts.
+ *
+ * The device (host side, CID 2) and the loopback guest stack (guest CID)
+ * each own one. The endpoint routes every packet from the peer to its
+ * connection by (local port, peer port); answers packets for unknown
+ * connections with RST (never an RST for an RST); hands a REQUEST for a new
+ * connection to its owner (`onPeerRequest`), which decides what the local
+ * end is; caps the table at MAX_CONNECTIONS; and serves packets for the peer
+ * from its RX queue, one connection per turn. Timeouts go through the kill
+ * queue. It does no I/O itself beyond what its connections do.
+ */
+import { VSOCK_TYPE_STREAM, type VsockHeader, VsockOp } from '../protocol/vsock-packet.js';
+import type { Logger } from '../util/log.js';
+import {
+  type CloseReason,
+  type ConnectionOwner,
+  type ConnectionParams,
+  connKey,
+  VsockConnection,
+} from './csm/connection.js';
+import { BUF_ALLOC, MAX_CONNECTIONS } from './defaults.js';
+import { KillQueue } from './killq.js';
+import { RxQueue } from './rxq.js';
+
+export interface EndpointHooks {
+  /**
+   * The peer asks for a connection to our `hdr.dstPort`. Return the params
+   * of its local end (the endpoint builds the connection), or a string saying
+   * why it is refused (the endpoint answers RST).
+   */
+  onPeerRequest(hdr: VsockHeader): Omit<ConnectionParams, 'localCid' | 'peerCid' | 'initiator'> | string;
+  onEstablished?(conn: VsockConnection): void;
+  onClosed?(conn: VsockConnection, reason: CloseReason, detail?: string): void;
+}
+
+export class TableFullError extends Error {
+  constructor() {
+    super(`connection table full (${MAX_CONNECTIONS} connections)`);
+    this.name = 'TableFullError';
+  }
+}
+
+export class VsockEndpoint implements ConnectionOwner {
+  private readonly conns = new Map<string, VsockConnection>();
+  private readonly localPorts = new Map<number, number>(); // port → connections using it
+  private readonly rxq = new RxQueue<VsockConnection>();
+  private readonly killq = new KillQueue();
+  /** Set by the transport: called when packets for the peer become due. */
+  onRxPending: () => void = () => {};
+
+  constructor(
+    readonly cid: number,
+    readonly peerCid: number,
+    private readonly hooks: EndpointHooks,
+    private readonly log: Logger,
+    readonly maxConnections = MAX_CONNECTIONS,
+  ) {}
+
+  get size(): number {
+    return this.conns.size;
+  }
+
+  get isFull(): boolean {
+    return this.conns.size >= this.maxConnections;
+  }
+
+  portInUse(port: number): boolean {
+    return this.localPorts.has(port);
+  }
+
+  connections(): IterableIterator<VsockConnection> {
+    return this.conns.values();
+  }
+
+  /** Opens a connection we initiate (REQUEST to the peer). Throws TableFullError. */
+  connect(params: Omit<ConnectionParams, 'localCid' | 'peerCid' | 'initiator'>): VsockConnection {
+    return this.add({ ...params, localCid: this.cid, peerCid: this.peerCid, initiator: 'local' });
+  }
+
+  private add(params: ConnectionParams): VsockConnection {
+    if (this.isFull) throw new TableFullError();
+    const key = connKey(params.localPort, params.peerPort);
+    if (this.conns.has(key)) throw new Error(`connection ${key} already exists`);
+    // Registered before construction: the constructor may already ask for an RX turn.
+    const conn = new VsockConnection(params, this);
+    this.conns.set(key, conn);
+    this.localPorts.set(params.localPort, (this.localPorts.get(params.localPort) ?? 0) + 1);
+    if (conn.hasPendingRx()) this.rxPending(conn);
+    return conn;
+  }
+
+  // ─── ConnectionOwner ───────────────────────────────────────────────────
+
+  rxPending(conn: VsockConnection): void {
+    if (!this.conns.has(conn.key)) return;
+    const wasEmpty = this.rxq.isEmpty;
+    this.rxq.push(conn);
+    if (wasEmpty) this.onRxPending();
+  }
+
+  established(conn: VsockConnection): void {
+    this.hooks.onEstablished?.(conn);
+  }
+
+  closed(conn: VsockConnection, reason: CloseReason, detail?: string): void {
+    if (this.conns.get(conn.key) !== conn) return;
+    this.conns.delete(conn.key);
+    this.rxq.remove(conn);
+    const users = (this.localPorts.get(conn.localPort) ?? 1) - 1;
+    if (users <= 0) this.localPorts.delete(conn.localPort);
+    else this.localPorts.set(conn.localPort, users);
+    this.hooks.onClosed?.(conn, reason, detail);
+  }
+
+  armTimer(conn: VsockConnection, ms: number): void {
+    this.killq.arm(conn, ms);
+  }
+
+  // ─── packets from the peer ─────────────────────────────────────────────
+
+  /** Routes one packet from the peer. `data` is only read during this call. */
+  handlePacket(hdr: VsockHeader, data?: Buffer): void {
+    if (hdr.dstCid !== this.cid || hdr.srcCid !== this.peerCid) {
+      this.log.debug(`dropping packet for cid ${hdr.dstCid} from cid ${hdr.srcCid}`);
+      return;
+    }
+    if (hdr.type !== VSOCK_TYPE_STREAM) {
+      this.replyRst(hdr);
+      return;
+    }
+    const conn = this.conns.get(connKey(hdr.dstPort, hdr.srcPort));
+    if (conn) {
+      conn.handlePacket(hdr, data);
+      return;
+    }
+    if (hdr.op === VsockOp.REQUEST) {
+      this.acceptRequest(hdr);
+      return;
+    }
+    if (hdr.op !== VsockOp.RST) this.replyRst(hdr);
+  }
+
+  private acceptRequest(hdr: VsockHeader): void {
+    if (this.isFull) {
+      this.log.warn(`refusing connection from port ${hdr.srcPort} to ${hdr.dstPort}: table full`);
+      this.replyRst(hdr);
+      return;
+    }
+    const local = this.hooks.onPeerRequest(hdr);
+    if (typeof local === 'string') {
+      this.log.debug(`refusing connection from port ${hdr.srcPort} to ${hdr.dstPort}: ${local}`);
+      this.replyRst(hdr);
+      return;
+    }
+    try {
+      this.add({
+        ...local,
+        localCid: this.cid,
+        peerCid: this.peerCid,
+        initiator: 'peer',
+        peerBufAlloc: hdr.bufAlloc,
+        peerFwdCnt: hdr.fwdCnt,
+      });
+    } catch (err) {
+      this.log.warn(`refusing connection to ${hdr.dstPort}: ${(err as Error).message}`);
+      this.replyRst(hdr);
+      return;
+    }
+  }
+
+  private replyRst(hdr: VsockHeader): void {
+    const wasEmpty = this.rxq.isEmpty;
+    const queued = this.rxq.pushControl({
+      srcCid: this.cid,
+      dstCid: hdr.srcCid,
+      srcPort: hdr.dstPort,
+      dstPort: hdr.srcPort,
+      len: 0,
+      type: VSOCK_TYPE_STREAM,
+      op: VsockOp.RST,
+      flags: 0,
+      bufAlloc: BUF_ALLOC,
+      fwdCnt: 0,
+    });
+    if (queued && wasEmpty) this.onRxPending();
+  }
+
+  // ─── packets for the peer ──────────────────────────────────────────────
+
+  hasPendingRx(): boolean {
+    return !this.rxq.isEmpty;
+  }
+
+  /** The next packet for the peer (RW payload read into `buf`), or null. */
+  nextPacket(buf: Buffer): VsockHeader | null {
+    return this.rxq.next(buf);
+  }
+
+  /** Closes every connection without telling the peer (it is gone, or we are). */
+  closeAll(reason: CloseReason = 'shutdown'): void {
+    for (const conn of [...this.conns.values()]) conn.close(reason);
+    this.rxq.clear();
+    this.killq.clear();
+  }
+}
