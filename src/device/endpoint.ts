@@ -198,6 +198,13 @@ export class VsockEndpoint implements ConnectionOwner {
     return this.rxq.next(buf);
   }
 
+  /** The peer went away (power-off, reset, transport lost): every connection is closed; we keep serving. */
+  guestGone(reason: string): void {
+    const n = this.conns.size;
+    this.closeAll('shutdown');
+    if (n > 0) this.log.info(`peer gone (${reason}): closed ${n} connection(s)`);
+  }
+
   /** Closes every connection without telling the peer (it is gone, or we are). */
   closeAll(reason: CloseReason = 'shutdown'): void {
     for (const conn of [...this.conns.values()]) conn.close(reason);

@@ -472,6 +472,21 @@ export class VsockConnection {
     };
   }
 
+  /**
+   * Writes bytes of the owner's own to the local fd, ahead of any stream
+   * data: the `OK <port>\n` a CONNECT client reads before its stream. Such a
+   * line always fits an empty socket buffer; if it does not, the local end is
+   * unusable and the connection is reset.
+   */
+  writeLocal(data: Buffer): void {
+    try {
+      if (writeFd(this.fd, data) !== data.length)
+        this.reset('local-error', 'local end would not take the reply');
+    } catch (err) {
+      this.localFailure(err);
+    }
+  }
+
   // ─── ending ────────────────────────────────────────────────────────────
 
   private resetReason: CloseReason = 'done';

@@ -1,0 +1,213 @@
+/**
+ * The hybrid-vsock device (VMM side), Dragonball's protocol on a Unix socket.
+ *
+ * Host-initiated connections: a host program connects to the hybrid-vsock
+ * socket and sends `CONNECT <port>\n` (the socket becomes the host end of a
+ * connection to guest port <port>; `OK <hostport>\n` once the guest accepts)
+ * or `passfd\n` plus an fd (the fd becomes the host end; `OK <hostport>\n` on
+ * the socket, which is then closed). Host ports are allocated round-robin in
+ * [2^30, 2^31), skipping ports in use.
+ *
+ * Guest-initiated connections (Firecracker convention): a guest connecting to
+ * host port P is connected to the Unix socket `<hvsock path>_<P>`; nobody
+ * listening there means RST.
+ *
+ * The device core is a VsockEndpoint with CID 2; a GuestTransport (loopback
+ * or vhost-user) carries its packets to the guest. The device owns every fd
+ * it was given: on any failure the fd is closed and the host port freed
+ * before the failure is reported (two reference bugs: a received fd leaked
+ * on a bad port text, a host port leaked when adding a connection failed).
+ */
+import fs from 'node:fs';
+import { acceptUnix, closeQuietly, connectUnix, FdWatcher, listenUnix } from '../../native-bindings/index.js';
+import { encodeOk } from '../protocol/hybrid-vsock.js';
+import { HOST_CID } from '../protocol/vsock-packet.js';
+import type { Logger } from '../util/log.js';
+import type { CloseReason, VsockConnection } from './csm/connection.js';
+import { HOST_PORT_END, HOST_PORT_MIN } from './defaults.js';
+import { VsockEndpoint } from './endpoint.js';
+import { HvsockControl, type PassfdReply } from './hvsock-control.js';
+import { PortAllocator } from './port-allocator.js';
+import { removeStaleSocket } from './transport/loopback/standin-server.js';
+import type { GuestTransport } from './transport/transport.js';
+
+export interface HybridDeviceOptions {
+  /** The hybrid-vsock Unix socket path (Dragonball's `uds_path`). */
+  hvsockPath: string;
+  guestCid: number;
+  log: Logger;
+  maxConnections?: number;
+}
+
+/** Counters for operators and tests. */
+export interface DeviceStats {
+  connections: number;
+  controls: number;
+  invalidRequests: number;
+  passfdAccepted: number;
+  refused: number;
+}
+
+type Waiter = { kind: 'connect'; socketFd: number } | { kind: 'passfd'; reply: PassfdReply };
+
+export class HybridVsockDevice {
+  readonly endpoint: VsockEndpoint;
+  private readonly ports = new PortAllocator(HOST_PORT_MIN, HOST_PORT_END);
+  private readonly waiters = new Map<VsockConnection, Waiter>();
+  private readonly controls = new Set<HvsockControl>();
+  private listenFd = -1;
+  private watcher: FdWatcher | null = null;
+  private transport: GuestTransport | null = null;
+  private readonly log: Logger;
+  readonly stats: DeviceStats = {
+    connections: 0,
+    controls: 0,
+    invalidRequests: 0,
+    passfdAccepted: 0,
+    refused: 0,
+  };
+
+  constructor(readonly options: HybridDeviceOptions) {
+    this.log = options.log;
+    this.endpoint = new VsockEndpoint(
+      HOST_CID,
+      options.guestCid,
+      {
+        onPeerRequest: (hdr) => {
+          const target = `${options.hvsockPath}_${hdr.dstPort}`;
+          try {
+            const fd = connectUnix(target);
+            return { localPort: hdr.dstPort, peerPort: hdr.srcPort, fd };
+          } catch (err) {
+            return `no host listener at ${target} (${(err as { code?: string }).code ?? err})`;
+          }
+        },
+        onEstablished: (conn) => this.onEstablished(conn),
+        onClosed: (conn, reason, detail) => this.onClosed(conn, reason, detail),
+      },
+      this.log,
+      options.maxConnections,
+    );
+  }
+
+  /** Starts serving the hybrid-vsock socket (mode 0600) with `transport` as the guest side. */
+  start(transport: GuestTransport): void {
+    this.transport = transport;
+    transport.attach(this.endpoint);
+    removeStaleSocket(this.options.hvsockPath);
+    this.listenFd = listenUnix(this.options.hvsockPath);
+    fs.chmodSync(this.options.hvsockPath, 0o600);
+    this.watcher = new FdWatcher(this.listenFd, () => this.acceptAll());
+    this.watcher.want(true, false);
+    this.log.info(
+      `hybrid-vsock device on ${this.options.hvsockPath}, guest cid ${this.options.guestCid} (${transport.kind})`,
+    );
+  }
+
+  private acceptAll(): void {
+    for (;;) {
+      let fd: number | null;
+      try {
+        fd = acceptUnix(this.listenFd);
+      } catch (err) {
+        // EMFILE and friends: log and stop for this round; the next readiness event retries.
+        this.log.warn(`accept on ${this.options.hvsockPath}: ${(err as Error).message}`);
+        return;
+      }
+      if (fd === null) return;
+      this.stats.controls++;
+      const ctl = new HvsockControl(
+        fd,
+        {
+          connect: (port, socketFd, preRead) =>
+            this.hostConnect(port, socketFd, preRead, { kind: 'connect', socketFd }),
+          passfd: (port, passed, keep, reply) => {
+            this.log.debug(`passfd fd=${passed} to guest port ${port}${keep ? ' (keep)' : ''}`);
+            this.hostConnect(port, passed, undefined, { kind: 'passfd', reply }, keep);
+          },
+          invalid: (reason) => {
+            this.stats.invalidRequests++;
+            this.log.warn(`invalid hybrid-vsock request: ${reason}`);
+          },
+        },
+        (done) => this.controls.delete(done),
+      );
+      this.controls.add(ctl);
+    }
+  }
+
+  /** Opens a host-initiated connection with `fd` as its host end. Never leaks `fd` or a port. */
+  private hostConnect(
+    guestPort: number,
+    fd: number,
+    preRead: Buffer | undefined,
+    waiter: Waiter,
+    keep = false,
+  ): void {
+    const refuse = (why: string) => {
+      this.stats.refused++;
+      this.log.warn(`refusing ${waiter.kind} to guest port ${guestPort}: ${why}`);
+      closeQuietly(fd);
+      if (waiter.kind === 'passfd') waiter.reply.fail(why);
+    };
+    if (this.endpoint.isFull) {
+      refuse(`connection table full (${this.endpoint.maxConnections} connections)`);
+      return;
+    }
+    const hostPort = this.ports.allocate((p) => this.endpoint.portInUse(p));
+    if (hostPort === null) {
+      refuse('no free host port');
+      return;
+    }
+    let conn: VsockConnection;
+    try {
+      conn = this.endpoint.connect({ localPort: hostPort, peerPort: guestPort, fd, keep, preRead });
+    } catch (err) {
+      // Nothing was registered: the port is free again by construction.
+      refuse((err as Error).message);
+      return;
+    }
+    this.waiters.set(conn, waiter);
+  }
+
+  private onEstablished(conn: VsockConnection): void {
+    const waiter = this.waiters.get(conn);
+    if (!waiter) return;
+    this.waiters.delete(conn);
+    this.stats.connections++;
+    const ok = encodeOk(conn.localPort);
+    if (waiter.kind === 'connect') {
+      // The socket is empty and the line is tiny: one write goes through. If the
+      // client is already gone the connection will see it on its first I/O.
+      conn.writeLocal(ok);
+    } else {
+      this.stats.passfdAccepted++;
+      waiter.reply.ok(conn.localPort, ok);
+    }
+  }
+
+  private onClosed(conn: VsockConnection, reason: CloseReason, detail?: string): void {
+    const waiter = this.waiters.get(conn);
+    const what = `connection host ${conn.localPort} ↔ guest ${conn.peerPort}`;
+    if (waiter) {
+      this.waiters.delete(conn);
+      this.stats.refused++;
+      this.log.info(`${what} not established: ${reason}${detail ? ` (${detail})` : ''}`);
+      if (waiter.kind === 'passfd') waiter.reply.fail(reason);
+      return;
+    }
+    const level = reason === 'done' || reason === 'peer-reset' || reason === 'shutdown' ? 'debug' : 'info';
+    this.log[level](`${what} closed: ${reason}${detail ? ` (${detail})` : ''}`);
+  }
+
+  async stop(): Promise<void> {
+    this.watcher?.close();
+    this.watcher = null;
+    closeQuietly(this.listenFd);
+    this.listenFd = -1;
+    fs.rmSync(this.options.hvsockPath, { force: true });
+    for (const ctl of [...this.controls]) ctl.close();
+    this.endpoint.closeAll('shutdown');
+    await this.transport?.close();
+  }
+}
