@@ -50,7 +50,13 @@ export class FdWatcher {
     onReady: (ev: Readiness) => void,
   ) {
     assertPollable(fd);
-    this.callback = (ev) => onReady({ readable: ev.readable, writable: ev.writable, hangup: ev.disconnect });
+    // koffi calls back with (status, events), although its .d.ts declares (events) only.
+    // A negative status is a poll error: report everything so the owner's next I/O surfaces it.
+    const cb = (status: number, ev: KoffiNode.PollEvents) => {
+      if (status < 0) onReady({ readable: true, writable: true, hangup: true });
+      else onReady({ readable: ev.readable, writable: ev.writable, hangup: ev.disconnect });
+    };
+    this.callback = cb as unknown as (ev: KoffiNode.PollEvents) => void;
     // Created stopped: poll(fd, opts, cb) starts it, so stop right away and let want() drive it.
     this.handle = koffi.node.poll(fd, { readable: false, writable: false, disconnect: false }, this.callback);
     this.handle.stop();

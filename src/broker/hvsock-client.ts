@@ -1,0 +1,135 @@
+/**
+ * Client side of the hybrid-vsock Unix socket, as a Kata runtime speaks it:
+ *
+ * - `passFd`: `passfd\n`, then one sendmsg of `<port>[ keep]` carrying exactly
+ *   one fd (SCM_RIGHTS), then read `OK <hostport>\n`. The device closing the
+ *   socket without OK means it refused (unknown port, table full, bad fd).
+ * - `hybridConnect`: `CONNECT <port>\n`, read `OK <hostport>\n`; the socket
+ *   then carries the stream.
+ *
+ * `passFd` sends a duplicate of the caller's fd, so the caller keeps its own.
+ */
+import net from 'node:net';
+import { closeQuietly, connectUnix, dupFd } from '../../native-bindings/index.js';
+import { FdChannel } from '../net/fd-channel.js';
+import { encodeConnect, encodePassfd, encodePassfdPayload, OkReplyParser } from '../protocol/hybrid-vsock.js';
+
+export class HvsockError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'HvsockError';
+  }
+}
+
+export interface PassFdOptions {
+  keep?: boolean;
+  timeoutMs?: number;
+}
+
+/** Passes `fd` to the device as the host end of a connection to guest `port`; resolves the host port. */
+export function passFd(
+  hvsockPath: string,
+  fd: number,
+  port: number,
+  opts: PassFdOptions = {},
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let sock: number;
+    try {
+      sock = connectUnix(hvsockPath);
+    } catch (err) {
+      reject(
+        new HvsockError(`cannot reach the hybrid-vsock socket ${hvsockPath}: ${(err as Error).message}`),
+      );
+      return;
+    }
+    const parser = new OkReplyParser();
+    let settled = false;
+    const settle = (err: Error | null, hostPort?: number) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      channel.close();
+      if (err) reject(err);
+      else resolve(hostPort!);
+    };
+    const timer = setTimeout(
+      () =>
+        settle(
+          new HvsockError(`passfd to guest port ${port}: no reply within ${opts.timeoutMs ?? 10000} ms`),
+        ),
+      opts.timeoutMs ?? 10_000,
+    );
+    const channel = new FdChannel(sock, {
+      onData: (bytes, fds) => {
+        for (const f of fds) closeQuietly(f);
+        try {
+          const ok = parser.push(Buffer.from(bytes));
+          if (ok) settle(null, ok.port);
+        } catch (err) {
+          settle(new HvsockError(`passfd to guest port ${port}: ${(err as Error).message}`));
+        }
+      },
+      onEnd: () =>
+        settle(
+          new HvsockError(`passfd to guest port ${port} refused: the device closed the socket without OK`),
+        ),
+      onError: (err) => settle(new HvsockError(`passfd to guest port ${port}: ${err.message}`)),
+    });
+    let copy: number;
+    try {
+      copy = dupFd(fd);
+    } catch (err) {
+      settle(err as Error);
+      return;
+    }
+    channel.send(encodePassfd());
+    channel.send(encodePassfdPayload(port, opts.keep ?? false), copy);
+  });
+}
+
+export interface HybridStream {
+  socket: net.Socket;
+  hostPort: number;
+}
+
+/** `CONNECT <port>`: a stream to guest `port` through the device. */
+export function hybridConnect(hvsockPath: string, port: number, timeoutMs = 10_000): Promise<HybridStream> {
+  return new Promise((resolve, reject) => {
+    const socket = net.createConnection(hvsockPath);
+    const parser = new OkReplyParser();
+    const fail = (msg: string) => {
+      cleanup();
+      socket.destroy();
+      reject(new HvsockError(`CONNECT ${port} via ${hvsockPath}: ${msg}`));
+    };
+    const timer = setTimeout(() => fail(`no reply within ${timeoutMs} ms`), timeoutMs);
+    const onData = (chunk: Buffer) => {
+      let ok: ReturnType<OkReplyParser['push']>;
+      try {
+        ok = parser.push(chunk);
+      } catch (err) {
+        fail((err as Error).message);
+        return;
+      }
+      if (!ok) return;
+      cleanup();
+      socket.pause();
+      if (ok.rest.length > 0) socket.unshift(Buffer.from(ok.rest));
+      resolve({ socket, hostPort: ok.port });
+    };
+    const onEnd = () =>
+      fail('refused: the device closed the connection (nobody listening on that guest port?)');
+    const onError = (err: Error) => fail(err.message);
+    const cleanup = () => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('error', onError);
+    };
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+    socket.on('error', onError);
+    socket.write(encodeConnect(port));
+  });
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env node
+/**
+ * passfd-broker: one binary, one subcommand per role (commander).
+ *
+ *   vmm     the hybrid-vsock device with its guest (loopback or vhost-user)
+ *   guest   a guest process's vsock socket, like socat VSOCK-LISTEN/VSOCK-CONNECT
+ *   pass    pass one fd (a FIFO) to the device, print the host port
+ *   agent   the guest agent (ttrpc AgentService, passfd listener)
+ *   run     the end-to-end demo: a command's stdio through passfd
+ *   bench   passfd vs RPC-copy, side by side
+ */
+import { Command } from 'commander';
+import { parseLevel, setLogLevel } from '../util/log.js';
+import { registerGuest } from './guest.js';
+import { registerPass } from './pass.js';
+import { registerVmm } from './vmm.js';
+
+const program = new Command();
+program
+  .name('passfd-broker')
+  .description('vsock fd passthrough for VM-isolated containers (Kata/Dragonball hybrid-vsock protocol)')
+  .option('--log-level <level>', 'error, warn, info or debug (env PASSFD_LOG)')
+  .hook('preAction', (cmd) => {
+    const level = parseLevel(cmd.opts().logLevel);
+    if (level) setLogLevel(level);
+  })
+  .showHelpAfterError();
+
+registerVmm(program);
+registerGuest(program);
+registerPass(program);
+
+program.parseAsync(process.argv).catch((err: Error) => {
+  process.stderr.write(`passfd-broker: ${err.message}\n`);
+  process.exit(1);
+});
