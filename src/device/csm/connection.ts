@@ -52,6 +52,8 @@ import {
   O_NONBLOCK,
   O_RDONLY,
   O_WRONLY,
+  POLLHUP,
+  pollOnce,
   readFd,
   SHUT_WR,
   SysError,
@@ -59,7 +61,13 @@ import {
   WOULD_BLOCK,
   writeFd,
 } from '../../../native-bindings/index.js';
-import { ShutdownFlag, VSOCK_TYPE_STREAM, type VsockHeader, VsockOp } from '../../protocol/vsock-packet.js';
+import {
+  SHUTDOWN_BOTH,
+  ShutdownFlag,
+  VSOCK_TYPE_STREAM,
+  type VsockHeader,
+  VsockOp,
+} from '../../protocol/vsock-packet.js';
 import {
   BUF_ALLOC,
   CREDIT_UPDATE_THRESHOLD,
@@ -155,6 +163,7 @@ export class VsockConnection {
   private creditRequested = false;
 
   private localEof = false; // we sent SHUTDOWN(SEND)
+  private localClosedBoth = false; // ...with RCV too: the local socket was closed outright
   private peerShutSend = false;
   private peerShutRcv = false;
   private localWriteShut = false; // SHUT_WR done on the local socket
@@ -399,7 +408,7 @@ export class VsockConnection {
       if (this.pending & P_SHUTDOWN) {
         this.pending &= ~P_SHUTDOWN;
         const hdr = this.header(VsockOp.SHUTDOWN);
-        hdr.flags = ShutdownFlag.SEND;
+        hdr.flags = this.localClosedBoth ? SHUTDOWN_BOTH : ShutdownFlag.SEND;
         this.maybeFinish();
         return hdr;
       }
@@ -452,6 +461,10 @@ export class VsockConnection {
       return;
     }
     this.localEof = true;
+    // A socket whose far end was closed outright (POLLHUP: both directions shut)
+    // can receive nothing more either: say so, as Linux does on close(). A plain
+    // read EOF (half-close, FIFO writer gone) stays SEND only.
+    this.localClosedBoth = this.isSocket && (pollOnce([{ fd: this.fd, events: 0 }])[0]! & POLLHUP) !== 0;
     this.schedule(P_SHUTDOWN);
     this.refreshInterest();
   }
@@ -536,7 +549,9 @@ export class VsockConnection {
         // The local peer is gone already: nothing to tell it.
       }
     }
-    const peerDone = this.peerShutSend && (this.peerShutRcv || this.localEof || !this.canRead);
+    // Done when neither side will send again (or the local end can take nothing more).
+    const peerDone =
+      (this.peerShutSend && (this.peerShutRcv || this.localEof || !this.canRead)) || this.localClosedBoth;
     if (peerDone && this.txbuf.isEmpty && (this.pending & P_SHUTDOWN) === 0) {
       this.reset('done');
       return;
