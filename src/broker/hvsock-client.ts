@@ -26,13 +26,41 @@ export interface PassFdOptions {
   timeoutMs?: number;
 }
 
+/** A passed fd whose connection is still being tracked. */
+export interface PassedFd {
+  hostPort: number;
+  /**
+   * Resolves when the device closes the control socket: the connection has
+   * ended and the device has closed its copy of the fd, so every byte it
+   * carried has been delivered (or the connection was reset).
+   */
+  closed: Promise<void>;
+  /** Stops tracking (closes our end of the control socket). */
+  release(): void;
+}
+
 /** Passes `fd` to the device as the host end of a connection to guest `port`; resolves the host port. */
-export function passFd(
+export async function passFd(
   hvsockPath: string,
   fd: number,
   port: number,
   opts: PassFdOptions = {},
 ): Promise<number> {
+  const passed = await passFdTracked(hvsockPath, fd, port, opts);
+  passed.release();
+  return passed.hostPort;
+}
+
+/**
+ * Like `passFd`, but keeps the control socket open to learn when the device is
+ * done with the fd (this device's extension; Dragonball just leaves it unused).
+ */
+export function passFdTracked(
+  hvsockPath: string,
+  fd: number,
+  port: number,
+  opts: PassFdOptions = {},
+): Promise<PassedFd> {
   return new Promise((resolve, reject) => {
     let sock: number;
     try {
@@ -44,43 +72,54 @@ export function passFd(
       return;
     }
     const parser = new OkReplyParser();
-    let settled = false;
-    const settle = (err: Error | null, hostPort?: number) => {
-      if (settled) return;
-      settled = true;
+    let hostPort = -1;
+    let markClosed: () => void = () => {};
+    const closed = new Promise<void>((r) => {
+      markClosed = r;
+    });
+    const fail = (err: Error) => {
       clearTimeout(timer);
       channel.close();
-      if (err) reject(err);
-      else resolve(hostPort!);
+      markClosed();
+      if (hostPort < 0) reject(err);
     };
+    const timeoutMs = opts.timeoutMs ?? 10_000;
     const timer = setTimeout(
-      () =>
-        settle(
-          new HvsockError(`passfd to guest port ${port}: no reply within ${opts.timeoutMs ?? 10000} ms`),
-        ),
-      opts.timeoutMs ?? 10_000,
+      () => fail(new HvsockError(`passfd to guest port ${port}: no reply within ${timeoutMs} ms`)),
+      timeoutMs,
     );
     const channel = new FdChannel(sock, {
       onData: (bytes, fds) => {
         for (const f of fds) closeQuietly(f);
+        if (hostPort >= 0) return;
         try {
           const ok = parser.push(Buffer.from(bytes));
-          if (ok) settle(null, ok.port);
+          if (!ok) return;
+          hostPort = ok.port;
+          clearTimeout(timer);
+          resolve({
+            hostPort,
+            closed,
+            release: () => {
+              channel.close();
+              markClosed();
+            },
+          });
         } catch (err) {
-          settle(new HvsockError(`passfd to guest port ${port}: ${(err as Error).message}`));
+          fail(new HvsockError(`passfd to guest port ${port}: ${(err as Error).message}`));
         }
       },
       onEnd: () =>
-        settle(
+        fail(
           new HvsockError(`passfd to guest port ${port} refused: the device closed the socket without OK`),
         ),
-      onError: (err) => settle(new HvsockError(`passfd to guest port ${port}: ${err.message}`)),
+      onError: (err) => fail(new HvsockError(`passfd to guest port ${port}: ${err.message}`)),
     });
     let copy: number;
     try {
       copy = dupFd(fd);
     } catch (err) {
-      settle(err as Error);
+      fail(err as Error);
       return;
     }
     channel.send(encodePassfd());

@@ -5,13 +5,20 @@
  *
  *   reading-command ──CONNECT──▶ the socket itself becomes the connection's host end
  *         │                      (`OK <hostport>\n` once the guest accepts; closed if it refuses)
- *         └──passfd──▶ reading-payload ──payload+fd──▶ waiting ──▶ `OK <hostport>\n`, close
- *                                                              └─▶ refused: close
+ *         └──passfd──▶ reading-payload ──payload+fd──▶ waiting ──▶ `OK <hostport>\n` ──▶ linger ──▶ close
+ *                                                              └─▶ refused: close     (until the connection ends)
  *
  * Any malformed input (bad word or port, line over 32 bytes, no fd, more
  * than one fd, an fd with CONNECT, EOF or 5 s of silence mid-command) closes
  * this client, logs one line, closes every fd it received and leaves the
  * device serving everyone else.
+ *
+ * After `OK`, Dragonball leaves the socket unused. This device keeps it open
+ * until the connection ends and then closes it, so the passer can learn,
+ * event-driven, that every byte it handed over has been delivered (or the
+ * connection was reset): the broker reports a process's exit only after its
+ * stdout/stderr connections have closed. A client that ignores the socket
+ * (Kata's runtime) or closes it loses nothing.
  *
  * Where the payload ends: the kernel returns a message's fds with the first
  * read that touches its bytes and never glues bytes after an fd-carrying
@@ -37,8 +44,12 @@ export interface HvsockRequestHandler {
 }
 
 export interface PassfdReply {
-  ok(hostPort: number, okLine: Buffer): void;
+  /** The guest accepted: write `OK <hostport>\n`; the socket lingers until `connectionClosed`. */
+  ok(okLine: Buffer): void;
+  /** Refused before it was established: close the socket without OK. */
   fail(reason: string): void;
+  /** The connection ended (drained, reset or shut down): close the socket. */
+  connectionClosed(): void;
 }
 
 export const COMMAND_TIMEOUT_MS = 5000;
@@ -46,7 +57,7 @@ export const COMMAND_TIMEOUT_MS = 5000;
 export class HvsockControl {
   private readonly channel: FdChannel;
   private readonly parser = new HybridCommandParser();
-  private phase: 'command' | 'payload' | 'waiting' | 'done' = 'command';
+  private phase: 'command' | 'payload' | 'waiting' | 'linger' | 'done' = 'command';
   private payload: Buffer = Buffer.alloc(0);
   private readonly timer: NodeJS.Timeout;
 
@@ -125,17 +136,15 @@ export class HvsockControl {
       clearTimeout(this.timer);
       this.channel.pause();
       this.handler.passfd(parsed.port, fd, parsed.keep, {
-        ok: (_port, okLine) => {
+        ok: (okLine) => {
+          // The socket stays open while the connection lives; its EOF tells the
+          // passer the device is done with the fd (see module comment).
           this.channel.send(okLine);
-          this.channel.end();
-          this.phase = 'done';
-          this.finish();
+          this.phase = 'linger';
+          this.channel.resume();
         },
-        fail: () => {
-          this.channel.close();
-          this.phase = 'done';
-          this.finish();
-        },
+        fail: () => this.close(),
+        connectionClosed: () => this.close(),
       });
       return;
     }
@@ -145,7 +154,7 @@ export class HvsockControl {
 
   private reject(reason: string): void {
     if (this.phase === 'done') return;
-    const waiting = this.phase === 'waiting';
+    const waiting = this.phase === 'waiting' || this.phase === 'linger';
     this.phase = 'done';
     this.channel.close();
     this.finish();

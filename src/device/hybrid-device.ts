@@ -54,6 +54,8 @@ export class HybridVsockDevice {
   readonly endpoint: VsockEndpoint;
   private readonly ports = new PortAllocator(HOST_PORT_MIN, HOST_PORT_END);
   private readonly waiters = new Map<VsockConnection, Waiter>();
+  /** passfd control sockets kept open until their connection ends. */
+  private readonly lingering = new Map<VsockConnection, PassfdReply>();
   private readonly controls = new Set<HvsockControl>();
   private listenFd = -1;
   private watcher: FdWatcher | null = null;
@@ -182,11 +184,14 @@ export class HybridVsockDevice {
       conn.writeLocal(ok);
     } else {
       this.stats.passfdAccepted++;
-      waiter.reply.ok(conn.localPort, ok);
+      waiter.reply.ok(ok);
+      this.lingering.set(conn, waiter.reply);
     }
   }
 
   private onClosed(conn: VsockConnection, reason: CloseReason, detail?: string): void {
+    this.lingering.get(conn)?.connectionClosed();
+    this.lingering.delete(conn);
     const waiter = this.waiters.get(conn);
     const what = `connection host ${conn.localPort} ↔ guest ${conn.peerPort}`;
     if (waiter) {
