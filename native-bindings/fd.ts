@@ -25,6 +25,13 @@ export const O_WRONLY = 1;
 export const O_RDWR = 2;
 export const O_CLOEXEC = 0o2000000;
 
+/** The kernel writes/reads exactly where we say: never past the Buffer. */
+export function checkRange(buf: Buffer, off: number, len: number): void {
+  if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > buf.length) {
+    throw new RangeError(`range [${off}, ${off}+${len}) outside a buffer of ${buf.length} bytes`);
+  }
+}
+
 function ioResult(ret: number | bigint, syscall: string, fd: number): number {
   const n = Number(ret);
   if (n >= 0) return n;
@@ -35,6 +42,7 @@ function ioResult(ret: number | bigint, syscall: string, fd: number): number {
 
 /** read(2) into `buf[off, off+len)`. Returns bytes read (0 = EOF) or WOULD_BLOCK. */
 export function readFd(fd: number, buf: Buffer, off = 0, len = buf.length - off): number {
+  checkRange(buf, off, len);
   for (;;) {
     const ret = c.read(fd, off === 0 ? buf : buf.subarray(off), len);
     if (ret < 0 && errno() === E.EINTR) continue;
@@ -44,6 +52,7 @@ export function readFd(fd: number, buf: Buffer, off = 0, len = buf.length - off)
 
 /** write(2) from `buf[off, off+len)`. Returns bytes written or WOULD_BLOCK. */
 export function writeFd(fd: number, buf: Buffer, off = 0, len = buf.length - off): number {
+  checkRange(buf, off, len);
   for (;;) {
     const ret = c.write(fd, off === 0 ? buf : buf.subarray(off), len);
     if (ret < 0 && errno() === E.EINTR) continue;

@@ -13,7 +13,7 @@
  */
 import koffi, { type node as KoffiNode } from 'koffi';
 import { O_CLOEXEC } from './fd.js';
-import { c, check, errno, SysError } from './libc.js';
+import { c, check, E, errno, SysError } from './libc.js';
 
 export interface Readiness {
   readable: boolean;
@@ -39,6 +39,9 @@ export function assertPollable(fd: number): void {
   }
 }
 
+/** Fds with a live watcher: libuv aborts the process on a second poll handle for one fd. */
+const watched = new Set<number>();
+
 export class FdWatcher {
   private handle: KoffiNode.PollHandle | null;
   private readable = false;
@@ -49,6 +52,7 @@ export class FdWatcher {
     readonly fd: number,
     onReady: (ev: Readiness) => void,
   ) {
+    if (watched.has(fd)) throw new SysError('uv_poll_init', E.EEXIST, `fd ${fd} already has a watcher`);
     assertPollable(fd);
     // koffi calls back with (status, events), although its .d.ts declares (events) only.
     // A negative status is a poll error: report everything so the owner's next I/O surfaces it.
@@ -60,6 +64,7 @@ export class FdWatcher {
     // Created stopped: poll(fd, opts, cb) starts it, so stop right away and let want() drive it.
     this.handle = koffi.node.poll(fd, { readable: false, writable: false, disconnect: false }, this.callback);
     this.handle.stop();
+    watched.add(fd);
   }
 
   /** Chooses which events wake us. Both false: the handle stops (no wake-ups, fd untouched). */
@@ -95,5 +100,6 @@ export class FdWatcher {
     this.handle.stop();
     this.handle.close();
     this.handle = null;
+    watched.delete(this.fd);
   }
 }

@@ -9,7 +9,7 @@
  * cannot leak descriptors into the receiving process.
  */
 
-import { WOULD_BLOCK } from './fd.js';
+import { checkRange, WOULD_BLOCK } from './fd.js';
 import { c, E, errno, SysError } from './libc.js';
 
 const SOL_SOCKET = 1;
@@ -83,6 +83,7 @@ export function recvWithFds(
   off = 0,
   len = buf.length - off,
 ): Received | null {
+  checkRange(buf, off, len);
   const control = Buffer.alloc(cmsgSpace(MAX_FDS_RECV));
   const msg = {
     msg_name: null,

@@ -31,7 +31,8 @@ export function sockaddrUn(path: string): Buffer {
   const abstract = path.startsWith('@');
   const name = Buffer.from(abstract ? path.slice(1) : path);
   const pathLen = name.length + (abstract ? 1 : 0);
-  if (pathLen >= SUN_PATH_MAX) {
+  // A path needs its terminating NUL inside sun_path; an abstract name may fill it exactly.
+  if (abstract ? pathLen > SUN_PATH_MAX : pathLen >= SUN_PATH_MAX) {
     throw new SysError('sockaddr_un', E.ENAMETOOLONG, `${path} (sun_path holds ${SUN_PATH_MAX - 1} bytes)`);
   }
   // Abstract names: exact length, no terminating NUL. Paths: NUL-terminated.
@@ -83,11 +84,11 @@ export function acceptUnix(listenFd: number): number | null {
  * is reported like a refusal so callers never spin.
  */
 export function connectUnix(path: string, nonBlocking = true): number {
+  const addr = sockaddrUn(path); // before socket(): a bad path must not leak an fd
   const fd = check(
     c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonBlocking ? SOCK_NONBLOCK : 0), 0),
     'socket',
   );
-  const addr = sockaddrUn(path);
   for (;;) {
     if (c.connect(fd, addr, addr.length) === 0) return fd;
     const e = errno();

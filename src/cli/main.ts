@@ -11,8 +11,10 @@
  */
 import { Command } from 'commander';
 import { parseLevel, setLogLevel } from '../util/log.js';
+import { registerAgent } from './agent.js';
 import { registerGuest } from './guest.js';
 import { registerPass } from './pass.js';
+import { registerRun } from './run.js';
 import { registerVmm } from './vmm.js';
 
 const program = new Command();
@@ -29,6 +31,8 @@ program
 registerVmm(program);
 registerGuest(program);
 registerPass(program);
+registerAgent(program);
+registerRun(program);
 
 program.parseAsync(process.argv).catch((err: Error) => {
   process.stderr.write(`passfd-broker: ${err.message}\n`);

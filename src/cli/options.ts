@@ -31,3 +31,8 @@ export function onTermination(stop: () => Promise<void> | void): void {
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
 }
+
+export function parseMs(value: string): number {
+  if (!/^[0-9]{1,9}$/.test(value)) throw new InvalidArgumentError('must be a whole number of milliseconds');
+  return Number(value);
+}

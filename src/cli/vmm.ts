@@ -25,6 +25,13 @@ export function registerVmm(program: Command): void {
       const transport = new LoopbackTransport(opts.guestCid, opts.guestDir, log);
       device.start(transport);
       log.info(`loopback guest: AF_VSOCK stand-in at ${transport.standin.socketPath}`);
+      // SIGUSR2: log the connection tables (device and loopback guest), for operators.
+      process.on('SIGUSR2', () => {
+        log.info(`device connections (${device.endpoint.size}):\n  ${device.endpoint.dump().join('\n  ')}`);
+        log.info(
+          `guest connections (${transport.stack.endpoint.size}):\n  ${transport.stack.endpoint.dump().join('\n  ')}`,
+        );
+      });
       onTermination(async () => {
         await notifyStopping();
         await device.stop();

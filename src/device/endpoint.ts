@@ -91,6 +91,11 @@ export class VsockEndpoint implements ConnectionOwner {
     return conn;
   }
 
+  /** The connection table, one line per connection, for operators. */
+  dump(): string[] {
+    return [...this.conns.values()].map((c) => c.describe());
+  }
+
   // ─── ConnectionOwner ───────────────────────────────────────────────────
 
   rxPending(conn: VsockConnection): void {

@@ -3,7 +3,7 @@
  * for them event-driven (a socket appearing, a line on a stream), with
  * bounded timeouts. Every process started here is killed in `stopAll()`.
  */
-import { type ChildProcess, spawn, type SpawnOptions } from 'node:child_process';
+import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,7 +25,8 @@ export async function stopAll(): Promise<void> {
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code (or signal). */
 export function stopChild(child: ChildProcess, graceMs = 3000): Promise<number | string | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode ?? child.signalCode);
+  if (child.exitCode !== null || child.signalCode !== null)
+    return Promise.resolve(child.exitCode ?? child.signalCode);
   return new Promise((resolve) => {
     const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
     child.once('exit', (code, sig) => {
@@ -36,12 +37,18 @@ export function stopChild(child: ChildProcess, graceMs = 3000): Promise<number |
   });
 }
 
-export function exited(child: ChildProcess, timeoutMs = 30_000): Promise<{ code: number | null; signal: string | null }> {
+export function exited(
+  child: ChildProcess,
+  timeoutMs = 30_000,
+): Promise<{ code: number | null; signal: string | null }> {
   if (child.exitCode !== null || child.signalCode !== null) {
     return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
   }
   return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`process ${child.pid} did not exit within ${timeoutMs} ms`)), timeoutMs);
+    const t = setTimeout(
+      () => reject(new Error(`process ${child.pid} did not exit within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     child.once('exit', (code, signal) => {
       clearTimeout(t);
       resolve({ code, signal });
@@ -67,7 +74,10 @@ export class Captured {
     const m = this.text.match(re);
     if (m) return Promise.resolve(m);
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`timed out waiting for ${re} in: ${this.text.slice(-2000)}`)), timeoutMs);
+      const t = setTimeout(
+        () => reject(new Error(`timed out waiting for ${re} in: ${this.text.slice(-2000)}`)),
+        timeoutMs,
+      );
       this.waiters.push({
         re,
         resolve: (mm) => {

@@ -16,8 +16,14 @@
  *                                               ├─ peer SHUTDOWN(SEND): flush, then SHUT_WR the local
  *                                               │  socket so its reader sees EOF
  *                                               ├─ peer SHUTDOWN(RCV): stop reading the local fd
- *                                               ├─ both directions finished and nothing left to
- *                                               │  write: RST to the peer ─▶ Closed
+ *                                               ├─ we are finished (local EOF, and the local socket
+ *                                               │  closed outright or the peer done sending and all
+ *                                               │  delivered): SHUTDOWN(RCV|SEND), wait ≤ 2 s for the
+ *                                               │  peer's RST ─▶ Closed
+ *                                               ├─ peer SHUTDOWN(RCV|SEND) and nothing left to write:
+ *                                               │  RST to the peer ─▶ Closed (as Linux: the side that
+ *                                               │  receives the full shutdown resets, so the side that
+ *                                               │  closed first never cuts the other's delivery short)
  *                                               ├─ peer shut down but buffered bytes not written
  *                                               │  within 2 s: RST ─▶ Closed
  *                                               └─ peer RST, local I/O error, credit violation ─▶ Closed
@@ -146,6 +152,7 @@ export class VsockConnection {
   private readonly canRead: boolean;
   private readonly canWrite: boolean;
   private readonly isSocket: boolean;
+  private readonly isFifo: boolean;
   private preRead: Buffer | null;
 
   private pending = 0;
@@ -163,7 +170,9 @@ export class VsockConnection {
   private creditRequested = false;
 
   private localEof = false; // we sent SHUTDOWN(SEND)
-  private localClosedBoth = false; // ...with RCV too: the local socket was closed outright
+  private localClosedBoth = false; // the local socket was closed outright (POLLHUP at EOF)
+  private sentShutdownBoth = false; // we sent SHUTDOWN(RCV|SEND): waiting for the peer's RST
+  private closeDeadline = 0;
   private peerShutSend = false;
   private peerShutRcv = false;
   private localWriteShut = false; // SHUT_WR done on the local socket
@@ -189,6 +198,7 @@ export class VsockConnection {
     this.canWrite = mode !== 'r';
     const kind = fdKind(this.fd);
     this.isSocket = kind === 'socket';
+    this.isFifo = kind === 'fifo';
     // The watcher first: it refuses fds epoll cannot watch (regular files) before anything is opened.
     this.watcher = new FdWatcher(this.fd, (ev) => this.onReady(ev.readable || ev.hangup, ev.writable));
     if (this.keep && kind === 'fifo' && mode !== 'rw') {
@@ -228,6 +238,23 @@ export class VsockConnection {
   /** Bytes from the peer buffered here because the local fd was full. */
   get buffered(): number {
     return this.txbuf.length;
+  }
+
+  /** One line for operators (`kill -USR2 <vmm>` dumps the table). */
+  describe(): string {
+    const flags = [
+      this.localEof && 'local-eof',
+      this.localClosedBoth && 'local-closed',
+      this.peerShutSend && 'peer-no-send',
+      this.peerShutRcv && 'peer-no-rcv',
+      this.sentShutdownBoth && 'sent-shutdown-both',
+      this.keep && 'keep',
+    ].filter(Boolean);
+    return (
+      `${this.localPort}↔${this.peerPort} ${this.state} fd=${this.fd} pending=${this.pending.toString(2)} ` +
+      `buffered=${this.txbuf.length} peerCredit=${this.peerCredit} fwd=${this.fwdCnt} rx=${this.rxCnt} tx=${this.txCnt} ` +
+      `watch=${this.watcher?.wantsRead ? 'r' : ''}${this.watcher?.wantsWrite ? 'w' : ''} ${flags.join(',')}`
+    );
   }
 
   hasPendingRx(): boolean {
@@ -285,6 +312,8 @@ export class VsockConnection {
     }
     if (this.closed) return;
     if (this.peerCredit > 0) this.creditRequested = false;
+    // Bytes read before the connection existed do not wait for readiness: resume them on credit.
+    if (this.preRead && this.peerCredit > 0 && this.wantsLocalRead()) this.schedule(P_RW);
     this.refreshInterest();
     this.maybeFinish();
   }
@@ -408,7 +437,14 @@ export class VsockConnection {
       if (this.pending & P_SHUTDOWN) {
         this.pending &= ~P_SHUTDOWN;
         const hdr = this.header(VsockOp.SHUTDOWN);
-        hdr.flags = this.localClosedBoth ? SHUTDOWN_BOTH : ShutdownFlag.SEND;
+        if (this.finishedLocally()) {
+          hdr.flags = SHUTDOWN_BOTH;
+          this.sentShutdownBoth = true;
+          this.closeDeadline = Date.now() + SHUTDOWN_DRAIN_TIMEOUT_MS;
+          this.owner.armTimer(this, SHUTDOWN_DRAIN_TIMEOUT_MS);
+        } else {
+          hdr.flags = ShutdownFlag.SEND;
+        }
         this.maybeFinish();
         return hdr;
       }
@@ -525,6 +561,8 @@ export class VsockConnection {
       this.reset('timeout', 'no RESPONSE within 2 s');
     } else if (this.drainDeadline !== 0 && !this.txbuf.isEmpty && now >= this.drainDeadline) {
       this.reset('timeout', `shutdown not drained within 2 s (${this.txbuf.length} bytes left)`);
+    } else if (this.closeDeadline !== 0 && now >= this.closeDeadline) {
+      this.reset('done', 'peer did not reset within 2 s of our SHUTDOWN');
     }
   }
 
@@ -549,17 +587,35 @@ export class VsockConnection {
         // The local peer is gone already: nothing to tell it.
       }
     }
-    // Done when neither side will send again (or the local end can take nothing more).
-    const peerDone =
-      (this.peerShutSend && (this.peerShutRcv || this.localEof || !this.canRead)) || this.localClosedBoth;
-    if (peerDone && this.txbuf.isEmpty && (this.pending & P_SHUTDOWN) === 0) {
+    // Who sends RST, as in Linux: the side that *received* a full SHUTDOWN, once it
+    // has delivered everything. The side that finished first sends SHUTDOWN(RCV|SEND)
+    // and waits for that RST, so the peer never drops bytes it still had to deliver.
+    if (this.peerShutSend && this.peerShutRcv && this.txbuf.isEmpty && (this.pending & P_SHUTDOWN) === 0) {
       this.reset('done');
       return;
     }
-    if ((this.peerShutSend || this.peerShutRcv) && !this.txbuf.isEmpty && this.drainDeadline === 0) {
+    if (this.finishedLocally() && !this.sentShutdownBoth && (this.pending & P_SHUTDOWN) === 0) {
+      this.schedule(P_SHUTDOWN);
+    }
+    // Only a peer that will send nothing more starts the drain clock (Firecracker): after
+    // SHUTDOWN(RCV) alone the peer is still sending and a slow local reader is just slow.
+    // A FIFO is exempt: its slow reader is backpressure (containerd, or `ctr attach` coming
+    // back to a keeper-held FIFO), never a dead peer; a dead reader surfaces as EPIPE instead.
+    if (this.peerShutSend && !this.txbuf.isEmpty && this.drainDeadline === 0 && !this.isFifo) {
       this.drainDeadline = Date.now() + SHUTDOWN_DRAIN_TIMEOUT_MS;
       this.owner.armTimer(this, SHUTDOWN_DRAIN_TIMEOUT_MS);
     }
+  }
+
+  /**
+   * Nothing more will pass in either direction on our side: we read EOF, and
+   * either the local socket was closed outright or the peer will send nothing
+   * more and all it sent is delivered.
+   */
+  private finishedLocally(): boolean {
+    // A write-only local fd (a stdout FIFO) never sends: it is "at EOF" from the start.
+    const noMoreToSend = this.localEof || !this.canRead;
+    return noMoreToSend && (this.localClosedBoth || (this.peerShutSend && this.txbuf.isEmpty));
   }
 
   private finish(reason: CloseReason, detail?: string): void {

@@ -1,0 +1,294 @@
+/**
+ * Kata's `grpc.AgentService`, the subset this mission needs, over ttrpc:
+ * CreateContainer + StartContainer, ExecProcess, WaitProcess, SignalProcess,
+ * CloseStdin, TtyWinResize, RemoveContainer, and the RPC-copy IO calls
+ * (WriteStdin, ReadStdout, ReadStderr).
+ *
+ * A request's `stdin_port`/`stdout_port`/`stderr_port` name passfd streams by
+ * their host port (0 = that stream is not passfd: the process gets a pipe the
+ * RPC-copy calls serve). The streams are claimed from PassfdStreams, waiting
+ * for ones not yet accepted. Kata's conventions: the init process's exec id
+ * is the container id (an empty exec id means the init process); an exec
+ * process is forgotten once WaitProcess has returned its status; the init
+ * process lives until RemoveContainer. In terminal mode stdout and stderr
+ * share one stream and stderr_port is 0.
+ *
+ * "Containers" here are process groups in the agent's own root: isolation is
+ * the VM's job in this project; what matters is the IO wiring.
+ */
+import type { Readable, Writable } from 'node:stream';
+import { closeQuietly } from '../../native-bindings/index.js';
+import { agentMethods, type Process } from '../protocol/agent-api.js';
+import { GrpcCode } from '../protocol/ttrpc.js';
+import { TtrpcError } from '../ttrpc/errors.js';
+import type { TtrpcServer } from '../ttrpc/server.js';
+import type { Logger } from '../util/log.js';
+import type { PassfdStreams } from './passfd-streams.js';
+import { type ContainerProcess, spawnContainerProcess } from './process/container-process.js';
+
+interface Ports {
+  stdinPort: number;
+  stdoutPort: number;
+  stderrPort: number;
+}
+
+interface ExecEntry {
+  process: ContainerProcess;
+  /** Serialises concurrent ReadStdout/ReadStderr calls per stream. */
+  readChain: Map<Readable, Promise<unknown>>;
+}
+
+interface Container {
+  id: string;
+  /** Set by CreateContainer, consumed by StartContainer. */
+  pending: { process: Process; fds: (number | null)[] } | null;
+  execs: Map<string, ExecEntry>;
+}
+
+const MAX_READ = 1 << 20;
+
+export class AgentService {
+  private readonly containers = new Map<string, Container>();
+
+  constructor(
+    private readonly streams: PassfdStreams,
+    private readonly log: Logger,
+    private readonly drainTimeoutMs?: number,
+  ) {}
+
+  /** Counts for leak checks: containers and live exec processes. */
+  get stats(): { containers: number; processes: number } {
+    let processes = 0;
+    for (const c of this.containers.values()) processes += c.execs.size;
+    return { containers: this.containers.size, processes };
+  }
+
+  register(server: TtrpcServer): void {
+    const m = agentMethods;
+    server.registerTyped(m.CreateContainer, async (req) => {
+      if (!req.containerId) throw invalid('container_id is empty');
+      if (this.containers.has(req.containerId)) throw exists(`container ${req.containerId} already exists`);
+      const process = req.OCI?.Process;
+      if (!process || process.Args.length === 0) throw invalid('OCI.Process.Args is empty');
+      // Reserve the id before awaiting streams so a duplicate create fails at once.
+      const c: Container = { id: req.containerId, pending: null, execs: new Map() };
+      this.containers.set(c.id, c);
+      try {
+        c.pending = { process, fds: await this.claim(req, process.Terminal) };
+      } catch (err) {
+        this.containers.delete(c.id);
+        throw err;
+      }
+      this.log.debug(`created container ${c.id}`);
+      return {};
+    });
+    server.registerTyped(m.StartContainer, async (req) => {
+      const c = this.container(req.containerId);
+      if (!c.pending) throw precondition(`container ${c.id} was already started`);
+      const { process, fds } = c.pending;
+      c.pending = null;
+      await this.start(c, c.id, process, fds);
+      return {};
+    });
+    server.registerTyped(m.ExecProcess, async (req) => {
+      const c = this.container(req.containerId);
+      if (!req.execId) throw invalid('exec_id is empty');
+      if (c.execs.has(req.execId)) throw exists(`exec ${req.execId} already exists in ${c.id}`);
+      const process = req.process;
+      if (!process || process.Args.length === 0) throw invalid('process.Args is empty');
+      const fds = await this.claim(req, process.Terminal);
+      await this.start(c, req.execId, process, fds);
+      return {};
+    });
+    server.registerTyped(m.WaitProcess, async (req, ctx) => {
+      const { entry, execId, c } = this.exec(req.containerId, req.execId);
+      const aborted = new Promise<never>((_, reject) => {
+        ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true });
+      });
+      const st = await Promise.race([entry.process.wait(), aborted]);
+      if (execId !== c.id) c.execs.delete(execId);
+      this.log.debug(`process ${c.id}/${execId} exited with ${st.status}`);
+      return { status: st.status };
+    });
+    server.registerTyped(m.SignalProcess, async (req) => {
+      const { entry } = this.exec(req.containerId, req.execId);
+      try {
+        entry.process.signal(req.signal);
+      } catch (err) {
+        throw invalid((err as Error).message);
+      }
+      return {};
+    });
+    server.registerTyped(m.CloseStdin, async (req) => {
+      this.exec(req.containerId, req.execId).entry.process.closeStdin();
+      return {};
+    });
+    server.registerTyped(m.TtyWinResize, async (req) => {
+      const { entry } = this.exec(req.containerId, req.execId);
+      if (!entry.process.terminal) throw precondition('the process has no terminal');
+      entry.process.resize(req.row, req.column);
+      return {};
+    });
+    server.registerTyped(m.RemoveContainer, async (req) => {
+      const c = this.container(req.containerId);
+      for (const [, e] of c.execs) {
+        e.process.signal('SIGKILL', { group: true });
+        e.process.destroy();
+      }
+      if (c.pending) for (const fd of c.pending.fds) closeQuietly(fd);
+      this.containers.delete(c.id);
+      return {};
+    });
+    server.registerTyped(m.WriteStdin, async (req) => {
+      const { entry } = this.exec(req.containerId, req.execId);
+      const pipe = entry.process.stdinPipe;
+      if (!pipe) throw precondition('stdin is a passfd stream, not served over RPC');
+      await writeAll(pipe, req.data);
+      return { len: req.data.length };
+    });
+    server.registerTyped(m.ReadStdout, async (req) => {
+      const { entry } = this.exec(req.containerId, req.execId);
+      return { data: await this.readFrom(entry, entry.process.stdoutPipe, req.len, 'stdout') };
+    });
+    server.registerTyped(m.ReadStderr, async (req) => {
+      const { entry } = this.exec(req.containerId, req.execId);
+      return { data: await this.readFrom(entry, entry.process.stderrPipe, req.len, 'stderr') };
+    });
+  }
+
+  /** Claims the passfd streams a request names (0 = none), all or nothing. */
+  private async claim(ports: Ports, terminal: boolean): Promise<(number | null)[]> {
+    if (terminal && ports.stderrPort !== 0)
+      throw invalid('terminal mode: stderr shares the stdout stream (stderr_port must be 0)');
+    const wanted = [ports.stdinPort, ports.stdoutPort, ports.stderrPort];
+    const results = await Promise.allSettled(
+      wanted.map((p) => (p === 0 ? Promise.resolve(null) : this.streams.take(p))),
+    );
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) {
+      for (const r of results) if (r.status === 'fulfilled' && r.value !== null) closeQuietly(r.value);
+      throw new TtrpcError(GrpcCode.DEADLINE_EXCEEDED, (failed as PromiseRejectedResult).reason.message);
+    }
+    return results.map((r) => (r as PromiseFulfilledResult<number | null>).value);
+  }
+
+  private async start(c: Container, execId: string, process: Process, fds: (number | null)[]): Promise<void> {
+    let proc: ContainerProcess;
+    try {
+      proc = await spawnContainerProcess({
+        args: process.Args,
+        env: process.Env.length > 0 ? process.Env : undefined,
+        cwd: process.Cwd || undefined,
+        terminal: process.Terminal,
+        ...(process.Terminal && process.ConsoleSize?.Height && process.ConsoleSize.Width
+          ? { rows: process.ConsoleSize.Height, cols: process.ConsoleSize.Width }
+          : {}),
+        stdinFd: fds[0] ?? null,
+        stdoutFd: fds[1] ?? null,
+        stderrFd: fds[2] ?? null,
+        ...(this.drainTimeoutMs !== undefined ? { drainTimeoutMs: this.drainTimeoutMs } : {}),
+      });
+    } catch (err) {
+      // The launcher owns the fds from the call on and has closed them.
+      throw new TtrpcError(
+        GrpcCode.INVALID_ARGUMENT,
+        `cannot start ${process.Args[0]}: ${(err as Error).message}`,
+      );
+    }
+    c.execs.set(execId, { process: proc, readChain: new Map() });
+    this.log.debug(`started ${c.id}/${execId} pid ${proc.pid}: ${process.Args.join(' ')}`);
+  }
+
+  private container(id: string): Container {
+    const c = this.containers.get(id);
+    if (!c) throw new TtrpcError(GrpcCode.NOT_FOUND, `container ${id} not found`);
+    return c;
+  }
+
+  private exec(containerId: string, execId: string): { c: Container; entry: ExecEntry; execId: string } {
+    const c = this.container(containerId);
+    const id = execId || c.id;
+    const entry = c.execs.get(id);
+    if (!entry) throw new TtrpcError(GrpcCode.NOT_FOUND, `process ${containerId}/${id} not found`);
+    return { c, entry, execId: id };
+  }
+
+  /** One ReadStdout/ReadStderr: up to `len` bytes, empty at EOF. Calls on a stream are served in order. */
+  private readFrom(entry: ExecEntry, pipe: Readable | null, len: number, what: string): Promise<Uint8Array> {
+    if (!pipe) throw precondition(`${what} is a passfd stream, not served over RPC`);
+    const prev = entry.readChain.get(pipe) ?? Promise.resolve();
+    const next = prev.then(() => readUpTo(pipe, Math.max(1, Math.min(len || MAX_READ, MAX_READ))));
+    entry.readChain.set(
+      pipe,
+      next.catch(() => undefined),
+    );
+    return next;
+  }
+
+  /** Kills every process (agent shutdown). */
+  close(): void {
+    for (const c of this.containers.values()) {
+      for (const e of c.execs.values()) {
+        e.process.signal('SIGKILL', { group: true });
+        e.process.destroy();
+      }
+      if (c.pending) for (const fd of c.pending.fds) closeQuietly(fd);
+    }
+    this.containers.clear();
+  }
+}
+
+function invalid(msg: string): TtrpcError {
+  return new TtrpcError(GrpcCode.INVALID_ARGUMENT, msg);
+}
+function exists(msg: string): TtrpcError {
+  return new TtrpcError(GrpcCode.ALREADY_EXISTS, msg);
+}
+function precondition(msg: string): TtrpcError {
+  return new TtrpcError(GrpcCode.FAILED_PRECONDITION, msg);
+}
+
+function writeAll(pipe: Writable, data: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (pipe.writableEnded || pipe.destroyed) {
+      reject(precondition('stdin is closed'));
+      return;
+    }
+    pipe.write(data, (err) => (err ? reject(new TtrpcError(GrpcCode.UNAVAILABLE, err.message)) : resolve()));
+  });
+}
+
+/** Reads what is available (at most `len` bytes), waiting for at least one byte; empty at EOF. */
+function readUpTo(pipe: Readable, len: number): Promise<Uint8Array> {
+  return new Promise((resolve) => {
+    const attempt = (): boolean => {
+      const chunk = pipe.read() as Buffer | null;
+      if (chunk !== null) {
+        if (chunk.length > len) pipe.unshift(chunk.subarray(len));
+        resolve(chunk.subarray(0, len));
+        return true;
+      }
+      if (pipe.readableEnded || pipe.destroyed) {
+        resolve(new Uint8Array(0));
+        return true;
+      }
+      return false;
+    };
+    if (attempt()) return;
+    const done = () => {
+      pipe.off('readable', onReadable);
+      pipe.off('end', onEnd);
+      pipe.off('close', onEnd);
+    };
+    const onReadable = () => {
+      if (attempt()) done();
+    };
+    const onEnd = () => {
+      done();
+      resolve(new Uint8Array(0));
+    };
+    pipe.on('readable', onReadable);
+    pipe.on('end', onEnd);
+    pipe.on('close', onEnd);
+  });
+}

@@ -1,0 +1,469 @@
+/**
+ * The guest agent's process launcher: starts a container process with its
+ * stdio wired to the passfd streams (or to pipes the RPC path serves) and
+ * reports its exit only once its output is delivered.
+ *
+ * Wiring (non-terminal). The child always gets pipes on fds 0-2, blocking,
+ * close-on-exec everywhere else (see stdio-pipe.ts for why not the socket):
+ *
+ *   stdin stream  ──splice──▶ stdin pipe  ──▶ child fd 0
+ *   child fd 1    ──▶ stdout pipe ──splice──▶ stdout stream
+ *   child fd 2    ──▶ stderr pipe ──splice──▶ stderr stream
+ *
+ * A null stream fd means "served over RPC": the agent's end of that pipe is
+ * exposed as a Node stream (`stdinPipe` writable, `stdoutPipe`/`stderrPipe`
+ * readable; `net.Socket`s on the pipe fds). Each such stream owns its fd:
+ * reading it to the end (or destroying it) closes it. The launcher destroys
+ * `stdinPipe` itself once the process has exited.
+ *
+ * Terminal mode. The child runs on a new pty as its controlling terminal (new
+ * session; see ctty-step.ts). stdout and stderr are both the terminal, so
+ * there is one output stream and `stderrFd` must be null. The bytes between
+ * the pty master and the streams are copied by the agent (copy-pump.ts:
+ * splice does not work on a pty); with a null stream fd the RPC side is
+ * again a pipe, so RPC consumers see the same kind of stream in both modes.
+ * EOF on stdin (stream EOF, or closeStdin) writes the terminal's EOF
+ * character, which is how a terminal reader sees end-of-file. If the output
+ * stream's peer goes away, the terminal is hung up (all master fds closed):
+ * the session gets SIGHUP, as when an ssh connection drops.
+ *
+ * Exit reporting. `wait()` resolves only after every byte the process wrote
+ * to stdout/stderr has been written into the streams (output-forwarder.ts
+ * explains why the exit-time snapshot is exact). Children of the process that
+ * inherited its stdout keep the pipe open after it exits; Kata waits for the
+ * pipe's EOF, which hangs `exec` when a daemon was started in the
+ * background. Here the launcher waits for EOF at most `drainTimeoutMs`
+ * (default 3 s, `Infinity` = Kata's behaviour) after the exit, and never less
+ * than what the exit-time snapshot requires; then it reports the exit. The
+ * pumps keep forwarding what such children print until the pipe really ends
+ * (or the stream's peer goes away): late output is delivered, not cut.
+ * Once the exit is reported, stdin is closed (stream and pipe), as Kata does.
+ *
+ * Signals. Every process is a session and process-group leader (Node's
+ * `detached`, or setsid in terminal mode), as runc/rustjail make container
+ * processes, so `signal(sig, { group: true })` reaches its whole group, even
+ * after the leader is gone (the group id stays reserved while members live).
+ * The child starts with default signal dispositions and an empty mask: libuv
+ * resets them between fork and exec (Node itself ignores SIGPIPE; the child
+ * does not), so a child writing to a closed pipe dies of SIGPIPE as in a shell.
+ *
+ * Fds. Stream fds passed in belong to the launcher from the call on, even if
+ * it throws. Everything the launcher creates is closed once the process has
+ * exited and every stream is finished (`drained`); the RPC pipe streams are
+ * closed by whoever consumes them.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import net from 'node:net';
+import type { Readable, Writable } from 'node:stream';
+import {
+  closeQuietly,
+  dupFd,
+  fdKind,
+  openPty,
+  ptyEofChar,
+  setCloexec,
+  setWinSize,
+} from '../../../native-bindings/index.js';
+import { type CttyMethod, cttyStep, envObject } from './ctty-step.js';
+import { type ExitStatus, exitStatus, signalNumber } from './exit-status.js';
+import { InputForwarder } from './input-forwarder.js';
+import { OutputForwarder } from './output-forwarder.js';
+import { resolveCommand } from './resolve-command.js';
+import { stdioPipe } from './stdio-pipe.js';
+
+export type { ExitStatus } from './exit-status.js';
+
+export const DEFAULT_DRAIN_TIMEOUT_MS = 3000;
+
+export interface SpawnOptions {
+  /** argv; args[0] is looked up in the PATH of `env`. */
+  args: string[];
+  /** "KEY=value" strings: exactly the process's environment. Default: the agent's own. */
+  env?: string[];
+  /** Working directory. Default: the agent's. */
+  cwd?: string;
+  /** Run on a new pty as controlling terminal; stdout and stderr share the stdout stream. */
+  terminal?: boolean;
+  /** Initial window size (terminal mode); both or neither. */
+  rows?: number;
+  cols?: number;
+  /** Connected stream sockets (vsock, or a socketpair end); null/absent = served over RPC. Owned by the launcher. */
+  stdinFd?: number | null;
+  stdoutFd?: number | null;
+  /** Must be null in terminal mode. */
+  stderrFd?: number | null;
+  /** How long after the exit to wait for stdout/stderr EOF held off by surviving children (default 3000). */
+  drainTimeoutMs?: number;
+  /** Terminal mode: how the child gets its controlling terminal (default 'auto': setsid(1), else Node). */
+  ctty?: CttyMethod;
+}
+
+export interface SignalOptions {
+  /** Signal the process group (the process and the children it did not move elsewhere). */
+  group?: boolean;
+}
+
+interface Wiring {
+  childStdio: [number, number, number];
+  /** The child's ends (and the pty slave), closed in the agent right after spawn. */
+  childEnds: number[];
+  /** Everything else created so far, closed if spawning fails. */
+  ours: number[];
+  inputs: InputForwarder[];
+  outputs: OutputForwarder[];
+  stdinPipe: net.Socket | null;
+  stdoutPipe: net.Socket | null;
+  stderrPipe: net.Socket | null;
+  master: number | null;
+  ptyName: string | null;
+}
+
+export class ContainerProcess {
+  /** The process id (its process group and session id too). */
+  readonly pid: number;
+  readonly terminal: boolean;
+  /** RPC path: write what WriteStdin receives; `closeStdin()` ends it. Null when stdin is a stream. */
+  readonly stdinPipe: Writable | null;
+  /** RPC path: what ReadStdout returns. Null when stdout is a stream. */
+  readonly stdoutPipe: Readable | null;
+  /** RPC path: what ReadStderr returns. Null when stderr is a stream, and in terminal mode. */
+  readonly stderrPipe: Readable | null;
+  /** The pty slave's path in terminal mode (e.g. /dev/pts/3). */
+  readonly ptyName: string | null;
+  /** Settles when the process is gone, every stream is finished and every launcher fd is closed. */
+  readonly drained: Promise<void>;
+
+  private readonly child: ChildProcess;
+  private readonly inputs: InputForwarder[];
+  private readonly outputs: OutputForwarder[];
+  private master: number | null;
+  private exited = false;
+  private readonly waitPromise: Promise<ExitStatus>;
+
+  private constructor(child: ChildProcess, w: Wiring, drainTimeoutMs: number, terminal: boolean) {
+    this.child = child;
+    this.pid = child.pid!;
+    this.terminal = terminal;
+    this.inputs = w.inputs;
+    this.outputs = w.outputs;
+    this.master = w.master;
+    this.ptyName = w.ptyName;
+    this.stdinPipe = w.stdinPipe;
+    this.stdoutPipe = w.stdoutPipe;
+    this.stderrPipe = w.stderrPipe;
+    child.on('error', () => {
+      // kill() failures surface here; signal() reports them through its return value.
+    });
+    const exited = new Promise<ExitStatus>((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.exited = true;
+        resolve(exitStatus(code, signal));
+      });
+    });
+    this.waitPromise = exited.then(async (status) => {
+      await this.outputsSettled(drainTimeoutMs);
+      this.afterReported();
+      return status;
+    });
+    if (terminal) {
+      for (const out of this.outputs) {
+        void out.finished.then((end) => {
+          if (end.reason === 'error') this.hangUp();
+        });
+      }
+    }
+    this.drained = Promise.all([
+      this.waitPromise,
+      ...this.outputs.map((o) => o.finished),
+      ...this.inputs.map((i) => i.finished),
+    ]).then(() => {
+      this.closeMaster();
+    });
+    for (const f of [...this.outputs, ...this.inputs]) f.start();
+  }
+
+  /** Starts a process. Resolves once it runs; rejects (with Node's spawn error, e.g. code ENOENT) if it cannot start. */
+  static async spawn(opts: SpawnOptions): Promise<ContainerProcess> {
+    const streams = [opts.stdinFd ?? null, opts.stdoutFd ?? null, opts.stderrFd ?? null];
+    const given = streams.filter((fd): fd is number => fd !== null);
+    let w: Wiring | null = null;
+    let child: ChildProcess;
+    try {
+      validate(opts, given);
+      for (const fd of given) setCloexec(fd, true);
+      const env = opts.env ?? Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
+      const cwd = opts.cwd ?? process.cwd();
+      let file: string;
+      let argv: string[];
+      let childEnv: Record<string, string>;
+      if (opts.terminal) {
+        resolveCommand(opts.args[0]!, envObject(env).PATH, cwd);
+        const step = cttyStep(opts.ctty ?? 'auto', opts.args, env);
+        file = step.file;
+        argv = step.args;
+        childEnv = step.env;
+        w = wireTerminal(opts);
+      } else {
+        file = opts.args[0]!;
+        argv = opts.args.slice(1);
+        childEnv = envObject(env);
+        w = wirePipes(opts);
+      }
+      // detached = setsid() in the child. Not in terminal mode: setsid(1) or the
+      // trampoline does it, and setsid(1) would fork if it already led a group.
+      child = spawn(file, argv, { cwd, env: childEnv, stdio: w.childStdio, detached: !opts.terminal });
+    } catch (err) {
+      if (w) abandon(w);
+      for (const fd of given) closeQuietly(fd);
+      throw err;
+    }
+    // The child has its copies now (or never will): the agent's must go, or EOF never comes.
+    for (const fd of w.childEnds) closeQuietly(fd);
+    const failure = await new Promise<Error | null>((resolve) => {
+      child.once('error', resolve);
+      child.once('spawn', () => resolve(null));
+    });
+    if (failure) {
+      abandon(w);
+      for (const fd of given) closeQuietly(fd);
+      throw failure;
+    }
+    return new ContainerProcess(child, w, opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS, !!opts.terminal);
+  }
+
+  /** True once the process has exited (its output may still be on its way: use `wait()`). */
+  get hasExited(): boolean {
+    return this.exited;
+  }
+
+  /** The exit status, once the process has exited and its output is delivered (see module comment). */
+  wait(): Promise<ExitStatus> {
+    return this.waitPromise;
+  }
+
+  /**
+   * Sends `sig` (number or name) to the process, or with `group` to its
+   * process group. Returns false when there is nothing left to signal.
+   */
+  signal(sig: number | string, opts: SignalOptions = {}): boolean {
+    const num = signalNumber(sig);
+    if (opts.group) {
+      try {
+        process.kill(-this.pid, num);
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+        throw err;
+      }
+    }
+    // Not after the exit: the pid may already belong to someone else.
+    if (this.exited) return false;
+    return this.child.kill(num);
+  }
+
+  /** Terminal mode: sets the window size (TIOCSWINSZ; the foreground group gets SIGWINCH). */
+  resize(rows: number, cols: number): void {
+    if (!this.terminal) throw new Error('resize: the process has no terminal');
+    if (this.master === null) return; // exited or hung up: nothing to resize
+    setWinSize(this.master, rows, cols);
+  }
+
+  /**
+   * CloseStdin: the process reads EOF after every byte already sent. Stream:
+   * what is queued in the socket now is still delivered first. RPC pipe: ends
+   * `stdinPipe` after its pending writes.
+   */
+  closeStdin(): void {
+    if (this.stdinPipe) this.stdinPipe.end();
+    for (const i of this.inputs) i.closeInput();
+  }
+
+  /**
+   * Releases everything at once without waiting: stops the pumps, closes every
+   * launcher fd, destroys the RPC pipe streams. Does not signal the process;
+   * `wait()` still resolves when it exits.
+   */
+  destroy(): void {
+    for (const f of [...this.outputs, ...this.inputs]) f.stop();
+    this.stdinPipe?.destroy();
+    this.stdoutPipe?.destroy();
+    this.stderrPipe?.destroy();
+    this.closeMaster();
+  }
+
+  private async outputsSettled(drainTimeoutMs: number): Promise<void> {
+    if (this.outputs.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((resolve) => {
+      if (Number.isFinite(drainTimeoutMs)) timer = setTimeout(resolve, Math.max(0, drainTimeoutMs));
+    });
+    // Snapshot at the exit (the pumps cannot run in between): see output-forwarder.ts.
+    const settled = this.outputs.map((o) =>
+      Promise.race([o.finished.then(() => undefined), Promise.all([o.flushedAtExit(), grace])]),
+    );
+    await Promise.all(settled);
+    clearTimeout(timer);
+  }
+
+  private afterReported(): void {
+    for (const i of this.inputs) i.stop();
+    this.stdinPipe?.destroy();
+    this.closeMaster();
+  }
+
+  private hangUp(): void {
+    for (const i of this.inputs) i.stop();
+    for (const o of this.outputs) o.stop();
+    this.closeMaster();
+  }
+
+  private closeMaster(): void {
+    if (this.master === null) return;
+    closeQuietly(this.master);
+    this.master = null;
+  }
+}
+
+/** Starts a container process; see ContainerProcess. */
+export function spawnContainerProcess(opts: SpawnOptions): Promise<ContainerProcess> {
+  return ContainerProcess.spawn(opts);
+}
+
+function validate(opts: SpawnOptions, given: number[]): void {
+  if (!Array.isArray(opts.args) || opts.args.length === 0 || !opts.args[0]) {
+    throw new TypeError('spawnContainerProcess: args must name a command');
+  }
+  if (new Set(given).size !== given.length) {
+    throw new RangeError('spawnContainerProcess: the same fd was given for two streams; pass separate fds');
+  }
+  for (const fd of given) {
+    const kind = fdKind(fd);
+    if (kind !== 'socket' && kind !== 'fifo') {
+      throw new TypeError(`spawnContainerProcess: stream fd ${fd} is a ${kind}, not a socket or pipe`);
+    }
+  }
+  if (opts.terminal && opts.stderrFd != null) {
+    throw new RangeError('spawnContainerProcess: terminal mode has no stderr stream (stderr port must be 0)');
+  }
+  if ((opts.rows === undefined) !== (opts.cols === undefined)) {
+    throw new RangeError('spawnContainerProcess: give both rows and cols, or neither');
+  }
+}
+
+function emptyWiring(): Wiring {
+  return {
+    childStdio: [-1, -1, -1],
+    childEnds: [],
+    ours: [],
+    inputs: [],
+    outputs: [],
+    stdinPipe: null,
+    stdoutPipe: null,
+    stderrPipe: null,
+    master: null,
+    ptyName: null,
+  };
+}
+
+/** Closes whatever a failed spawn left: forwarders were never started, so their fds are in `ours`. */
+function abandon(w: Wiring): void {
+  for (const fd of w.childEnds) closeQuietly(fd);
+  for (const fd of w.ours) closeQuietly(fd);
+  w.childEnds = [];
+  w.ours = [];
+  for (const s of [w.stdinPipe, w.stdoutPipe, w.stderrPipe]) s?.destroy();
+}
+
+function rpcReader(fd: number): net.Socket {
+  return new net.Socket({ fd, readable: true, writable: false });
+}
+
+function rpcWriter(fd: number): net.Socket {
+  return new net.Socket({ fd, readable: false, writable: true });
+}
+
+function wirePipes(opts: SpawnOptions): Wiring {
+  const w = emptyWiring();
+  try {
+    const [inR, inW] = stdioPipe();
+    w.childEnds.push(inR);
+    w.childStdio[0] = inR;
+    if (opts.stdinFd != null) {
+      w.ours.push(inW);
+      w.inputs.push(new InputForwarder(opts.stdinFd, inW, 'splice'));
+    } else {
+      w.stdinPipe = rpcWriter(inW);
+    }
+    for (const [i, fd] of [
+      [1, opts.stdoutFd],
+      [2, opts.stderrFd],
+    ] as const) {
+      const [r, wr] = stdioPipe();
+      w.childEnds.push(wr);
+      w.childStdio[i] = wr;
+      if (fd != null) {
+        w.ours.push(r);
+        w.outputs.push(new OutputForwarder(i === 1 ? 'stdout' : 'stderr', r, fd, 'splice'));
+      } else if (i === 1) {
+        w.stdoutPipe = rpcReader(r);
+      } else {
+        w.stderrPipe = rpcReader(r);
+      }
+    }
+    return w;
+  } catch (err) {
+    abandon(w);
+    throw err;
+  }
+}
+
+function wireTerminal(opts: SpawnOptions): Wiring {
+  const w = emptyWiring();
+  try {
+    const pty = openPty(opts.rows !== undefined ? { rows: opts.rows, cols: opts.cols! } : undefined);
+    w.master = pty.master;
+    w.ours.push(pty.master);
+    w.ptyName = pty.name;
+    w.childEnds.push(pty.slave);
+    w.childStdio = [pty.slave, pty.slave, pty.slave];
+    const master = pty.master;
+
+    // Output: a dup of the master (one fd per watcher: libuv cannot watch one fd twice).
+    const outSrc = dupFd(master);
+    w.ours.push(outSrc);
+    let outSink = opts.stdoutFd ?? null;
+    if (outSink === null) {
+      const [r, wr] = stdioPipe();
+      w.ours.push(wr);
+      w.stdoutPipe = rpcReader(r);
+      outSink = wr;
+    }
+    w.outputs.push(new OutputForwarder('stdout', outSrc, outSink, 'copy'));
+
+    const inSink = dupFd(master);
+    w.ours.push(inSink);
+    let inSrc = opts.stdinFd ?? null;
+    if (inSrc === null) {
+      const [r, wr] = stdioPipe();
+      w.ours.push(r);
+      w.stdinPipe = rpcWriter(wr);
+      inSrc = r;
+    }
+    w.inputs.push(
+      new InputForwarder(inSrc, inSink, 'copy', {
+        trailer: (last) => {
+          const eof = ptyEofChar(inSink);
+          if (eof === null) return null;
+          // In canonical mode VEOF at the start of a line is end-of-file; after a
+          // partial line it only pushes that line to the reader, so send a second.
+          const atLineStart = last === null || last === 0x0a || last === 0x0d;
+          return Buffer.from(atLineStart ? [eof] : [eof, eof]);
+        },
+      }),
+    );
+    return w;
+  } catch (err) {
+    abandon(w);
+    throw err;
+  }
+}

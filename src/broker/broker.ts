@@ -1,0 +1,254 @@
+/**
+ * The broker (host, runtime side): starts a container or exec process whose
+ * stdio are containerd's FIFOs, the way a Kata runtime does with Dragonball's
+ * passfd IO.
+ *
+ * passfd path (`use_passfd_io = true`):
+ *   1. open a keeper per FIFO (fifo-set.ts);
+ *   2. pass a flow-direction fd per FIFO to the device (`passfd`, port =
+ *      `passfd_listener_port`) and collect the host ports it assigns;
+ *   3. CreateContainer + StartContainer, or ExecProcess, naming those ports,
+ *      over ttrpc on a `CONNECT <agent port>` stream.
+ *   From then on no byte of stdio passes through the broker.
+ *   - CloseStdin drops the stdin keeper: the device drains the FIFO, sees
+ *     EOF, and the agent closes the process's stdin (no byte lost).
+ *   - `wait()` = WaitProcess (the agent answers once every output byte has
+ *     left it), then waits until the device has closed each output
+ *     connection (the lingering passfd control socket closes: every byte is
+ *     in the FIFO). Only then is the exit reported and the keepers released.
+ *
+ * The RPC-copy path (`use_passfd_io = false`) is in rpc-copy.ts.
+ */
+import fs from 'node:fs';
+import type { DescMessage, MessageInitShape } from '@bufbuild/protobuf';
+import type { Config } from '../config/schema.js';
+import { agentMethods } from '../protocol/agent-api.js';
+import { TtrpcClient } from '../ttrpc/client.js';
+import type { TtrpcMethod } from '../ttrpc/common.js';
+import type { Logger } from '../util/log.js';
+import { type FifoPaths, FifoSet, type StdioName } from './fifo-set.js';
+import { hybridConnect, type PassedFd, passFdTracked } from './hvsock-client.js';
+import { RpcCopy } from './rpc-copy.js';
+
+export interface ProcessSpec {
+  containerId: string;
+  /** Absent: the container's init process (CreateContainer + StartContainer). Present: ExecProcess. */
+  execId?: string;
+  args: string[];
+  env?: string[];
+  cwd?: string;
+  terminal?: boolean;
+  rows?: number;
+  cols?: number;
+  fifos: FifoPaths;
+}
+
+export interface BrokerOptions {
+  hvsockPath: string;
+  config: Config;
+  log: Logger;
+}
+
+/** How long `wait()` waits for the device to finish delivering output after the exit. */
+const OUTPUT_SETTLE_MS = 30_000;
+
+export class Broker {
+  private client: TtrpcClient | null = null;
+
+  constructor(private readonly opts: BrokerOptions) {}
+
+  get config(): Config {
+    return this.opts.config;
+  }
+
+  /** The ttrpc client to the agent, over `CONNECT <agent_port>` (opened once). */
+  async agent(): Promise<TtrpcClient> {
+    if (this.client && !this.client.closed) return this.client;
+    const { socket } = await hybridConnect(this.opts.hvsockPath, this.opts.config.runtime.agent_port);
+    socket.resume();
+    this.client = new TtrpcClient(socket);
+    return this.client;
+  }
+
+  async call<I extends DescMessage, O extends DescMessage>(
+    method: TtrpcMethod<I, O>,
+    req: MessageInitShape<I>,
+  ) {
+    return (await this.agent()).callTyped(method, req);
+  }
+
+  /** Starts a process with its stdio on the FIFOs; resolves once it runs. */
+  async start(spec: ProcessSpec): Promise<BrokeredProcess> {
+    const proc = new BrokeredProcess(this, spec, this.opts);
+    await proc.start();
+    return proc;
+  }
+
+  async close(): Promise<void> {
+    await this.client?.close();
+    this.client = null;
+  }
+}
+
+export class BrokeredProcess {
+  readonly fifos: FifoSet;
+  readonly hostPorts: Partial<Record<StdioName, number>> = {};
+  private readonly passed = new Map<StdioName, PassedFd>();
+  private rpc: RpcCopy | null = null;
+  private exitStatus: Promise<number> | null = null;
+  readonly execId: string;
+
+  constructor(
+    private readonly broker: Broker,
+    readonly spec: ProcessSpec,
+    private readonly opts: BrokerOptions,
+  ) {
+    this.fifos = new FifoSet(spec.fifos);
+    this.execId = spec.execId ?? spec.containerId;
+  }
+
+  get usesPassfd(): boolean {
+    return this.opts.config.runtime.use_passfd_io;
+  }
+
+  private streams(): StdioName[] {
+    const names: StdioName[] = ['stdin', 'stdout'];
+    if (!this.spec.terminal) names.push('stderr');
+    return names.filter((n) => this.spec.fifos[n]);
+  }
+
+  async start(): Promise<void> {
+    this.fifos.openKeepers();
+    try {
+      if (this.usesPassfd) await this.passAll();
+      await this.launch();
+      if (!this.usesPassfd)
+        this.rpc = new RpcCopy(this.broker, this, this.opts.config.runtime.rpc_chunk_size, this.opts.log);
+    } catch (err) {
+      this.releaseAll();
+      throw err;
+    }
+  }
+
+  private async passAll(): Promise<void> {
+    const port = this.opts.config.runtime.passfd_listener_port;
+    await Promise.all(
+      this.streams().map(async (name) => {
+        const fd = this.fifos.openFlowFd(name);
+        try {
+          const p = await passFdTracked(this.opts.hvsockPath, fd, port);
+          this.passed.set(name, p);
+          this.hostPorts[name] = p.hostPort;
+        } finally {
+          // The device holds its own copy now (or the pass failed): ours is not needed.
+          fs.closeSync(fd);
+        }
+      }),
+    );
+  }
+
+  private async launch(): Promise<void> {
+    const s = this.spec;
+    const process = {
+      Terminal: s.terminal ?? false,
+      Args: s.args,
+      Env: s.env ?? [],
+      Cwd: s.cwd ?? '',
+      ...(s.rows && s.cols ? { ConsoleSize: { Height: s.rows, Width: s.cols } } : {}),
+    };
+    const ports = {
+      stdinPort: this.hostPorts.stdin ?? 0,
+      stdoutPort: this.hostPorts.stdout ?? 0,
+      stderrPort: this.hostPorts.stderr ?? 0,
+    };
+    if (s.execId === undefined) {
+      await this.broker.call(agentMethods.CreateContainer, {
+        containerId: s.containerId,
+        execId: s.containerId,
+        OCI: { Process: process },
+        ...ports,
+      });
+      await this.broker.call(agentMethods.StartContainer, { containerId: s.containerId });
+    } else {
+      await this.broker.call(agentMethods.ExecProcess, {
+        containerId: s.containerId,
+        execId: s.execId,
+        process,
+        ...ports,
+      });
+    }
+  }
+
+  /** No more stdin: losslessly (see module comment). */
+  async closeStdin(): Promise<void> {
+    if (this.rpc) {
+      await this.rpc.closeStdin();
+      return;
+    }
+    this.fifos.release('stdin');
+  }
+
+  async signal(sig: number): Promise<void> {
+    await this.broker.call(agentMethods.SignalProcess, {
+      containerId: this.spec.containerId,
+      execId: this.execId,
+      signal: sig,
+    });
+  }
+
+  async resize(rows: number, cols: number): Promise<void> {
+    await this.broker.call(agentMethods.TtyWinResize, {
+      containerId: this.spec.containerId,
+      execId: this.execId,
+      row: rows,
+      column: cols,
+    });
+  }
+
+  /** The exit status, reported only once every output byte is in the FIFOs; then the keepers are released. */
+  wait(): Promise<number> {
+    this.exitStatus ??= this.waitOnce();
+    return this.exitStatus;
+  }
+
+  private async waitOnce(): Promise<number> {
+    const res = await this.broker.call(agentMethods.WaitProcess, {
+      containerId: this.spec.containerId,
+      execId: this.execId,
+    });
+    if (this.rpc) await this.rpc.outputDone();
+    else await this.outputDelivered();
+    if (this.spec.execId === undefined) {
+      await this.broker
+        .call(agentMethods.RemoveContainer, { containerId: this.spec.containerId })
+        .catch((err) => {
+          this.opts.log.warn(`RemoveContainer ${this.spec.containerId}: ${(err as Error).message}`);
+        });
+    }
+    this.releaseAll();
+    return res.status;
+  }
+
+  private async outputDelivered(): Promise<void> {
+    const outputs = (['stdout', 'stderr'] as const)
+      .map((n) => this.passed.get(n))
+      .filter((p) => p !== undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), OUTPUT_SETTLE_MS);
+    });
+    const settled = await Promise.race([Promise.all(outputs.map((p) => p.closed)), bound]);
+    clearTimeout(timer);
+    if (settled === 'timeout') {
+      this.opts.log.warn(
+        `${this.spec.containerId}/${this.execId}: output still flowing ${OUTPUT_SETTLE_MS} ms after exit`,
+      );
+    }
+  }
+
+  private releaseAll(): void {
+    for (const p of this.passed.values()) p.release();
+    this.rpc?.stop();
+    this.fifos.releaseAll();
+  }
+}
