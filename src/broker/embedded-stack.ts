@@ -40,7 +40,13 @@ interface DgramSocket {
   close(): void;
 }
 
-const CLI_MAIN = path.resolve(import.meta.dirname, '../cli/main.js');
+/**
+ * The CLI the children run: beside this file once built; from TypeScript sources
+ * (tests, examples under tsx) the built one in dist/, so children start fast.
+ */
+const CLI_MAIN = import.meta.filename.endsWith('.ts')
+  ? path.resolve(import.meta.dirname, '../../dist/src/cli/main.js')
+  : path.resolve(import.meta.dirname, '../cli/main.js');
 
 interface ReadyChild {
   child: ChildProcess;
@@ -85,9 +91,7 @@ function startReady(
     });
     sock.on('error', (err) => finish(err));
     sock.bind(notifyPath);
-    const ext = path.extname(CLI_MAIN);
-    const exec = ext === '.ts' ? ['--import', 'tsx', CLI_MAIN] : [CLI_MAIN];
-    child = spawn(process.execPath, [...exec, ...args], {
+    child = spawn(process.execPath, [CLI_MAIN, ...args], {
       stdio: ['ignore', 'ignore', 'inherit'],
       env: { ...process.env, NOTIFY_SOCKET: notifyPath, PASSFD_LOG: logLevel },
     });
