@@ -5,6 +5,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -38,6 +39,25 @@ describe('vmm + guest listen + pass', () => {
     await out.waitFor(/hi\n/);
     await err.waitFor(new RegExp(`peer ${hostPort}`));
     await stopChild(listener);
+  });
+
+  it('guest connect reaches a host listener on <hvsock>_<port> and relays stdin/stdout', async () => {
+    const vmm = await startVmm();
+    const got: Buffer[] = [];
+    const server = net.createServer((c) => {
+      c.on('data', (d) => got.push(d));
+      c.on('end', () => c.end('pong\n'));
+    });
+    await new Promise<void>((r) => server.listen(`${vmm.hvsock}_7000`, r));
+    const conn = spawnCli(['guest', '--guest-dir', vmm.guestDir, 'connect', '7000']);
+    const out = new Captured(conn.stdout);
+    const err = new Captured(conn.stderr);
+    conn.stdin!.end('ping\n');
+    expect((await exited(conn)).code).toBe(0);
+    expect(out.text).toBe('pong\n');
+    expect(Buffer.concat(got).toString()).toBe('ping\n');
+    expect(err.text).toMatch(/^local \d+\n$/);
+    server.close();
   });
 
   it('pass to a port nobody listens on exits non-zero with a one-line reason', async () => {
