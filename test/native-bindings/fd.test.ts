@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   accessMode,
   bytesReadable,
@@ -30,19 +30,13 @@ import {
   WOULD_BLOCK,
   writeFd,
 } from '../../native-bindings/index.js';
-import { fdinfoFlags, isFdOpen, mkfifo, readExactly, tempDir } from './helpers.js';
+import { fdinfoFlags, fdJanitor, isFdOpen, mkfifo, O_CLOEXEC_FLAG, readExactly, tempDir } from './helpers.js';
 
-const O_CLOEXEC_FLAG = 0o2000000;
-const toClose: number[] = [];
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const fd of toClose.splice(0)) closeQuietly(fd);
-  for (const c of cleanups.splice(0)) c();
-});
+const { track, onCleanup } = fdJanitor();
 
 function pipe(nonBlocking = true): [number, number] {
   const p = makePipe(nonBlocking);
-  toClose.push(...p);
+  track(...p);
   return p;
 }
 
@@ -162,7 +156,7 @@ describe('closeFd / closeQuietly / isOpen / dupFd', () => {
   it('dupFd gives a new close-on-exec fd on the same pipe', () => {
     const [r, w] = pipe();
     const d = dupFd(w);
-    toClose.push(d);
+    track(d);
     expect(d).not.toBe(w);
     expect(fdinfoFlags(d) & O_CLOEXEC_FLAG).toBe(O_CLOEXEC_FLAG);
     writeFd(d, Buffer.from('dup'));
@@ -209,7 +203,7 @@ describe('setPipeSize / getPipeSize', () => {
 
   it('throws a SysError on a non-pipe fd', () => {
     const [a, b] = socketPair();
-    toClose.push(a, b);
+    track(a, b);
     const err = caught(() => setPipeSize(a, 65536));
     expect(err).toBeInstanceOf(SysError);
     expect((err as SysError).code).toBe('EBADF');
@@ -219,45 +213,45 @@ describe('setPipeSize / getPipeSize', () => {
 describe('fdKind / accessMode', () => {
   it('names fifo, socket, char, file and dir fds', () => {
     const dir = tempDir();
-    cleanups.push(dir.remove);
+    onCleanup(dir.remove);
     const [r] = pipe();
     expect(fdKind(r)).toBe('fifo');
     const fifo = mkfifo(path.join(dir.path, 'f'));
     const ff = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
-    toClose.push(ff);
+    track(ff);
     expect(fdKind(ff)).toBe('fifo');
     const [s1, s2] = socketPair();
-    toClose.push(s1, s2);
+    track(s1, s2);
     expect(fdKind(s1)).toBe('socket');
     const nul = fs.openSync('/dev/null', 'r');
-    toClose.push(nul);
+    track(nul);
     expect(fdKind(nul)).toBe('char');
     const file = fs.openSync(path.join(dir.path, 'reg'), 'w');
-    toClose.push(file);
+    track(file);
     expect(fdKind(file)).toBe('file');
     const d = fs.openSync(dir.path, 'r');
-    toClose.push(d);
+    track(d);
     expect(fdKind(d)).toBe('dir');
   });
 
   it('reports r, w and rw', () => {
     const dir = tempDir();
-    cleanups.push(dir.remove);
+    onCleanup(dir.remove);
     const [r, w] = pipe();
     expect(accessMode(r)).toBe('r');
     expect(accessMode(w)).toBe('w');
     const [s] = socketPair();
-    toClose.push(s);
+    track(s);
     expect(accessMode(s)).toBe('rw');
     const fifo = mkfifo(path.join(dir.path, 'f'));
     const keeper = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
-    toClose.push(keeper);
+    track(keeper);
     expect(accessMode(keeper)).toBe('rw');
     const ro = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-    toClose.push(ro);
+    track(ro);
     expect(accessMode(ro)).toBe('r');
     const wo = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
-    toClose.push(wo);
+    track(wo);
     expect(accessMode(wo)).toBe('w');
   });
 
@@ -275,7 +269,7 @@ describe('spliceFd', () => {
   it('moves bytes from a pipe into a socket, without a userspace copy', async () => {
     const [r, w] = pipe();
     const [s1, s2] = socketPair(true);
-    toClose.push(s1, s2);
+    track(s1, s2);
     const data = Buffer.from('spliced through the kernel');
     writeFd(w, data);
     expect(spliceFd(r, s1, 65536)).toBe(data.length);
@@ -286,7 +280,7 @@ describe('spliceFd', () => {
   it('returns WOULD_BLOCK on an empty pipe and 0 at EOF', () => {
     const [r, w] = pipe();
     const [s1, s2] = socketPair(true);
-    toClose.push(s1, s2);
+    track(s1, s2);
     expect(spliceFd(r, s1, 4096)).toBe(WOULD_BLOCK);
     closeFd(w);
     expect(spliceFd(r, s1, 4096)).toBe(0);
@@ -295,7 +289,7 @@ describe('spliceFd', () => {
   it('moves at most len bytes per call', () => {
     const [r, w] = pipe();
     const [s1, s2] = socketPair(true);
-    toClose.push(s1, s2);
+    track(s1, s2);
     writeFd(w, Buffer.alloc(1000, 7));
     expect(spliceFd(r, s1, 300)).toBe(300);
     expect(bytesReadable(r)).toBe(700);
@@ -305,7 +299,7 @@ describe('spliceFd', () => {
   it('throws a SysError (EINVAL) when neither end is a pipe', () => {
     const [a, b] = socketPair(true);
     const [c2, d] = socketPair(true);
-    toClose.push(a, b, c2, d);
+    track(a, b, c2, d);
     const err = caught(() => spliceFd(a, c2, 10));
     expect(err).toBeInstanceOf(SysError);
     expect((err as SysError).code).toBe('EINVAL');

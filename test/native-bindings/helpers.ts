@@ -1,12 +1,14 @@
 // Shared fixtures for the native-binding and device unit tests: temp dirs,
-// FIFOs made with mkfifo(1), /proc/self views of this process's fds, and
-// event-driven waits on raw fds (an FdWatcher, never a sleep loop).
+// FIFOs made with mkfifo(1), /proc/self views of this process's fds,
+// event-driven waits on raw fds (an FdWatcher, never a sleep loop), and a
+// per-test janitor for fds and other cleanups.
 
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { FdWatcher, type Readiness, readFd, WOULD_BLOCK } from '../../native-bindings/index.js';
+import { afterEach } from 'vitest';
+import { closeQuietly, FdWatcher, type Readiness, readFd, WOULD_BLOCK } from '../../native-bindings/index.js';
 
 export interface TempDir {
   path: string;
@@ -16,6 +18,35 @@ export interface TempDir {
 export function tempDir(prefix = 'nb-test-'): TempDir {
   const p = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   return { path: p, remove: () => fs.rmSync(p, { recursive: true, force: true }) };
+}
+
+export interface FdJanitor {
+  /** Closes these fds (quietly) after the current test. */
+  track(...fds: number[]): void;
+  /** Runs `fn` after the current test, once the tracked fds are closed. */
+  onCleanup(fn: () => void): void;
+}
+
+/**
+ * Registers an afterEach (call it at the top level of a test file) that
+ * closes every fd passed to `track` during the test, then runs every
+ * `onCleanup` callback, in the order they were given.
+ */
+export function fdJanitor(): FdJanitor {
+  const toClose: number[] = [];
+  const cleanups: (() => void)[] = [];
+  afterEach(() => {
+    for (const fd of toClose.splice(0)) closeQuietly(fd);
+    for (const c of cleanups.splice(0)) c();
+  });
+  return {
+    track: (...fds) => {
+      toClose.push(...fds);
+    },
+    onCleanup: (fn) => {
+      cleanups.push(fn);
+    },
+  };
 }
 
 /** A real FIFO at `p` (mkfifo(1): Node has no mkfifo). */
@@ -45,6 +76,9 @@ export function isFdOpen(fd: number): boolean {
     return false;
   }
 }
+
+/** O_CLOEXEC as it shows in the flags line of /proc/self/fdinfo (x86-64 and arm64). */
+export const O_CLOEXEC_FLAG = 0o2000000;
 
 /** The open-file flags of `fd` as /proc/self/fdinfo shows them (octal in the file). */
 export function fdinfoFlags(fd: number): number {

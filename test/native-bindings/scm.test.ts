@@ -10,10 +10,9 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   closeFd,
-  closeQuietly,
   makePipe,
   readFd,
   recvWithFds,
@@ -23,19 +22,13 @@ import {
   WOULD_BLOCK,
   writeFd,
 } from '../../native-bindings/index.js';
-import { fdCount, fdinfoFlags, isFdOpen, tempDir } from './helpers.js';
+import { fdCount, fdinfoFlags, fdJanitor, isFdOpen, O_CLOEXEC_FLAG, tempDir } from './helpers.js';
 
-const O_CLOEXEC_FLAG = 0o2000000;
-const toClose: number[] = [];
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const fd of toClose.splice(0)) closeQuietly(fd);
-  for (const c of cleanups.splice(0)) c();
-});
+const { track, onCleanup } = fdJanitor();
 
 function pair(): [number, number] {
   const p = socketPair(true);
-  toClose.push(...p);
+  track(...p);
   return p;
 }
 
@@ -48,10 +41,10 @@ function sameFile(a: number, b: number): boolean {
 describe('sendWithFds / recvWithFds', () => {
   it('passes one fd that refers to the same file, close-on-exec', () => {
     const dir = tempDir();
-    cleanups.push(dir.remove);
+    onCleanup(dir.remove);
     const [a, b] = pair();
     const file = fs.openSync(path.join(dir.path, 'passed'), 'w+');
-    toClose.push(file);
+    track(file);
     expect(sendWithFds(a, Buffer.from('1027'), [file])).toBe(4);
     const buf = Buffer.alloc(64);
     const got = recvWithFds(b, buf, 1);
@@ -62,7 +55,7 @@ describe('sendWithFds / recvWithFds', () => {
     expect(got!.surplus).toBe(0);
     expect(got!.truncated).toBe(false);
     const fd = got!.fds[0]!;
-    toClose.push(fd);
+    track(fd);
     expect(fd).not.toBe(file);
     expect(sameFile(fd, file)).toBe(true);
     expect(fdinfoFlags(fd) & O_CLOEXEC_FLAG).toBe(O_CLOEXEC_FLAG);
@@ -74,7 +67,7 @@ describe('sendWithFds / recvWithFds', () => {
   it('passes a pipe end: bytes written to the received fd come out of the original pipe', () => {
     const [a, b] = pair();
     const [pr, pw] = makePipe(true);
-    toClose.push(pr);
+    track(pr);
     sendWithFds(a, Buffer.from('x'), [pw]);
     closeFd(pw); // the only write end left is the received one
     const got = recvWithFds(b, Buffer.alloc(8), 1)!;
@@ -91,7 +84,7 @@ describe('sendWithFds / recvWithFds', () => {
   it('closes fds beyond maxFds on receipt and counts them as surplus (no leak)', () => {
     const [a, b] = pair();
     const [pr, pw] = makePipe(true);
-    toClose.push(pr, pw);
+    track(pr, pw);
     const before = fdCount();
     sendWithFds(a, Buffer.from('9'), [pw, pw, pr]);
     const got = recvWithFds(b, Buffer.alloc(8), 1)!;
@@ -108,7 +101,7 @@ describe('sendWithFds / recvWithFds', () => {
   it('with maxFds = 0 closes every received fd', () => {
     const [a, b] = pair();
     const [pr, pw] = makePipe(true);
-    toClose.push(pr, pw);
+    track(pr, pw);
     const before = fdCount();
     sendWithFds(a, Buffer.from('z'), [pr, pw]);
     const got = recvWithFds(b, Buffer.alloc(8), 0)!;
@@ -120,7 +113,7 @@ describe('sendWithFds / recvWithFds', () => {
   it('receives SCM_MAX_FD (253) fds in one message without MSG_CTRUNC', () => {
     const [a, b] = pair();
     const [pr, pw] = makePipe(true);
-    toClose.push(pr, pw);
+    track(pr, pw);
     const before = fdCount();
     sendWithFds(
       a,
@@ -139,7 +132,7 @@ describe('sendWithFds / recvWithFds', () => {
   it('the kernel refuses more than SCM_MAX_FD fds at send time (EINVAL), so truncation cannot happen', () => {
     const [a] = pair();
     const [pr, pw] = makePipe(true);
-    toClose.push(pr, pw);
+    track(pr, pw);
     let err: unknown;
     try {
       sendWithFds(
@@ -165,7 +158,7 @@ describe('sendWithFds / recvWithFds', () => {
 
   it('returns null when nothing is pending, and bytes 0 / no fds at EOF', () => {
     const [a, b] = socketPair(true);
-    toClose.push(b);
+    track(b);
     expect(recvWithFds(b, Buffer.alloc(8))).toBeNull();
     closeFd(a);
     expect(recvWithFds(b, Buffer.alloc(8))).toEqual({ bytes: 0, fds: [], surplus: 0, truncated: false });
@@ -185,7 +178,7 @@ describe('sendWithFds / recvWithFds', () => {
   it('refuses an empty payload (EINVAL): fds need a byte to ride on', () => {
     const [a] = pair();
     const [pr, pw] = makePipe(true);
-    toClose.push(pr, pw);
+    track(pr, pw);
     let err: unknown;
     try {
       sendWithFds(a, Buffer.alloc(0), [pw]);
@@ -197,7 +190,7 @@ describe('sendWithFds / recvWithFds', () => {
 
   it('sending to a closed peer throws EPIPE and the process survives (MSG_NOSIGNAL)', () => {
     const [a, b] = socketPair(true);
-    toClose.push(a);
+    track(a);
     closeFd(b);
     let err: unknown;
     try {
@@ -238,7 +231,7 @@ describe('what one recvmsg returns for `passfd\\n` followed by `<port>` + fd (AF
   it('glues the bytes of both sends and returns the fd with them', () => {
     const [a, b] = pair();
     const [pr, pw] = makePipe(true);
-    toClose.push(pr, pw);
+    track(pr, pw);
     expect(writeFd(a, Buffer.from('passfd\n'))).toBe(7);
     expect(sendWithFds(a, Buffer.from('1027 keep'), [pw])).toBe(9);
     const buf = Buffer.alloc(64);
@@ -253,7 +246,7 @@ describe('what one recvmsg returns for `passfd\\n` followed by `<port>` + fd (AF
   it('stops the read right after an fd-carrying message: later bytes come in the next read', () => {
     const [a, b] = pair();
     const [pr, pw] = makePipe(true);
-    toClose.push(pr, pw);
+    track(pr, pw);
     writeFd(a, Buffer.from('passfd\n'));
     sendWithFds(a, Buffer.from('1027'), [pw]);
     writeFd(a, Buffer.from('tail'));
@@ -276,7 +269,7 @@ describe('what one recvmsg returns for `passfd\\n` followed by `<port>` + fd (AF
   it('two fd-carrying messages are never merged: each read returns one message and its fd', () => {
     const [a, b] = pair();
     const [pr, pw] = makePipe(true);
-    toClose.push(pr, pw);
+    track(pr, pw);
     sendWithFds(a, Buffer.from('one'), [pr]);
     sendWithFds(a, Buffer.from('two'), [pw]);
     const buf = Buffer.alloc(64);
@@ -294,7 +287,7 @@ describe('what one recvmsg returns for `passfd\\n` followed by `<port>` + fd (AF
   it('a read shorter than the message leaves its rest for the next read; the fd comes with the first part', () => {
     const [a, b] = pair();
     const [pr, pw] = makePipe(true);
-    toClose.push(pr, pw);
+    track(pr, pw);
     sendWithFds(a, Buffer.from('123456'), [pw]);
     const buf = Buffer.alloc(4);
     const first = recvWithFds(b, buf, 1)!;

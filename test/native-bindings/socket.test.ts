@@ -6,11 +6,10 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   acceptUnix,
   closeFd,
-  closeQuietly,
   connectUnix,
   getFlags,
   getSocketBuffer,
@@ -27,19 +26,13 @@ import {
   WOULD_BLOCK,
   writeFd,
 } from '../../native-bindings/index.js';
-import { fdCount, fdinfoFlags, readExactly, tempDir, waitFd } from './helpers.js';
+import { fdCount, fdinfoFlags, fdJanitor, O_CLOEXEC_FLAG, readExactly, tempDir, waitFd } from './helpers.js';
 
-const O_CLOEXEC_FLAG = 0o2000000;
-const toClose: number[] = [];
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const fd of toClose.splice(0)) closeQuietly(fd);
-  for (const c of cleanups.splice(0)) c();
-});
+const { track, onCleanup } = fdJanitor();
 
 function dir(): string {
   const d = tempDir('nb-sock-');
-  cleanups.push(d.remove);
+  onCleanup(d.remove);
   return d.path;
 }
 
@@ -100,19 +93,19 @@ describe('listenUnix / connectUnix / acceptUnix', () => {
   it('connects, accepts non-blocking close-on-exec fds, and carries bytes both ways', async () => {
     const p = path.join(dir(), 'l.sock');
     const lfd = listenUnix(p);
-    toClose.push(lfd);
+    track(lfd);
     expect(fs.statSync(p).isSocket()).toBe(true);
     expect(getFlags(lfd) & O_NONBLOCK).toBe(O_NONBLOCK);
     expect(fdinfoFlags(lfd) & O_CLOEXEC_FLAG).toBe(O_CLOEXEC_FLAG);
     expect(acceptUnix(lfd)).toBeNull();
 
     const cfd = connectUnix(p);
-    toClose.push(cfd);
+    track(cfd);
     expect(getFlags(cfd) & O_NONBLOCK).toBe(O_NONBLOCK);
     await waitFd(lfd, { readable: true });
     const sfd = acceptUnix(lfd);
     expect(sfd).not.toBeNull();
-    toClose.push(sfd!);
+    track(sfd!);
     expect(getFlags(sfd!) & O_NONBLOCK).toBe(O_NONBLOCK);
     expect(fdinfoFlags(sfd!) & O_CLOEXEC_FLAG).toBe(O_CLOEXEC_FLAG);
     expect(acceptUnix(lfd)).toBeNull();
@@ -126,25 +119,25 @@ describe('listenUnix / connectUnix / acceptUnix', () => {
   it('connectUnix(nonBlocking = false) gives a blocking fd', () => {
     const p = path.join(dir(), 'b.sock');
     const lfd = listenUnix(p);
-    toClose.push(lfd);
+    track(lfd);
     const cfd = connectUnix(p, false);
-    toClose.push(cfd);
+    track(cfd);
     expect(getFlags(cfd) & O_NONBLOCK).toBe(0);
     const sfd = acceptUnix(lfd);
     expect(sfd).not.toBeNull();
-    toClose.push(sfd!);
+    track(sfd!);
   });
 
   it('listens on an abstract name', async () => {
     const name = `@passfd-test-${process.pid}-${Date.now()}`;
     const lfd = listenUnix(name);
-    toClose.push(lfd);
+    track(lfd);
     const cfd = connectUnix(name);
-    toClose.push(cfd);
+    track(cfd);
     await waitFd(lfd, { readable: true });
     const sfd = acceptUnix(lfd);
     expect(sfd).not.toBeNull();
-    toClose.push(sfd!);
+    track(sfd!);
   });
 
   it('connectUnix to a missing path throws ENOENT and leaks no fd', () => {
@@ -178,7 +171,7 @@ describe('listenUnix / connectUnix / acceptUnix', () => {
   it('listenUnix on a path in use throws EADDRINUSE and leaks no fd', () => {
     const p = path.join(dir(), 'dup.sock');
     const lfd = listenUnix(p);
-    toClose.push(lfd);
+    track(lfd);
     const before = fdCount();
     expect(caught(() => listenUnix(p)).code).toBe('EADDRINUSE');
     expect(fdCount()).toBe(before);
@@ -186,7 +179,7 @@ describe('listenUnix / connectUnix / acceptUnix', () => {
 
   it('acceptUnix on a non-listening socket throws a SysError (EINVAL)', () => {
     const [a, b] = socketPair();
-    toClose.push(a, b);
+    track(a, b);
     expect(caught(() => acceptUnix(a)).code).toBe('EINVAL');
   });
 });
@@ -194,7 +187,7 @@ describe('listenUnix / connectUnix / acceptUnix', () => {
 describe('peerCred', () => {
   it('names this process at the other end of a socketpair', () => {
     const [a, b] = socketPair();
-    toClose.push(a, b);
+    track(a, b);
     const cred = peerCred(a);
     expect(cred.pid).toBe(process.pid);
     expect(cred.uid).toBe(process.getuid!());
@@ -205,12 +198,12 @@ describe('peerCred', () => {
   it('names this process on an accepted connection, both ways', async () => {
     const p = path.join(dir(), 'cred.sock');
     const lfd = listenUnix(p);
-    toClose.push(lfd);
+    track(lfd);
     const cfd = connectUnix(p);
-    toClose.push(cfd);
+    track(cfd);
     await waitFd(lfd, { readable: true });
     const sfd = acceptUnix(lfd)!;
-    toClose.push(sfd);
+    track(sfd);
     expect(peerCred(sfd).pid).toBe(process.pid);
     expect(peerCred(cfd).pid).toBe(process.pid);
   });
@@ -218,7 +211,7 @@ describe('peerCred', () => {
   it('throws ENOTSOCK on a pipe', async () => {
     const { makePipe } = await import('../../native-bindings/index.js');
     const [r, w] = makePipe();
-    toClose.push(r, w);
+    track(r, w);
     expect(caught(() => peerCred(r)).code).toBe('ENOTSOCK');
   });
 });
@@ -226,7 +219,7 @@ describe('peerCred', () => {
 describe('shutdownFd / socket buffers', () => {
   it('SHUT_WR gives the peer EOF while the other direction keeps working', () => {
     const [a, b] = socketPair(true);
-    toClose.push(a, b);
+    track(a, b);
     writeFd(a, Buffer.from('last'));
     shutdownFd(a, SHUT_WR);
     const buf = Buffer.alloc(8);
@@ -246,7 +239,7 @@ describe('shutdownFd / socket buffers', () => {
 
   it('setSocketBuffers sets SO_SNDBUF / SO_RCVBUF (doubled by the kernel)', () => {
     const [a, b] = socketPair(true);
-    toClose.push(a, b);
+    track(a, b);
     setSocketBuffers(a, 16384, 32768);
     expect(getSocketBuffer(a, 'snd')).toBe(32768);
     expect(getSocketBuffer(a, 'rcv')).toBe(65536);

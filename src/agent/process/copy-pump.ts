@@ -17,15 +17,9 @@
  * reports EIO once every slave fd is closed, after the last byte has been
  * read: with `eioIsEof` that is end-of-file, not an error.
  */
-import {
-  FdWatcher,
-  readFd,
-  SysError,
-  setNonBlocking,
-  WOULD_BLOCK,
-  writeFd,
-} from '../../../native-bindings/index.js';
-import { DEFAULT_BUDGET, type Pump, type PumpEnd, type PumpOptions } from './pump.js';
+import { readFd, SysError, WOULD_BLOCK, writeFd } from '../../../native-bindings/index.js';
+import type { PumpOptions } from './pump.js';
+import { PumpBase } from './pump-base.js';
 
 export interface CopyPumpOptions extends PumpOptions {
   /** Bytes read per read(2) (default 64 KiB). */
@@ -39,126 +33,64 @@ export interface CopyPumpOptions extends PumpOptions {
   trailer?: (lastByte: number | null) => Buffer | null;
 }
 
-export class CopyPump implements Pump {
-  readonly done: Promise<PumpEnd>;
-  private settle!: (end: PumpEnd) => void;
-  private state: 'new' | 'running' | 'done' = 'new';
+export class CopyPump extends PumpBase {
   private buf: Buffer;
   private head = 0;
   private tail = 0;
-  private out = 0;
-  private taken = 0;
-  private limit = Number.POSITIVE_INFINITY;
-  private inEof = false;
   private trailerSent = false;
   private lastByte: number | null = null;
-  private inWatch: FdWatcher | null = null;
-  private outWatch: FdWatcher | null = null;
-  private readonly budget: number;
   private readonly opts: CopyPumpOptions;
 
-  constructor(
-    readonly input: number,
-    readonly output: number,
-    opts: CopyPumpOptions = {},
-  ) {
-    if (input === output) throw new RangeError(`CopyPump: input and output are the same fd ${input}`);
+  constructor(input: number, output: number, opts: CopyPumpOptions = {}) {
+    super(input, output, 'CopyPump', opts);
     this.opts = opts;
     this.buf = Buffer.allocUnsafe(opts.bufferSize ?? 64 << 10);
-    this.budget = opts.budget ?? DEFAULT_BUDGET;
-    this.done = new Promise((resolve) => {
-      this.settle = resolve;
-    });
   }
 
-  get bytes(): number {
-    return this.out;
-  }
-
-  get bytesIn(): number {
-    return this.taken;
-  }
-
-  start(): void {
-    if (this.state !== 'new') return;
-    this.state = 'running';
-    try {
-      setNonBlocking(this.input, true);
-      setNonBlocking(this.output, true);
-      this.inWatch = new FdWatcher(this.input, () => this.run());
-      this.outWatch = new FdWatcher(this.output, () => this.run());
-    } catch (error) {
-      this.finish({ reason: 'error', bytes: 0, error: error as Error });
-      return;
-    }
-    this.run();
-  }
-
-  endAt(total: number): void {
-    this.limit = Math.min(this.limit, Math.max(total, this.taken));
-    if (this.state === 'running') setImmediate(() => this.run());
-  }
-
-  stop(): void {
-    if (this.state === 'done') return;
-    this.finish({ reason: 'stopped', bytes: this.out });
-  }
-
-  private run(): void {
-    if (this.state !== 'running') return;
-    const before = this.out;
-    try {
-      for (;;) {
-        if (this.head < this.tail) {
-          const n = writeFd(this.output, this.buf, this.head, this.tail - this.head);
-          if (n === WOULD_BLOCK) {
-            this.arm(false, true);
-            break;
-          }
-          this.head += n;
-          if (!this.trailerSent) this.out += n;
-          if (this.head < this.tail) continue;
-          this.head = this.tail = 0;
-          if (this.out - before >= this.budget) {
-            this.arm(true, false);
-            break;
-          }
-        }
-        if (this.inEof) {
-          if (!this.trailerSent) {
-            this.trailerSent = true;
-            const t = this.opts.trailer?.(this.lastByte) ?? null;
-            if (t && t.length > 0) {
-              if (t.length > this.buf.length) this.buf = Buffer.allocUnsafe(t.length);
-              t.copy(this.buf, 0);
-              this.tail = t.length;
-              continue;
-            }
-          }
-          this.report(before);
-          this.finish({ reason: 'eof', bytes: this.out });
-          return;
-        }
-        const room = Math.min(this.buf.length, this.limit - this.taken);
-        const n = room <= 0 ? 0 : this.read(room);
+  protected override transfer(before: number): boolean {
+    for (;;) {
+      if (this.head < this.tail) {
+        const n = writeFd(this.output, this.buf, this.head, this.tail - this.head);
         if (n === WOULD_BLOCK) {
+          this.arm(false, true);
+          return false;
+        }
+        this.head += n;
+        if (!this.trailerSent) this.out += n;
+        if (this.head < this.tail) continue;
+        this.head = this.tail = 0;
+        if (this.out - before >= this.budget) {
           this.arm(true, false);
-          break;
+          return false;
         }
-        if (n === 0) {
-          this.inEof = true;
-          continue;
-        }
-        this.taken += n;
-        this.tail = n;
-        this.lastByte = this.buf[n - 1]!;
       }
-    } catch (error) {
-      this.report(before);
-      this.finish({ reason: 'error', bytes: this.out, error: error as Error });
-      return;
+      if (this.inEof) {
+        if (!this.trailerSent) {
+          this.trailerSent = true;
+          const t = this.opts.trailer?.(this.lastByte) ?? null;
+          if (t && t.length > 0) {
+            if (t.length > this.buf.length) this.buf = Buffer.allocUnsafe(t.length);
+            t.copy(this.buf, 0);
+            this.tail = t.length;
+            continue;
+          }
+        }
+        return true;
+      }
+      const room = Math.min(this.buf.length, this.limit - this.taken);
+      const n = room <= 0 ? 0 : this.read(room);
+      if (n === WOULD_BLOCK) {
+        this.arm(true, false);
+        return false;
+      }
+      if (n === 0) {
+        this.inEof = true;
+        continue;
+      }
+      this.taken += n;
+      this.tail = n;
+      this.lastByte = this.buf[n - 1]!;
     }
-    this.report(before);
   }
 
   private read(len: number): number {
@@ -168,23 +100,5 @@ export class CopyPump implements Pump {
       if (this.opts.eioIsEof && err instanceof SysError && err.code === 'EIO') return 0;
       throw err;
     }
-  }
-
-  private report(before: number): void {
-    if (this.out !== before) this.opts.onProgress?.(this.out);
-  }
-
-  private arm(readable: boolean, writable: boolean): void {
-    this.inWatch?.want(readable, false);
-    this.outWatch?.want(false, writable);
-  }
-
-  private finish(end: PumpEnd): void {
-    if (this.state === 'done') return;
-    this.state = 'done';
-    this.inWatch?.close();
-    this.outWatch?.close();
-    this.inWatch = this.outWatch = null;
-    this.settle(end);
   }
 }

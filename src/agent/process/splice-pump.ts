@@ -39,7 +39,6 @@
  */
 import {
   closeQuietly,
-  FdWatcher,
   fdKind,
   makePipe,
   POLLERR,
@@ -49,12 +48,12 @@ import {
   pollOnce,
   SPLICE_F_MOVE,
   SPLICE_F_NONBLOCK,
-  setNonBlocking,
   setPipeSize,
   spliceFd,
   WOULD_BLOCK,
 } from '../../../native-bindings/index.js';
-import { DEFAULT_BUDGET, type Pump, type PumpEnd, type PumpOptions } from './pump.js';
+import type { PumpOptions } from './pump.js';
+import { PumpBase } from './pump-base.js';
 
 export interface SplicePumpOptions extends PumpOptions {
   /** Largest splice per call, and the size of the intermediate pipe when there is one (default 1 MiB). */
@@ -67,35 +66,15 @@ const MAX_SPURIOUS = 4;
 
 type Step = 'progress' | 'eof' | 'blocked';
 
-export class SplicePump implements Pump {
-  readonly done: Promise<PumpEnd>;
-  private settle!: (end: PumpEnd) => void;
-  private state: 'new' | 'running' | 'done' = 'new';
-  private out = 0;
-  private taken = 0;
-  private limit = Number.POSITIVE_INFINITY;
-  private inEof = false;
-  private inWatch: FdWatcher | null = null;
-  private outWatch: FdWatcher | null = null;
+export class SplicePump extends PumpBase {
   /** The intermediate pipe [read, write] when neither end is a pipe. */
   private mid: [number, number] | null = null;
   private midBytes = 0;
   private readonly chunk: number;
-  private readonly budget: number;
-  private readonly onProgress: ((bytes: number) => void) | undefined;
 
-  constructor(
-    readonly input: number,
-    readonly output: number,
-    opts: SplicePumpOptions = {},
-  ) {
-    if (input === output) throw new RangeError(`SplicePump: input and output are the same fd ${input}`);
+  constructor(input: number, output: number, opts: SplicePumpOptions = {}) {
+    super(input, output, 'SplicePump', opts);
     this.chunk = opts.chunk ?? 1 << 20;
-    this.budget = opts.budget ?? DEFAULT_BUDGET;
-    this.onProgress = opts.onProgress;
-    this.done = new Promise((resolve) => {
-      this.settle = resolve;
-    });
     if (fdKind(input) !== 'fifo' && fdKind(output) !== 'fifo') {
       this.mid = makePipe(true);
       try {
@@ -106,76 +85,25 @@ export class SplicePump implements Pump {
     }
   }
 
-  get bytes(): number {
-    return this.out;
-  }
-
-  get bytesIn(): number {
-    return this.taken;
-  }
-
-  start(): void {
-    if (this.state !== 'new') return;
-    this.state = 'running';
-    try {
-      setNonBlocking(this.input, true);
-      setNonBlocking(this.output, true);
-      this.inWatch = new FdWatcher(this.input, () => this.run());
-      this.outWatch = new FdWatcher(this.output, () => this.run());
-    } catch (error) {
-      this.finish({ reason: 'error', bytes: 0, error: error as Error });
-      return;
-    }
-    this.run();
-  }
-
-  endAt(total: number): void {
-    this.limit = Math.min(this.limit, Math.max(total, this.taken));
-    // The pump may be waiting for input that will never be read now: look again.
-    if (this.state === 'running') setImmediate(() => this.run());
-  }
-
-  stop(): void {
-    if (this.state === 'done') return;
-    this.finish({ reason: 'stopped', bytes: this.out });
-  }
-
-  private run(): void {
-    if (this.state !== 'running') return;
-    const before = this.out;
+  protected override transfer(before: number): boolean {
     let spurious = 0;
-    try {
-      for (;;) {
-        const step = this.mid ? this.stepVia(this.mid) : this.stepDirect();
-        if (step === 'eof') {
-          this.report(before);
-          this.finish({ reason: 'eof', bytes: this.out });
-          return;
+    for (;;) {
+      const step = this.mid ? this.stepVia(this.mid) : this.stepDirect();
+      if (step === 'eof') return true;
+      if (step === 'progress') {
+        spurious = 0;
+        if (this.out - before >= this.budget) {
+          // Yield; level-triggered watchers bring us back next loop turn.
+          this.arm(!this.inEof, this.midBytes > 0);
+          return false;
         }
-        if (step === 'progress') {
-          spurious = 0;
-          if (this.out - before >= this.budget) {
-            // Yield; level-triggered watchers bring us back next loop turn.
-            this.arm(!this.inEof, this.midBytes > 0);
-            break;
-          }
-          continue;
-        }
-        if (this.waitForReadiness() || ++spurious >= MAX_SPURIOUS) {
-          if (spurious >= MAX_SPURIOUS) this.arm(!this.inEof, true);
-          break;
-        }
+        continue;
       }
-    } catch (error) {
-      this.report(before);
-      this.finish({ reason: 'error', bytes: this.out, error: error as Error });
-      return;
+      if (this.waitForReadiness() || ++spurious >= MAX_SPURIOUS) {
+        if (spurious >= MAX_SPURIOUS) this.arm(!this.inEof, true);
+        return false;
+      }
     }
-    this.report(before);
-  }
-
-  private report(before: number): void {
-    if (this.out !== before) this.onProgress?.(this.out);
   }
 
   private stepDirect(): Step {
@@ -243,22 +171,11 @@ export class SplicePump implements Pump {
     return true;
   }
 
-  private arm(readable: boolean, writable: boolean): void {
-    this.inWatch?.want(readable, false);
-    this.outWatch?.want(false, writable);
-  }
-
-  private finish(end: PumpEnd): void {
-    if (this.state === 'done') return;
-    this.state = 'done';
-    this.inWatch?.close();
-    this.outWatch?.close();
-    this.inWatch = this.outWatch = null;
+  protected override release(): void {
     if (this.mid) {
       closeQuietly(this.mid[0]);
       closeQuietly(this.mid[1]);
       this.mid = null;
     }
-    this.settle(end);
   }
 }
