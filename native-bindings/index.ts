@@ -1,8 +1,10 @@
 /** The project's only door to koffi: typed libc wrappers. */
 
 export * from './ctty-exec.js';
+export * from './eventfd.js';
 export * from './fd.js';
 export { SysError } from './libc.js';
+export * from './mmap.js';
 export * from './poll.js';
 export * from './poll-once.js';
 export * from './pty.js';
