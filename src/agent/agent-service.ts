@@ -262,7 +262,10 @@ function writeAll(pipe: Writable, data: Uint8Array): Promise<void> {
 function readUpTo(pipe: Readable, len: number): Promise<Uint8Array> {
   return new Promise((resolve) => {
     const attempt = (): boolean => {
-      const chunk = pipe.read() as Buffer | null;
+      // Ask for exactly what we return: read() with no size would copy the whole
+      // buffered backlog on every call, and unshifting the rest copies it again.
+      const avail = pipe.readableLength;
+      const chunk = (avail > 0 ? pipe.read(Math.min(len, avail)) : pipe.read()) as Buffer | null;
       if (chunk !== null) {
         if (chunk.length > len) pipe.unshift(chunk.subarray(len));
         resolve(chunk.subarray(0, len));

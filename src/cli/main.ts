@@ -12,6 +12,7 @@
 import { Command } from 'commander';
 import { parseLevel, setLogLevel } from '../util/log.js';
 import { registerAgent } from './agent.js';
+import { registerBench } from './bench.js';
 import { registerGuest } from './guest.js';
 import { registerPass } from './pass.js';
 import { registerRun } from './run.js';
@@ -33,6 +34,7 @@ registerGuest(program);
 registerPass(program);
 registerAgent(program);
 registerRun(program);
+registerBench(program);
 
 program.parseAsync(process.argv).catch((err: Error) => {
   process.stderr.write(`passfd-broker: ${err.message}\n`);

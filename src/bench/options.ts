@@ -1,0 +1,108 @@
+/**
+ * What a benchmark run measures and how much: scenario selection, byte
+ * sizes ("64MiB", "1GiB", "1000000"), repetitions and loop bounds, with the
+ * defaults of a full run and of `--quick` (a run that fits in a minute on a
+ * 2-core machine). Every load loop in the scenarios is bounded by a count
+ * from here *and* by `timeoutMs`.
+ */
+
+export const SCENARIOS = ['throughput', 'latency', 'cpu', 'setup', 'concurrency', 'ceiling'] as const;
+export type Scenario = (typeof SCENARIOS)[number];
+
+export interface BenchOptions {
+  scenarios: Scenario[];
+  /** Bytes per throughput transfer (stdout and stdin each). */
+  bytes: number;
+  /** Total bytes per concurrency level, split evenly across its containers. */
+  concurrencyBytes: number;
+  concurrency: number[];
+  reps: number;
+  /** 64-byte round trips per latency repetition. */
+  trips: number;
+  /** Process starts per set-up repetition. */
+  setups: number;
+  /** Upper bound for any one measured operation (a transfer, a latency rep). */
+  timeoutMs: number;
+  chunkSize?: number;
+}
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+export function defaultOptions(quick: boolean): BenchOptions {
+  return quick
+    ? {
+        scenarios: [...SCENARIOS],
+        bytes: 32 * MiB,
+        concurrencyBytes: 16 * MiB,
+        concurrency: [1, 8, 64],
+        reps: 2,
+        trips: 1000,
+        setups: 10,
+        timeoutMs: 30_000,
+      }
+    : {
+        scenarios: [...SCENARIOS],
+        bytes: GiB,
+        concurrencyBytes: 512 * MiB,
+        concurrency: [1, 8, 64],
+        reps: 3,
+        trips: 10_000,
+        setups: 50,
+        timeoutMs: 600_000,
+      };
+}
+
+const UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1024,
+  kb: 1000,
+  kib: 1024,
+  m: MiB,
+  mb: 1e6,
+  mib: MiB,
+  g: GiB,
+  gb: 1e9,
+  gib: GiB,
+};
+
+/** "64MiB" → 67108864; "1G" and "1GiB" are binary, "1GB" decimal. */
+export function parseBytes(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
+  const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined)
+    throw new Error(`not a byte size: ${JSON.stringify(text)} (e.g. 64MiB, 1GiB)`);
+  const n = Math.round(Number(m[1]) * unit);
+  if (n < 1) throw new Error(`byte size must be at least 1: ${text}`);
+  return n;
+}
+
+export function formatBytes(n: number): string {
+  if (n >= GiB && n % GiB === 0) return `${n / GiB} GiB`;
+  if (n >= MiB && n % MiB === 0) return `${n / MiB} MiB`;
+  if (n >= 1024 && n % 1024 === 0) return `${n / 1024} KiB`;
+  return `${n} B`;
+}
+
+export function parseScenarios(text: string): Scenario[] {
+  const out: Scenario[] = [];
+  for (const s of text.split(',').map((x) => x.trim())) {
+    if (!s) continue;
+    if (!(SCENARIOS as readonly string[]).includes(s))
+      throw new Error(`unknown scenario ${s}: pick from ${SCENARIOS.join(',')}`);
+    if (!out.includes(s as Scenario)) out.push(s as Scenario);
+  }
+  if (out.length === 0) throw new Error('no scenario selected');
+  return out;
+}
+
+export function parsePositiveInt(text: string, what: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${what} must be a positive integer, not ${text}`);
+  return n;
+}
+
+export function parseIntList(text: string, what: string): number[] {
+  return text.split(',').map((s) => parsePositiveInt(s.trim(), what));
+}

@@ -1,0 +1,179 @@
+/**
+ * The report model: raw per-repetition records as measured, and the summary
+ * rows every renderer (terminal table, Markdown, chart, JSON) shares.
+ *
+ * A record is one scenario × path × repetition with flat named metrics
+ * (`stdout.mibps`, `stdout.cpu.vmm`, `rtt.p50`, `conc8.jain`, …). A summary
+ * row is the median of one metric across repetitions for passfd, for
+ * RPC-copy, their ratio passfd/rpc, and for throughput figures the fraction
+ * of the kernel pipe-relay ceiling measured in the same run.
+ */
+import { median, ratio } from './stats.js';
+
+export type Path = 'passfd' | 'rpc' | 'kernel';
+
+export interface RunRecord {
+  scenario: string;
+  path: Path;
+  rep: number;
+  metrics: Record<string, number>;
+}
+
+export interface RunError {
+  scenario: string;
+  path: Path;
+  rep: number;
+  message: string;
+}
+
+export interface SummaryRow {
+  section: string;
+  key: string;
+  label: string;
+  unit: string;
+  /** Which direction is better, for the reader. */
+  better: 'higher' | 'lower';
+  passfd: number;
+  rpc: number;
+  /** passfd / rpc. */
+  ratio: number;
+  /** Kernel ceiling median (throughput rows only). */
+  ceiling?: number;
+  passfdOfCeiling?: number;
+  rpcOfCeiling?: number;
+  /** Repetitions that produced the metric (passfd, rpc). */
+  n: [number, number];
+}
+
+export interface BenchMeta {
+  date: string;
+  host: string;
+  cpus: number;
+  cpuModel: string;
+  kernel: string;
+  node: string;
+  clkTck: number;
+  durationS: number;
+}
+
+export interface BenchReport {
+  meta: BenchMeta;
+  options: Record<string, unknown>;
+  summary: SummaryRow[];
+  /** The kernel pipe-relay ceiling's median, MiB/s (NaN if not measured). */
+  ceilingMiBps: number;
+  runs: RunRecord[];
+  errors: RunError[];
+}
+
+interface MetricInfo {
+  section: string;
+  label: string;
+  unit: string;
+  better: 'higher' | 'lower';
+  ceiling?: boolean;
+}
+
+const CPU_ROLE_LABEL: Record<string, string> = {
+  broker: 'broker (bench process)',
+  vmm: 'vmm (device + guest stack)',
+  agent: 'agent',
+  workload: 'container process',
+  fifoClient: 'FIFO client (dd/wc)',
+};
+
+/** What a metric key means; undefined for bookkeeping keys (counts). */
+export function describeMetric(key: string): MetricInfo | undefined {
+  const tp = /^(stdout|stdin)\.mibps$/.exec(key);
+  if (tp)
+    return {
+      section: 'throughput',
+      label: `${tp[1]} throughput`,
+      unit: 'MiB/s',
+      better: 'higher',
+      ceiling: true,
+    };
+  const cpu = /^(stdout|stdin)\.cpu\.(\w+)$/.exec(key);
+  if (cpu) {
+    const role = CPU_ROLE_LABEL[cpu[2]!] ?? cpu[2];
+    return { section: 'cpu', label: `${cpu[1]}: ${role}`, unit: 'CPU s/GiB', better: 'lower' };
+  }
+  const rtt = /^rtt\.(p50|p99)$/.exec(key);
+  if (rtt) return { section: 'latency', label: `64 B round trip ${rtt[1]}`, unit: 'µs', better: 'lower' };
+  const setup = /^setup\.(p50|p99)$/.exec(key);
+  if (setup) return { section: 'setup', label: `set-up ${setup[1]}`, unit: 'ms', better: 'lower' };
+  const conc = /^conc(\d+)\.(mibps|jain|min|max)$/.exec(key);
+  if (conc) {
+    const [, k, what] = conc;
+    const section = 'concurrency';
+    const n = `${k} container${k === '1' ? '' : 's'}`;
+    if (what === 'mibps')
+      return { section, label: `${n}: aggregate`, unit: 'MiB/s', better: 'higher', ceiling: true };
+    if (what === 'jain') return { section, label: `${n}: Jain fairness`, unit: '0..1', better: 'higher' };
+    return { section, label: `${n}: ${what} per container`, unit: 'MiB/s', better: 'higher' };
+  }
+  return undefined;
+}
+
+const SECTION_ORDER = ['throughput', 'latency', 'cpu', 'setup', 'concurrency'];
+const CPU_ROLES = ['broker', 'vmm', 'agent', 'workload', 'fifoClient'];
+const CONC_ORDER = ['mibps', 'min', 'max', 'jain'];
+
+/** Sort key: section, then stdout before stdin / fewer containers first, then role or figure order. */
+export function metricOrder(key: string): number[] {
+  const section = SECTION_ORDER.indexOf(describeMetric(key)?.section ?? '');
+  const dir = /^(stdout|stdin)\.(?:cpu\.(\w+)|mibps)$/.exec(key);
+  if (dir) return [section, dir[1] === 'stdout' ? 0 : 1, dir[2] ? CPU_ROLES.indexOf(dir[2]) : -1];
+  const conc = /^conc(\d+)\.(\w+)$/.exec(key);
+  if (conc) return [section, Number(conc[1]), CONC_ORDER.indexOf(conc[2]!)];
+  return [section, 0, 0];
+}
+
+function compareKeys(a: string, b: string): number {
+  const oa = metricOrder(a);
+  const ob = metricOrder(b);
+  for (let i = 0; i < oa.length; i++) if (oa[i] !== ob[i]) return oa[i]! - ob[i]!;
+  return a.localeCompare(b);
+}
+
+function values(runs: RunRecord[], path: Path, key: string): number[] {
+  return runs.filter((r) => r.path === path && Number.isFinite(r.metrics[key])).map((r) => r.metrics[key]!);
+}
+
+export function summarize(runs: RunRecord[]): { rows: SummaryRow[]; ceilingMiBps: number } {
+  const ceilingMiBps = median(values(runs, 'kernel', 'ceiling.mibps'));
+  const keys = new Set<string>();
+  for (const r of runs) if (r.path !== 'kernel') for (const k of Object.keys(r.metrics)) keys.add(k);
+  const rows: SummaryRow[] = [];
+  const sorted = [...keys].filter((k) => describeMetric(k)).sort(compareKeys);
+  for (const key of sorted) {
+    const info = describeMetric(key)!;
+    const pv = values(runs, 'passfd', key);
+    const rv = values(runs, 'rpc', key);
+    const passfd = median(pv);
+    const rpc = median(rv);
+    const row: SummaryRow = {
+      section: info.section,
+      key,
+      label: info.label,
+      unit: info.unit,
+      better: info.better,
+      passfd,
+      rpc,
+      ratio: ratio(passfd, rpc),
+      n: [pv.length, rv.length],
+    };
+    if (info.ceiling && Number.isFinite(ceilingMiBps)) {
+      row.ceiling = ceilingMiBps;
+      row.passfdOfCeiling = ratio(passfd, ceilingMiBps);
+      row.rpcOfCeiling = ratio(rpc, ceilingMiBps);
+    }
+    rows.push(row);
+  }
+  return { rows, ceilingMiBps };
+}
+
+/** JSON with NaN/Infinity as null (JSON has no NaN). */
+export function toJson(report: BenchReport): string {
+  return JSON.stringify(report, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2);
+}

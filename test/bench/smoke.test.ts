@@ -1,0 +1,66 @@
+/**
+ * One real run of the built CLI: `bench --quick` with two scenarios and
+ * small sizes. Checks shape, not speed: both paths are present with
+ * positive figures and the files exist. Speed is for the benchmark to
+ * measure, not for a test to assert.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { CLI, exited, stopAll, tmpDir } from '../support/cli.js';
+
+afterAll(stopAll);
+
+describe('passfd-broker bench (built CLI)', () => {
+  it('runs both IO paths and writes JSON, Markdown and SVG', async () => {
+    const out = tmpDir('passfd-bench-smoke-');
+    const child = spawn(
+      process.execPath,
+      [
+        CLI,
+        'bench',
+        '--quick',
+        '--scenarios',
+        'throughput,latency',
+        '--bytes',
+        '8MiB',
+        '--reps',
+        '1',
+        '--trips',
+        '200',
+        '--json',
+        '--out',
+        out,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PASSFD_LOG: 'warn' } },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const { code } = await exited(child, 90_000);
+    expect(code, stderr).toBe(0);
+    const report = JSON.parse(stdout);
+    expect(report.errors, stderr).toEqual([]);
+    const row = (key: string) => report.summary.find((r: { key: string }) => r.key === key);
+    for (const key of ['stdout.mibps', 'stdin.mibps', 'rtt.p50', 'rtt.p99']) {
+      expect(row(key), key).toBeDefined();
+      expect(row(key).passfd, key).toBeGreaterThan(0);
+      expect(row(key).rpc, key).toBeGreaterThan(0);
+      expect(row(key).ratio, key).toBeGreaterThan(0);
+    }
+    const paths = new Set(report.runs.map((r: { path: string }) => r.path));
+    expect(paths).toEqual(new Set(['passfd', 'rpc']));
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')).summary).toHaveLength(
+      report.summary.length,
+    );
+    expect(fs.readFileSync(path.join(out, 'results.md'), 'utf8')).toContain('| stdout throughput |');
+    expect(fs.readFileSync(path.join(out, 'chart.svg'), 'utf8')).toMatch(/^<svg[\s\S]*<\/svg>\s*$/);
+    fs.rmSync(out, { recursive: true, force: true });
+  }, 120_000);
+});
