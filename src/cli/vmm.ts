@@ -7,6 +7,7 @@
 import type { Command } from 'commander';
 import { HybridVsockDevice } from '../device/hybrid-device.js';
 import { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
+import { VhostUserVsockTransport } from '../device/transport/vhost-user/backend-server.js';
 import { createLogger } from '../util/log.js';
 import { notifyReady, notifyStopping } from '../util/sd-notify.js';
 import { onTermination, parseCid } from './options.js';
@@ -17,20 +18,38 @@ export function registerVmm(program: Command): void {
     .description('run the hybrid-vsock device (VMM side) with its guest')
     .requiredOption('--hvsock <path>', 'hybrid-vsock Unix socket to serve (CONNECT and passfd)')
     .option('--guest-dir <dir>', 'loopback guest: directory for the AF_VSOCK stand-in socket (vsock.sock)')
+    .option('--vhost-user <socket>', 'serve a real guest instead: vhost-user-vsock backend socket for QEMU')
     .option('--guest-cid <cid>', 'guest CID', parseCid, 3)
-    .action(async (opts: { hvsock: string; guestDir?: string; guestCid: number }) => {
+    .action(async (opts: { hvsock: string; guestDir?: string; vhostUser?: string; guestCid: number }) => {
       const log = createLogger('vmm');
-      if (!opts.guestDir) throw new Error('--guest-dir is required for the loopback guest');
+      if (!opts.guestDir === !opts.vhostUser) {
+        throw new Error('give exactly one guest: --guest-dir (loopback) or --vhost-user (QEMU)');
+      }
       const device = new HybridVsockDevice({ hvsockPath: opts.hvsock, guestCid: opts.guestCid, log });
-      const transport = new LoopbackTransport(opts.guestCid, opts.guestDir, log);
-      device.start(transport);
-      log.info(`loopback guest: AF_VSOCK stand-in at ${transport.standin.socketPath}`);
-      // SIGUSR2: log the connection tables (device and loopback guest), for operators.
+      let transport: LoopbackTransport | VhostUserVsockTransport;
+      if (opts.vhostUser) {
+        transport = new VhostUserVsockTransport({
+          socketPath: opts.vhostUser,
+          guestCid: opts.guestCid,
+          log: log.child('vhost-user'),
+        });
+        device.start(transport);
+        log.info(
+          `vhost-user-vsock backend on ${opts.vhostUser} (start QEMU with -device vhost-user-vsock-pci)`,
+        );
+      } else {
+        const loopback = new LoopbackTransport(opts.guestCid, opts.guestDir!, log);
+        transport = loopback;
+        device.start(loopback);
+        log.info(`loopback guest: AF_VSOCK stand-in at ${loopback.standin.socketPath}`);
+      }
+      // SIGUSR2: log the connection tables (device, and the loopback guest's), for operators.
       process.on('SIGUSR2', () => {
         log.info(`device connections (${device.endpoint.size}):\n  ${device.endpoint.dump().join('\n  ')}`);
-        log.info(
-          `guest connections (${transport.stack.endpoint.size}):\n  ${transport.stack.endpoint.dump().join('\n  ')}`,
-        );
+        if (transport instanceof LoopbackTransport) {
+          const guest = transport.stack.endpoint;
+          log.info(`guest connections (${guest.size}):\n  ${guest.dump().join('\n  ')}`);
+        }
       });
       onTermination(async () => {
         await notifyStopping();
