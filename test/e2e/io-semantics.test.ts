@@ -1,0 +1,169 @@
+/**
+ * Pins down the IO semantics DESIGN.md lists, on both IO paths, through real
+ * FIFOs and a real stack:
+ * - CloseStdin after writing: every byte is read, then EOF (repeated);
+ * - exit vs. output: when wait() reports the exit, every output byte is
+ *   already in the FIFO (nothing can arrive later: its writers are gone);
+ * - backpressure: a reader that stops blocks the process, loses nothing, and
+ *   another container on the same device keeps flowing meanwhile.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type E2e,
+  endStdin,
+  finishSession,
+  HashingReader,
+  IO_PATHS,
+  MiB,
+  makeFifos,
+  O_NONBLOCK,
+  O_RDONLY,
+  openWriter,
+  Pattern,
+  removeFifos,
+  sha256Hex,
+  startE2e,
+  startSession,
+  writeAndClose,
+} from './support.js';
+
+describe.each(IO_PATHS)('IO semantics over $name', ({ passfd }) => {
+  let e: E2e;
+  let pat: Pattern;
+  beforeAll(async () => {
+    e = await startE2e(passfd);
+    pat = new Pattern(e.dir, 'p');
+  });
+  afterAll(async () => {
+    await e?.stop();
+  });
+
+  // passfd 100 runs; RPC 20 (each chunk is a request: slower, same code path every time).
+  const rounds = passfd ? 100 : 20;
+  it(`CloseStdin after writing: every byte then EOF, ${rounds} times`, { timeout: 120_000 }, async () => {
+    for (let i = 0; i < rounds; i++) {
+      // Sizes around the FIFO's 64 KiB capacity and the 64 KiB credit window, and one byte.
+      const size = [1, 4096, 65_535, 65_536, 65_537, 300_000][i % 6]! + (i % 7);
+      const data = randomBytes(size);
+      const s = await startSession(e, ['sha256sum'], { keepText: true });
+      await endStdin(s, [data]);
+      expect(await s.proc.wait(), `round ${i}`).toBe(0);
+      await s.stdout.done;
+      expect(s.stdout.text, `round ${i}, ${size} bytes`).toBe(`${sha256Hex(data)}  -\n`);
+      finishSession(s);
+    }
+  });
+
+  it('exit 7 right after 10 MiB: when wait() resolves every byte is in the FIFO', async () => {
+    const total = 10 * MiB;
+    const s = await startSession(e, ['sh', '-c', `head -c ${total} /dev/urandom; exit 7`]);
+    // A second reader fd on the same FIFO, read synchronously at the moment wait() resolves.
+    const probe = fs.openSync(s.fifos.stdout, O_RDONLY | O_NONBLOCK);
+    await endStdin(s);
+    const status = await s.proc.wait();
+    // No await between here and the end of the loop: nothing else runs in this process.
+    const before = s.stdout.bytes + s.stdout.socket.readableLength;
+    let left = 0;
+    let eof = false;
+    const buf = Buffer.alloc(MiB);
+    for (;;) {
+      let n: number;
+      try {
+        n = fs.readSync(probe, buf);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') break;
+        throw err;
+      }
+      if (n === 0) {
+        eof = true;
+        break;
+      }
+      left += n;
+    }
+    fs.closeSync(probe);
+    expect(status).toBe(7);
+    expect(before + left).toBe(total);
+    // Every writer of the FIFO (keeper, device's fd) is gone: EOF, not "try again".
+    expect(eof).toBe(true);
+    s.stdout.socket.resume();
+    await s.stdout.done;
+    finishSession(s);
+  });
+
+  // Smaller on RPC: every chunk is a request through this process, and container 2 must be done within the 2 s.
+  const blocks1 = passfd ? 64 : 16;
+  const size2 = passfd ? 32 * MiB : 8 * MiB;
+  it(`stalled reader: process blocks, nothing lost, a second container moves ${size2 / MiB} MiB meanwhile`, {
+    timeout: 90_000,
+  }, async () => {
+    const progress = path.join(e.dir, `progress-${e.nextId()}`);
+    const s1 = await startSession(e, ['sh', '-c', pat.shell(blocks1, { progress })]);
+    await endStdin(s1);
+    let exited1 = false;
+    const wait1 = s1.proc.wait().then((st) => {
+      exited1 = true;
+      return st;
+    });
+    await s1.stdout.atLeast(2 * MiB);
+    s1.stdout.socket.pause();
+    const stallStart = Date.now();
+    const readProgress = () => Number(fs.readFileSync(progress, 'utf8').trim() || 0);
+
+    // Container 2 on the same device, during the stall.
+    const s2 = await startSession(e, ['head', '-c', String(size2), '/dev/zero']);
+    await endStdin(s2);
+    const [st2, out2] = await Promise.all([s2.proc.wait(), s2.stdout.done]);
+    const done2 = Date.now() - stallStart;
+    expect(st2).toBe(0);
+    expect(out2).toEqual({ bytes: size2, hash: sha256Hex(Buffer.alloc(size2)) });
+    finishSession(s2);
+
+    // The stall itself is the point here: 2 s of not reading.
+    const remaining = 2000 - (Date.now() - stallStart);
+    await new Promise((r) => setTimeout(r, Math.max(0, remaining - 1000)));
+    const p1 = readProgress();
+    await new Promise((r) => setTimeout(r, 1000));
+    const p2 = readProgress();
+    expect(done2, "container 2 finished within container 1's 2 s stall").toBeLessThan(2000);
+    expect(exited1).toBe(false);
+    expect(p2, 'no progress while the reader is stalled').toBe(p1);
+    expect(p2).toBeLessThan(blocks1);
+
+    s1.stdout.socket.resume();
+    expect(await wait1).toBe(0);
+    expect(await s1.stdout.done).toEqual({ bytes: pat.size(blocks1), hash: pat.hash(blocks1) });
+    expect(readProgress()).toBe(blocks1);
+    finishSession(s1);
+  });
+
+  it('ExecProcess in a running container: stdin to EOF, stdout, stderr, exit status', async () => {
+    const init = await startSession(e, ['cat'], { keepText: true });
+    const id = init.proc.spec.containerId;
+    const fifos = makeFifos(e.dir, `${id}-exec1`);
+    const proc = await e.broker.start({
+      containerId: id,
+      execId: 'exec1',
+      args: ['sh', '-c', 'wc -c; echo to-stderr >&2; exit 2'],
+      fifos,
+    });
+    const out = new HashingReader(fifos.stdout, true);
+    const err = new HashingReader(fifos.stderr!, true);
+    const data = randomBytes(200_000);
+    await writeAndClose(openWriter(fifos.stdin), [data]);
+    await proc.closeStdin();
+    expect(await proc.wait()).toBe(2);
+    await Promise.all([out.done, err.done]);
+    expect(out.text.trim()).toBe('200000');
+    expect(err.text).toBe('to-stderr\n');
+    removeFifos(fifos);
+    // The init process is still there and still has its own stdin.
+    await endStdin(init, [Buffer.from('init-data')]);
+    expect(await init.proc.wait()).toBe(0);
+    await init.stdout.done;
+    expect(init.stdout.text).toBe('init-data');
+    finishSession(init);
+  });
+});

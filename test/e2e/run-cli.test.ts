@@ -1,0 +1,108 @@
+/**
+ * Pins down the `run` command end to end (its own embedded vmm + agent per
+ * invocation): exit codes and deaths by signal as a shell reports them,
+ * stdout and stderr kept apart without a terminal, stdin to EOF, the RPC-copy
+ * path, SIGTERM forwarded to the process, and `--tty` through a real
+ * terminal (util-linux `script`): a /dev/pts device, its size, interactive
+ * input and the exit code.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Captured, CLI, exited, spawnCli, stopAll } from '../support/cli.js';
+import { withTimeout } from './support.js';
+
+afterAll(async () => {
+  await stopAll();
+});
+
+async function run(args: string[], input?: string) {
+  const child = spawnCli(['run', ...args]);
+  const out = new Captured(child.stdout);
+  const err = new Captured(child.stderr);
+  child.stdin!.on('error', () => {});
+  child.stdin!.end(input ?? '');
+  const { code, signal } = await exited(child, 30_000);
+  return { code, signal, stdout: out.text, stderr: err.text };
+}
+
+function hasScript(): boolean {
+  try {
+    execFileSync('script', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `script -qfec <cmd> /dev/null`: runs `cmd` on a fresh pseudo-terminal. */
+async function inTerminal(cmd: string, input: string) {
+  const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const out = new Captured(child.stdout);
+  child.stdin.on('error', () => {});
+  child.stdin.end(input);
+  const { code, signal } = await exited(child, 30_000);
+  return { code, signal, output: out.text };
+}
+
+describe('run', () => {
+  it.each([
+    ['true', 0],
+    ['exit 3', 3],
+    ['kill -TERM $$', 143],
+    ['kill -KILL $$', 137],
+  ])('sh -c %j exits %i', async (script, status) => {
+    const r = await run(['--', 'sh', '-c', script]);
+    expect(r.code).toBe(status);
+  });
+
+  it.each(['passfd', 'rpc'])('--io %s: stdin to EOF, stdout and stderr apart, exit 3', async (io) => {
+    const r = await run(['--io', io, '--', 'sh', '-c', 'cat; echo done >&2; exit 3'], 'hello');
+    expect(r).toMatchObject({ code: 3, stdout: 'hello', stderr: 'done\n' });
+  });
+
+  it('stderr never lands on stdout (interleaved writes)', async () => {
+    const r = await run(['--', 'sh', '-c', 'for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('out1\nout2\nout3\nout4\nout5\n');
+    expect(r.stderr).toBe('err1\nerr2\nerr3\nerr4\nerr5\n');
+  });
+
+  it('SIGTERM to run is forwarded to the process: 143, quickly', async () => {
+    // The loopback guest's processes are host processes: the pid printed is the sleep's.
+    const child = spawnCli(['run', '--', 'sh', '-c', 'echo pid=$$; exec sleep 30']);
+    const out = new Captured(child.stdout);
+    child.stdin!.on('error', () => {});
+    const pid = Number((await out.waitFor(/pid=(\d+)\n/, 20_000))[1]);
+    const t0 = Date.now();
+    child.kill('SIGTERM');
+    const r = await exited(child, 10_000);
+    expect(r).toEqual({ code: 143, signal: null });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(fs.existsSync(`/proc/${pid}`), 'the sleep is gone').toBe(false);
+  });
+
+  describe.skipIf(!hasScript())('--tty through a real terminal (script)', () => {
+    it('the process sees a /dev/pts terminal with the outer size', async () => {
+      const r = await inTerminal(
+        `stty rows 33 cols 99; '${process.execPath}' '${CLI}' run --tty -- sh -c 'tty; stty size; exit 6'`,
+        '',
+      );
+      expect(r.output, r.output).toMatch(/\/dev\/pts\/\d+\r*\n/);
+      // script(1) may write a NUL at its stdin's EOF, echoed as "^@" anywhere in the output.
+      expect(r.output, r.output).toMatch(/(?:^|\^@)33 99\r*\n/m);
+      expect(r.code).toBe(6);
+    });
+
+    it('interactive input reaches the shell; its exit code is the run exit code', async () => {
+      const r = await withTimeout(
+        inTerminal(`'${process.execPath}' '${CLI}' run --tty -- sh`, 'echo hi-$((1+1))\nexit 5\n'),
+        30_000,
+        'interactive run',
+      );
+      // The echoed input shows "hi-$((1+1))"; only the shell's output has "hi-2".
+      expect(r.output).toMatch(/hi-2/);
+      expect(r.code).toBe(5);
+    });
+  });
+});
