@@ -10,3 +10,4 @@ export * from './poll-once.js';
 export * from './pty.js';
 export * from './scm.js';
 export * from './socket.js';
+export * from './vsock.js';

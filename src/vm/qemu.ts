@@ -1,0 +1,179 @@
+/**
+ * Boots a QEMU guest wired to a vhost-user-vsock backend (the device's
+ * `vmm --vhost-user <socket>`), with the command line verified in
+ * VHOST-USER.md: TCG by default (KVM hangs on these machines at guest boot),
+ * shared memfd guest memory (vhost-user needs it), the host root read-only
+ * over 9p, no network, serial console on stdout.
+ *
+ * The backend must already listen on the vhost-user socket: QEMU 7.2 does not
+ * retry for this device.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { VM_EXIT_MARKER, VM_READY_MARKER } from './initramfs.js';
+
+export interface QemuOptions {
+  kernel: string;
+  initrd: string;
+  /** The backend's vhost-user socket. */
+  vhostUserSocket: string;
+  /** Shell script the guest's /init runs chrooted in the host root (base64 on the kernel command line). */
+  command?: string;
+  /** Extra `agent.<key>=<value>` kernel parameters (exported as AGENT_<KEY> to the command). */
+  agentParams?: Record<string, string | number>;
+  accel?: 'tcg' | 'kvm';
+  memoryMiB?: number;
+  cpus?: number;
+  /** Also append the console to this file. */
+  consoleLog?: string;
+  /** Extra kernel command line words. */
+  append?: string;
+  qemuBinary?: string;
+  /** Export the host's root read-only over 9p (tag `hostroot`); default `/`. */
+  shareRoot?: string;
+  /** Called with each chunk of console output. */
+  onConsole?: (chunk: string) => void;
+}
+
+export interface QemuHandle {
+  readonly process: ChildProcess;
+  readonly startedAt: number;
+  /** Console output so far. */
+  readonly console: () => string;
+  /** Resolves with the console text up to the first match (rejects on timeout or QEMU exit). */
+  waitFor(pattern: RegExp | string, timeoutMs?: number): Promise<RegExpMatchArray>;
+  /** Resolves when `/init` printed `PASSFD-VM-READY`: the 9p root is mounted, the command starts. */
+  ready(timeoutMs?: number): Promise<number>;
+  /** Resolves with the command's exit status once `/init` printed `PASSFD-VM-EXIT`. */
+  commandExit(timeoutMs?: number): Promise<string>;
+  /** Resolves with QEMU's exit code (or signal name). */
+  readonly exited: Promise<number | string>;
+  /** SIGTERM, then SIGKILL after `graceMs`. */
+  stop(graceMs?: number): Promise<number | string>;
+}
+
+export function qemuArgs(opts: QemuOptions): string[] {
+  const mem = opts.memoryMiB ?? 1024;
+  const accel = opts.accel ?? 'tcg';
+  const params = Object.entries(opts.agentParams ?? {}).map(([k, v]) => `agent.${k}=${v}`);
+  if (opts.command !== undefined) params.push(`agent.cmd=${Buffer.from(opts.command).toString('base64')}`);
+  const append = ['console=ttyS0', 'panic=-1', 'quiet', ...params, opts.append ?? '']
+    .filter(Boolean)
+    .join(' ');
+  return [
+    '-accel',
+    accel,
+    ...(accel === 'kvm' ? ['-cpu', 'host'] : []),
+    '-m',
+    String(mem),
+    '-smp',
+    String(opts.cpus ?? 1),
+    '-display',
+    'none',
+    '-monitor',
+    'none',
+    '-serial',
+    'stdio',
+    '-no-reboot',
+    '-net',
+    'none',
+    '-object',
+    `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
+    '-machine',
+    'pc,memory-backend=mem',
+    '-kernel',
+    opts.kernel,
+    '-initrd',
+    opts.initrd,
+    '-append',
+    append,
+    '-virtfs',
+    `local,path=${opts.shareRoot ?? '/'},mount_tag=hostroot,security_model=none,readonly=on`,
+    '-chardev',
+    `socket,id=vsock0,path=${opts.vhostUserSocket}`,
+    '-device',
+    'vhost-user-vsock-pci,chardev=vsock0',
+  ];
+}
+
+export function startQemu(opts: QemuOptions): QemuHandle {
+  const args = qemuArgs(opts);
+  const startedAt = Date.now();
+  const child = spawn(opts.qemuBinary ?? 'qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let text = '';
+  const waiters = new Set<() => void>();
+  const log = opts.consoleLog ? fs.createWriteStream(opts.consoleLog) : null;
+  const onData = (chunk: Buffer) => {
+    const s = chunk.toString('utf8');
+    text += s;
+    log?.write(s);
+    opts.onConsole?.(s);
+    for (const w of [...waiters]) w();
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', (chunk: Buffer) => onData(Buffer.from(`[qemu stderr] ${chunk.toString()}`)));
+  let exitValue: number | string | undefined;
+  const exited = new Promise<number | string>((resolve) => {
+    child.on('exit', (code, signal) => {
+      exitValue = code ?? signal ?? 'unknown';
+      log?.end();
+      resolve(exitValue);
+      for (const w of [...waiters]) w();
+    });
+    child.on('error', (err) => {
+      text += `[qemu spawn error] ${err.message}\n`;
+      exitValue = 'spawn-error';
+      resolve(exitValue);
+      for (const w of [...waiters]) w();
+    });
+  });
+
+  const waitFor = (pattern: RegExp | string, timeoutMs = 120_000): Promise<RegExpMatchArray> =>
+    new Promise((resolve, reject) => {
+      const re =
+        typeof pattern === 'string' ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : pattern;
+      const done = () => {
+        waiters.delete(check);
+        clearTimeout(timer);
+      };
+      const check = () => {
+        const m = text.match(re);
+        if (m) {
+          done();
+          resolve(m);
+        } else if (exitValue !== undefined) {
+          done();
+          reject(new Error(`QEMU exited (${exitValue}) before ${re}; console tail:\n${text.slice(-2000)}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(check);
+        reject(
+          new Error(`timed out after ${timeoutMs} ms waiting for ${re}; console tail:\n${text.slice(-2000)}`),
+        );
+      }, timeoutMs);
+      waiters.add(check);
+      check();
+    });
+
+  return {
+    process: child,
+    startedAt,
+    console: () => text,
+    waitFor,
+    ready: async (timeoutMs) => {
+      await waitFor(VM_READY_MARKER, timeoutMs);
+      return Date.now() - startedAt;
+    },
+    commandExit: async (timeoutMs) => (await waitFor(new RegExp(`${VM_EXIT_MARKER} (\\S+)`), timeoutMs))[1]!,
+    exited,
+    stop: async (graceMs = 3000) => {
+      if (exitValue !== undefined) return exitValue;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      const v = await exited;
+      clearTimeout(t);
+      return v;
+    },
+  };
+}
