@@ -3,7 +3,8 @@
  * virtio/vsock/9p modules and an `/init` that
  *   1. loads the modules (order from VHOST-USER.md),
  *   2. mounts the host's root read-only over 9p (`hostroot` tag) at /mnt,
- *      with proc, sysfs, devtmpfs and a tmpfs /tmp inside it,
+ *      with proc, sysfs, devtmpfs and a tmpfs /run inside it (not /tmp:
+ *      a checkout under the host's /tmp must stay visible to the guest),
  *   3. prints `PASSFD-VM-READY`, then `chroot`s into /mnt and runs the
  *      command from the kernel command line (`agent.cmd=<base64 of a
  *      /bin/sh -c script>`), with every other `agent.<key>=<value>` exported
@@ -112,7 +113,7 @@ fi
 $B mount -t proc proc /mnt/proc
 $B mount -t sysfs sys /mnt/sys
 $B mount -t devtmpfs dev /mnt/dev
-$B mount -t tmpfs tmp /mnt/tmp
+$B mount -t tmpfs run /mnt/run
 CMD=
 for arg in $($B cat /proc/cmdline); do
   case "$arg" in
@@ -123,7 +124,7 @@ for arg in $($B cat /proc/cmdline); do
       export "AGENT_$k=\${arg#*=}" ;;
   esac
 done
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/run TMPDIR=/run
 echo "${VM_READY_MARKER} $($B cat /proc/uptime)"
 if [ -n "$CMD" ]; then
   $B chroot /mnt /bin/sh -c "$CMD"
