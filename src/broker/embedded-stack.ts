@@ -44,18 +44,18 @@ interface DgramSocket {
  * The CLI the children run: beside this file once built; from TypeScript sources
  * (tests, examples under tsx) the built one in dist/, so children start fast.
  */
-const CLI_MAIN = import.meta.filename.endsWith('.ts')
+export const CLI_MAIN = import.meta.filename.endsWith('.ts')
   ? path.resolve(import.meta.dirname, '../../dist/src/cli/main.js')
   : path.resolve(import.meta.dirname, '../cli/main.js');
 
-interface ReadyChild {
+export interface ReadyChild {
   child: ChildProcess;
   /** Closes the notify socket; kept until the child is stopped so its STOPPING=1 has a receiver. */
   closeNotify(): void;
 }
 
 /** Starts `passfd-broker <args>` and resolves once it has sent READY=1. */
-function startReady(
+export function startReady(
   args: string[],
   dir: string,
   name: string,
@@ -99,7 +99,7 @@ function startReady(
   });
 }
 
-function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
+export function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const t = setTimeout(() => child.kill('SIGKILL'), graceMs);

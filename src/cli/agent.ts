@@ -1,22 +1,35 @@
 /**
  * `passfd-broker agent`: the guest agent. Serves Kata's AgentService over
  * ttrpc on the agent port and accepts passfd streams on the passfd listener
- * port. In a loopback guest it reaches vsock through `--guest-dir`.
+ * port. In a loopback guest it reaches vsock through `--guest-dir`; inside a
+ * real VM (QEMU + virtio-vsock) `--vsock` uses AF_VSOCK sockets. Without
+ * `--passfd-port` the port comes from $AGENT_PASSFD_LISTENER_PORT (the kernel
+ * command line's `agent.passfd_listener_port=<port>`, as Kata's agent reads it),
+ * else 1027.
  * Sends READY=1 / STOPPING=1 to $NOTIFY_SOCKET.
  */
 import type { Command } from 'commander';
 import { Agent } from '../agent/agent.js';
+import { AfVsock } from '../guest-vsock/af-vsock.js';
 import { StandinVsock } from '../guest-vsock/standin.js';
+import type { GuestVsock } from '../guest-vsock/types.js';
 import { createLogger } from '../util/log.js';
 import { notifyReady, notifyStopping } from '../util/sd-notify.js';
 import { onTermination, parseMs, parsePort } from './options.js';
+
+const DEFAULT_PASSFD_PORT = 1027;
 
 export function registerAgent(program: Command): void {
   program
     .command('agent')
     .description('run the guest agent (ttrpc AgentService + passfd stream listener)')
     .option('--guest-dir <dir>', 'loopback guest directory (AF_VSOCK stand-in vsock.sock)')
-    .option('--passfd-port <port>', 'vsock port for passfd streams (passfd_listener_port)', parsePort, 1027)
+    .option('--vsock', 'real guest: use AF_VSOCK sockets (instead of --guest-dir)', false)
+    .option(
+      '--passfd-port <port>',
+      'vsock port for passfd streams (default $AGENT_PASSFD_LISTENER_PORT, else 1027)',
+      parsePort,
+    )
     .option('--agent-port <port>', 'vsock port of the ttrpc AgentService', parsePort, 1024)
     .option('--stream-wait-ms <ms>', 'how long a request waits for a passfd stream it names', parseMs, 10_000)
     .option(
@@ -29,18 +42,31 @@ export function registerAgent(program: Command): void {
     .action(
       async (opts: {
         guestDir?: string;
-        passfdPort: number;
+        vsock: boolean;
+        passfdPort?: number;
         agentPort: number;
         streamWaitMs: number;
         drainTimeoutMs: number;
         acceptDelayMs: number;
       }) => {
         const log = createLogger('agent');
-        if (!opts.guestDir) throw new Error('--guest-dir is required for the loopback guest');
-        if (opts.passfdPort === opts.agentPort) throw new Error('--passfd-port and --agent-port must differ');
+        if (!opts.guestDir === !opts.vsock) {
+          throw new Error('give exactly one of --guest-dir (loopback guest) or --vsock (AF_VSOCK)');
+        }
+        const envPort = process.env.AGENT_PASSFD_LISTENER_PORT;
+        const passfdPort =
+          opts.passfdPort ?? (envPort ? parsePort(envPort) : undefined) ?? DEFAULT_PASSFD_PORT;
+        if (passfdPort === opts.agentPort) throw new Error('--passfd-port and --agent-port must differ');
+        const vsock: GuestVsock = opts.vsock
+          ? new AfVsock({
+              // net.Socket cannot wrap AF_VSOCK fds: ttrpc connections come bridged over AF_UNIX.
+              unixBridgePorts: [opts.agentPort],
+              onBridgeError: (err) => log.warn(`ttrpc vsock bridge: ${err.message}`),
+            })
+          : new StandinVsock(opts.guestDir!);
         const agent = new Agent({
-          vsock: new StandinVsock(opts.guestDir),
-          passfdPort: opts.passfdPort,
+          vsock,
+          passfdPort,
           agentPort: opts.agentPort,
           streamWaitMs: opts.streamWaitMs,
           drainTimeoutMs: opts.drainTimeoutMs,

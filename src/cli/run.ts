@@ -18,10 +18,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { Broker, type BrokeredProcess } from '../broker/broker.js';
-import { type EmbeddedStack, startEmbeddedStack } from '../broker/embedded-stack.js';
+import { startEmbeddedStack } from '../broker/embedded-stack.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../util/log.js';
+import { startVmStack } from '../vm/vm-stack.js';
 
 interface RunOptions {
   config?: string;
@@ -30,6 +31,7 @@ interface RunOptions {
   io?: 'passfd' | 'rpc';
   cwd?: string;
   env: string[];
+  vm?: string;
 }
 
 const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
@@ -46,6 +48,7 @@ export function registerRun(program: Command): void {
     .option('-t, --tty', 'allocate a terminal (interactive shell)', false)
     .option('--hvsock <path>', 'use a running device (and its agent) instead of starting the embedded stack')
     .option('--io <path>', 'IO path: passfd (default, from config) or rpc (the RPC-copy baseline)')
+    .option('--vm <kind>', 'run the command inside a real VM: qemu (vhost-user-vsock, TCG)')
     .option('--cwd <dir>', 'working directory of the command')
     .option('-e, --env <KEY=value>', 'environment variable for the command (repeatable)', collect, [])
     .argument('<cmd...>', 'the command and its arguments (after --)')
@@ -65,15 +68,17 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
       throw new Error(`--io must be passfd or rpc, not ${opts.io}`);
     config.runtime.use_passfd_io = opts.io === 'passfd';
   }
-  const hvsock = opts.hvsock ?? (config.hypervisor.hvsock_path || undefined);
-  let stack: EmbeddedStack | null = null;
+  const hvsock = opts.vm ? undefined : (opts.hvsock ?? (config.hypervisor.hvsock_path || undefined));
+  if (opts.vm !== undefined && opts.vm !== 'qemu') throw new Error(`--vm must be qemu, not ${opts.vm}`);
+  if (opts.vm && opts.hvsock) throw new Error('--vm and --hvsock exclude each other');
+  let stack: { hvsockPath: string; stop(): Promise<void> } | null = null;
   const fifoDir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-fifos-'));
   const cleanup: (() => void | Promise<void>)[] = [
     () => fs.rmSync(fifoDir, { recursive: true, force: true }),
   ];
   try {
     if (!hvsock) {
-      stack = await startEmbeddedStack({ config });
+      stack = opts.vm ? await startVmStack({ config }) : await startEmbeddedStack({ config });
       const s = stack;
       cleanup.unshift(() => s.stop());
     }

@@ -1,0 +1,101 @@
+/**
+ * `run --vm qemu` through the library: one QEMU guest (TCG) for the whole
+ * file, started by startVmStack (vmm --vhost-user + the agent on AF_VSOCK in
+ * the guest), with one Broker per IO path against it. The commands run in the
+ * guest: `uname -r` is the guest kernel's release, not the host's. Needs
+ * `npm run build` (the guest runs dist/'s agent). Fails, never skips, when
+ * QEMU, the guest kernel or busybox are missing.
+ */
+import os from 'node:os';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Broker } from '../../src/broker/broker.js';
+import type { EmbeddedStack } from '../../src/broker/embedded-stack.js';
+import { createLogger } from '../../src/util/log.js';
+import { findGuestKernel } from '../../src/vm/initramfs.js';
+import { startVmStack, type VmStack } from '../../src/vm/vm-stack.js';
+import {
+  type E2e,
+  e2eConfig,
+  endStdin,
+  finishSession,
+  IO_PATHS,
+  Pattern,
+  startSession,
+} from '../e2e/support.js';
+import { tmpDir } from '../support/cli.js';
+
+const MIB = 64;
+let vm: VmStack;
+const e: Record<'passfd' | 'rpc', E2e> = {} as Record<'passfd' | 'rpc', E2e>;
+let dir: string;
+let a: Pattern;
+
+beforeAll(async () => {
+  vm = await startVmStack({ config: e2eConfig(true) });
+  dir = tmpDir('passfd-vm-test-');
+  a = new Pattern(dir, 'a');
+  let n = 0;
+  for (const { name, passfd } of IO_PATHS) {
+    const config = e2eConfig(passfd);
+    const broker = new Broker({ hvsockPath: vm.hvsockPath, config, log: createLogger(`vm-${name}`) });
+    e[name] = {
+      stack: vm as unknown as EmbeddedStack,
+      broker,
+      config,
+      dir,
+      nextId: (prefix = 'c') => `${prefix}${process.pid}-${n++}`,
+      stop: () => broker.close(),
+    };
+  }
+}, 240_000);
+
+afterAll(async () => {
+  for (const x of Object.values(e)) await x.stop();
+  await vm?.stop();
+  if (dir) (await import('node:fs')).rmSync(dir, { recursive: true, force: true });
+});
+
+it('uname -r is the guest kernel release, not the host one', async () => {
+  const s = await startSession(e.passfd, ['uname', '-r'], { keepText: true });
+  await endStdin(s);
+  expect(await s.proc.wait()).toBe(0);
+  await s.stdout.done;
+  const guest = findGuestKernel().version;
+  expect(s.stdout.text.trim()).toBe(guest);
+  if (guest !== os.release()) expect(s.stdout.text.trim()).not.toBe(os.release());
+  finishSession(s);
+});
+
+it('the exit code propagates', async () => {
+  const s = await startSession(e.passfd, ['sh', '-c', 'echo out; echo err >&2; exit 42'], { keepText: true });
+  await endStdin(s);
+  expect(await s.proc.wait()).toBe(42);
+  await s.stdout.done;
+  await s.stderr!.done;
+  expect(s.stdout.text).toBe('out\n');
+  expect(s.stderr!.text).toBe('err\n');
+  finishSession(s);
+});
+
+describe.each(IO_PATHS)('in the VM over $name', ({ name }) => {
+  it(`stdin: ${MIB} MiB, SHA-256 exact`, { timeout: 300_000 }, async () => {
+    const s = await startSession(e[name], ['sha256sum'], { keepText: true });
+    const wrote = await endStdin(s, a.chunks(MIB));
+    expect(wrote.bytes).toBe(a.size(MIB));
+    expect(await s.proc.wait()).toBe(0);
+    await s.stdout.done;
+    expect(s.stdout.text).toBe(`${a.hash(MIB)}  -\n`);
+    finishSession(s);
+  });
+
+  it(`stdout: ${MIB} MiB, SHA-256 exact`, { timeout: 300_000 }, async () => {
+    const s = await startSession(e[name], ['sh', '-c', a.shell(MIB)]);
+    await endStdin(s);
+    expect(await s.proc.wait()).toBe(0);
+    const out = await s.stdout.done;
+    expect(out.bytes).toBe(a.size(MIB));
+    expect(out.hash).toBe(a.hash(MIB));
+    expect((await s.stderr!.done).bytes).toBe(0);
+    finishSession(s);
+  });
+});
