@@ -18,8 +18,8 @@
  * before the failure is reported (two reference bugs: a received fd leaked
  * on a bad port text, a host port leaked when adding a connection failed).
  */
-import fs from 'node:fs';
-import { acceptUnix, closeQuietly, connectUnix, FdWatcher, listenUnix } from '../../native-bindings/index.js';
+import { closeQuietly, connectUnix } from '../../native-bindings/index.js';
+import { UnixListener } from '../net/unix-listener.js';
 import { encodeOk } from '../protocol/hybrid-vsock.js';
 import { HOST_CID } from '../protocol/vsock-packet.js';
 import type { Logger } from '../util/log.js';
@@ -28,7 +28,6 @@ import { HOST_PORT_END, HOST_PORT_MIN } from './defaults.js';
 import { VsockEndpoint } from './endpoint.js';
 import { HvsockControl, type PassfdReply } from './hvsock-control.js';
 import { PortAllocator } from './port-allocator.js';
-import { removeStaleSocket } from './transport/loopback/standin-server.js';
 import type { GuestTransport } from './transport/transport.js';
 
 export interface HybridDeviceOptions {
@@ -57,8 +56,7 @@ export class HybridVsockDevice {
   /** passfd control sockets kept open until their connection ends. */
   private readonly lingering = new Map<VsockConnection, PassfdReply>();
   private readonly controls = new Set<HvsockControl>();
-  private listenFd = -1;
-  private watcher: FdWatcher | null = null;
+  private listener: UnixListener | null = null;
   private transport: GuestTransport | null = null;
   private readonly log: Logger;
   readonly stats: DeviceStats = {
@@ -96,46 +94,36 @@ export class HybridVsockDevice {
   start(transport: GuestTransport): void {
     this.transport = transport;
     transport.attach(this.endpoint);
-    removeStaleSocket(this.options.hvsockPath);
-    this.listenFd = listenUnix(this.options.hvsockPath);
-    fs.chmodSync(this.options.hvsockPath, 0o600);
-    this.watcher = new FdWatcher(this.listenFd, () => this.acceptAll());
-    this.watcher.want(true, false);
+    this.listener = new UnixListener(
+      this.options.hvsockPath,
+      (fd) => this.serveControl(fd),
+      // EMFILE and friends: logged; the next readiness event retries.
+      (err) => this.log.warn(`accept on ${this.options.hvsockPath}: ${err.message}`),
+    );
     this.log.info(
       `hybrid-vsock device on ${this.options.hvsockPath}, guest cid ${this.options.guestCid} (${transport.kind})`,
     );
   }
 
-  private acceptAll(): void {
-    for (;;) {
-      let fd: number | null;
-      try {
-        fd = acceptUnix(this.listenFd);
-      } catch (err) {
-        // EMFILE and friends: log and stop for this round; the next readiness event retries.
-        this.log.warn(`accept on ${this.options.hvsockPath}: ${(err as Error).message}`);
-        return;
-      }
-      if (fd === null) return;
-      this.stats.controls++;
-      const ctl = new HvsockControl(
-        fd,
-        {
-          connect: (port, socketFd, preRead) =>
-            this.hostConnect(port, socketFd, preRead, { kind: 'connect', socketFd }),
-          passfd: (port, passed, keep, reply) => {
-            this.log.debug(`passfd fd=${passed} to guest port ${port}${keep ? ' (keep)' : ''}`);
-            this.hostConnect(port, passed, undefined, { kind: 'passfd', reply }, keep);
-          },
-          invalid: (reason) => {
-            this.stats.invalidRequests++;
-            this.log.warn(`invalid hybrid-vsock request: ${reason}`);
-          },
+  private serveControl(fd: number): void {
+    this.stats.controls++;
+    const ctl = new HvsockControl(
+      fd,
+      {
+        connect: (port, socketFd, preRead) =>
+          this.hostConnect(port, socketFd, preRead, { kind: 'connect', socketFd }),
+        passfd: (port, passed, keep, reply) => {
+          this.log.debug(`passfd fd=${passed} to guest port ${port}${keep ? ' (keep)' : ''}`);
+          this.hostConnect(port, passed, undefined, { kind: 'passfd', reply }, keep);
         },
-        (done) => this.controls.delete(done),
-      );
-      this.controls.add(ctl);
-    }
+        invalid: (reason) => {
+          this.stats.invalidRequests++;
+          this.log.warn(`invalid hybrid-vsock request: ${reason}`);
+        },
+      },
+      (done) => this.controls.delete(done),
+    );
+    this.controls.add(ctl);
   }
 
   /** Opens a host-initiated connection with `fd` as its host end. Never leaks `fd` or a port. */
@@ -206,11 +194,8 @@ export class HybridVsockDevice {
   }
 
   async stop(): Promise<void> {
-    this.watcher?.close();
-    this.watcher = null;
-    closeQuietly(this.listenFd);
-    this.listenFd = -1;
-    fs.rmSync(this.options.hvsockPath, { force: true });
+    this.listener?.close();
+    this.listener = null;
     for (const ctl of [...this.controls]) ctl.close();
     this.endpoint.closeAll('shutdown');
     await this.transport?.close();

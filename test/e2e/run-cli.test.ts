@@ -6,7 +6,7 @@
  * terminal (util-linux `script`): a /dev/pts device, its size, interactive
  * input and the exit code.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Captured, CLI, exited, spawnCli, stopAll } from '../support/cli.js';

@@ -10,10 +10,10 @@
  * ever dropped; a client that sends an fd, a bad line or nothing for 10 s is
  * disconnected and the server keeps serving everyone else.
  */
-import fs from 'node:fs';
 import path from 'node:path';
-import { acceptUnix, closeQuietly, FdWatcher, listenUnix } from '../../../../native-bindings/index.js';
+import { closeQuietly } from '../../../../native-bindings/index.js';
 import { FdChannel } from '../../../net/fd-channel.js';
+import { UnixListener } from '../../../net/unix-listener.js';
 import {
   encodeReply,
   LineSplitter,
@@ -28,8 +28,7 @@ const REQUEST_TIMEOUT_MS = 10_000;
 
 export class StandinServer {
   readonly socketPath: string;
-  private listenFd = -1;
-  private watcher: FdWatcher | null = null;
+  private listener: UnixListener | null = null;
   private readonly clients = new Set<FdChannel>();
 
   constructor(
@@ -41,26 +40,11 @@ export class StandinServer {
   }
 
   start(): void {
-    fs.mkdirSync(path.dirname(this.socketPath), { recursive: true, mode: 0o700 });
-    removeStaleSocket(this.socketPath);
-    this.listenFd = listenUnix(this.socketPath);
-    fs.chmodSync(this.socketPath, 0o600);
-    this.watcher = new FdWatcher(this.listenFd, () => this.acceptAll());
-    this.watcher.want(true, false);
-  }
-
-  private acceptAll(): void {
-    for (;;) {
-      let fd: number | null;
-      try {
-        fd = acceptUnix(this.listenFd);
-      } catch (err) {
-        this.log.warn(`stand-in accept: ${(err as Error).message}`);
-        return;
-      }
-      if (fd === null) return;
-      this.serve(fd);
-    }
+    this.listener = new UnixListener(
+      this.socketPath,
+      (fd) => this.serve(fd),
+      (err) => this.log.warn(`stand-in accept: ${err.message}`),
+    );
   }
 
   private serve(fd: number): void {
@@ -154,27 +138,9 @@ export class StandinServer {
   }
 
   close(): void {
-    this.watcher?.close();
-    this.watcher = null;
-    closeQuietly(this.listenFd);
-    this.listenFd = -1;
+    this.listener?.close();
+    this.listener = null;
     for (const c of [...this.clients]) c.close();
     this.clients.clear();
-    fs.rmSync(this.socketPath, { force: true });
   }
-}
-
-/**
- * Removes a socket file left by a process that died, refusing to touch a
- * socket somebody still serves or anything that is not a socket.
- */
-export function removeStaleSocket(socketPath: string): void {
-  let st: fs.Stats;
-  try {
-    st = fs.lstatSync(socketPath);
-  } catch {
-    return;
-  }
-  if (!st.isSocket()) throw new Error(`${socketPath} exists and is not a socket`);
-  fs.rmSync(socketPath);
 }

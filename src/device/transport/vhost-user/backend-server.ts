@@ -1,44 +1,13 @@
-/**
- * The vhost-user-vsock backend: a GuestTransport that QEMU's
- * `vhost-user-vsock-pci` device connects to over a Unix socket.
- *
- * One QEMU at a time. The listening socket is watched only while no QEMU is
- * connected; a second one waits in the backlog until the first is gone (QEMU
- * 7.2 does not retry a refused connect, so queueing beats refusing when a new
- * QEMU races the teardown of the old one).
- *
- * The control socket is a raw non-blocking fd driven by an FdWatcher, read
- * with recvmsg exactly `decoder.bytesWanted()` bytes at a time so that the
- * SCM_RIGHTS fds of one message never mix with the next (messages.ts).
- * Requests handled: the list QEMU 7.2 sends for this device (VHOST-USER.md).
- * Replies carry the reply flag; requests that have no reply of their own get
- * a u64 status when they ask for one (REPLY_ACK).
- *
- * Rings: a queue is processed only once it has a size, addresses, guest
- * memory, a kick fd, and is enabled (SET_VRING_ENABLE when
- * PROTOCOL_FEATURES is negotiated, which it always is with QEMU; otherwise
- * the kick fd enables it, as the spec says). The kick fds are watched on
- * Node's own loop (FdWatcher); the newest SET_VRING_CALL fd is always the one
- * signalled. GET_VRING_BASE stops a ring and answers its next avail index. A
- * new SET_MEM_TABLE rebuilds the ring views from the same indices.
- *
- * Teardown (QEMU gone, GET_VRING_BASE after the guest used the device,
- * RESET_OWNER, or any protocol/memory error): `backend.guestGone(reason)`
- * once, every watcher closed before its fd, every fd and the guest memory
- * released, and the next QEMU accepted.
- */
-import fs from 'node:fs';
 import {
-  acceptUnix,
   closeQuietly,
   eventfdRead,
   eventfdWrite,
   FdWatcher,
-  listenUnix,
   recvWithFds,
   WOULD_BLOCK,
   writeFd,
 } from '../../../../native-bindings/index.js';
+import { UnixListener } from '../../../net/unix-listener.js';
 import type { Logger } from '../../../util/log.js';
 import type { GuestTransport, VsockBackend } from '../transport.js';
 import { GuestMemory } from './guest-memory.js';
@@ -531,8 +500,7 @@ export class VhostUserVsockTransport implements GuestTransport {
   readonly socketPath: string;
   readonly #log: Logger;
   #backend: VsockBackend | null = null;
-  #listenFd = -1;
-  #listenWatcher: FdWatcher | null = null;
+  #listener: UnixListener | null = null;
   #session: Session | null = null;
   #closed = false;
   /** QEMU connections served so far. */
@@ -559,28 +527,22 @@ export class VhostUserVsockTransport implements GuestTransport {
     if (this.#backend) throw new Error('vhost-user transport already attached');
     this.#backend = backend;
     backend.onRxPending = () => this.#session?.scheduleRx();
-    try {
-      if (fs.lstatSync(this.socketPath).isSocket()) fs.unlinkSync(this.socketPath);
-    } catch {
-      // nothing there
-    }
-    this.#listenFd = listenUnix(this.socketPath, 8);
-    this.#listenWatcher = new FdWatcher(this.#listenFd, () => this.#accept());
-    this.#listenWatcher.want(true, false);
+    // Backlog 8: QEMU does not retry a refused connect, and one is served at a time.
+    this.#listener = new UnixListener(
+      this.socketPath,
+      (fd) => this.#accept(fd),
+      (err) => this.#log.error(`accept: ${err.message}`),
+      8,
+    );
     this.#log.info(`vhost-user-vsock backend listening on ${this.socketPath} (guest CID ${this.guestCid})`);
   }
 
-  #accept(): void {
-    if (this.#closed || this.#session || !this.#backend) return;
-    let fd: number | null;
-    try {
-      fd = acceptUnix(this.#listenFd);
-    } catch (err) {
-      this.#log.error(`accept: ${(err as Error).message}`);
+  #accept(fd: number): void {
+    if (this.#closed || this.#session || !this.#backend) {
+      closeQuietly(fd);
       return;
     }
-    if (fd === null) return;
-    this.#listenWatcher?.want(false, false); // one QEMU at a time: the next waits in the backlog
+    this.#listener?.pause(); // one QEMU at a time: the next waits in the backlog
     this.sessions++;
     this.#log.info(`QEMU connected (session ${this.sessions})`);
     try {
@@ -588,7 +550,7 @@ export class VhostUserVsockTransport implements GuestTransport {
     } catch (err) {
       closeQuietly(fd);
       this.#log.error(`cannot serve QEMU: ${(err as Error).message}`);
-      this.#listenWatcher?.want(true, false);
+      this.#listener?.resume();
     }
   }
 
@@ -596,9 +558,9 @@ export class VhostUserVsockTransport implements GuestTransport {
     if (this.#session !== s) return;
     this.#session = null;
     if (!this.#closed) {
-      this.#listenWatcher?.want(true, false);
+      this.#listener?.resume();
       // A QEMU may already be waiting in the backlog.
-      setImmediate(() => this.#accept());
+      setImmediate(() => this.#listener?.acceptAll());
     }
   }
 
@@ -606,14 +568,7 @@ export class VhostUserVsockTransport implements GuestTransport {
     if (this.#closed) return;
     this.#closed = true;
     this.#session?.end('backend closing');
-    this.#listenWatcher?.close();
-    this.#listenWatcher = null;
-    closeQuietly(this.#listenFd);
-    this.#listenFd = -1;
-    try {
-      fs.unlinkSync(this.socketPath);
-    } catch {
-      // already gone
-    }
+    this.#listener?.close();
+    this.#listener = null;
   }
 }
