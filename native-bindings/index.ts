@@ -11,3 +11,4 @@ export * from './pty.js';
 export * from './scm.js';
 export * from './socket.js';
 export * from './vsock.js';
+export * from './spawn.js';

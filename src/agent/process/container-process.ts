@@ -39,20 +39,25 @@
  * (or the stream's peer goes away): late output is delivered, not cut.
  * Once the exit is reported, stdin is closed (stream and pipe), as Kata does.
  *
- * Signals. Every process is a session and process-group leader (Node's
- * `detached`, or setsid in terminal mode), as runc/rustjail make container
+ * Signals. Every process is a session and process-group leader (setsid at
+ * spawn, or in the terminal step), as runc/rustjail make container
  * processes, so `signal(sig, { group: true })` reaches its whole group, even
  * after the leader is gone (the group id stays reserved while members live).
- * The child starts with default signal dispositions and an empty mask: libuv
- * resets them between fork and exec (Node itself ignores SIGPIPE; the child
+ * The child starts with default signal dispositions and an empty mask
+ * (posix_spawn's SETSIGDEF/SETSIGMASK: Node itself ignores SIGPIPE; the child
  * does not), so a child writing to a closed pipe dies of SIGPIPE as in a shell.
+ *
+ * Spawning. posix_spawn (vfork-style, spawned-process.ts), not Node's
+ * fork-based spawn: a container start then costs the same whatever the
+ * agent's memory has grown to. The command is looked up in the PATH of the
+ * process's own environment first, so a missing command rejects with ENOENT
+ * in both modes.
  *
  * Fds. Stream fds passed in belong to the launcher from the call on, even if
  * it throws. Everything the launcher creates is closed once the process has
  * exited and every stream is finished (`drained`); the RPC pipe streams are
  * closed by whoever consumes them.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import {
@@ -69,6 +74,7 @@ import { type ExitStatus, exitStatus, signalNumber } from './exit-status.js';
 import { InputForwarder } from './input-forwarder.js';
 import { OutputForwarder } from './output-forwarder.js';
 import { resolveCommand } from './resolve-command.js';
+import { SpawnedProcess } from './spawned-process.js';
 import { stdioPipe } from './stdio-pipe.js';
 
 export type { ExitStatus } from './exit-status.js';
@@ -133,16 +139,16 @@ export class ContainerProcess {
   /** Settles when the process is gone, every stream is finished and every launcher fd is closed. */
   readonly drained: Promise<void>;
 
-  private readonly child: ChildProcess;
+  private readonly child: SpawnedProcess;
   private readonly inputs: InputForwarder[];
   private readonly outputs: OutputForwarder[];
   private master: number | null;
   private exited = false;
   private readonly waitPromise: Promise<ExitStatus>;
 
-  private constructor(child: ChildProcess, w: Wiring, drainTimeoutMs: number, terminal: boolean) {
+  private constructor(child: SpawnedProcess, w: Wiring, drainTimeoutMs: number, terminal: boolean) {
     this.child = child;
-    this.pid = child.pid!;
+    this.pid = child.pid;
     this.terminal = terminal;
     this.inputs = w.inputs;
     this.outputs = w.outputs;
@@ -151,14 +157,9 @@ export class ContainerProcess {
     this.stdinPipe = w.stdinPipe;
     this.stdoutPipe = w.stdoutPipe;
     this.stderrPipe = w.stderrPipe;
-    child.on('error', () => {
-      // kill() failures surface here; signal() reports them through its return value.
-    });
-    const exited = new Promise<ExitStatus>((resolve) => {
-      child.once('exit', (code, signal) => {
-        this.exited = true;
-        resolve(exitStatus(code, signal));
-      });
+    const exited = child.exited.then(({ code, signal }) => {
+      this.exited = true;
+      return exitStatus(code, signal);
     });
     this.waitPromise = exited.then(async (status) => {
       await this.outputsSettled(drainTimeoutMs);
@@ -182,51 +183,53 @@ export class ContainerProcess {
     for (const f of [...this.outputs, ...this.inputs]) f.start();
   }
 
-  /** Starts a process. Resolves once it runs; rejects (with Node's spawn error, e.g. code ENOENT) if it cannot start. */
+  /** Starts a process. Resolves once it runs; rejects (an error with `code` ENOENT, EACCES, ...) if it cannot start. */
   static async spawn(opts: SpawnOptions): Promise<ContainerProcess> {
     const streams = [opts.stdinFd ?? null, opts.stdoutFd ?? null, opts.stderrFd ?? null];
     const given = streams.filter((fd): fd is number => fd !== null);
     let w: Wiring | null = null;
-    let child: ChildProcess;
+    let child: SpawnedProcess;
     try {
       validate(opts, given);
       for (const fd of given) setCloexec(fd, true);
       const env = opts.env ?? Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
       const cwd = opts.cwd ?? process.cwd();
+      // Looked up here (PATH of the process's own environment, as execvp would),
+      // so a missing command is an ENOENT from spawn in both modes.
+      const resolved = resolveCommand(opts.args[0]!, envObject(env).PATH, cwd);
       let file: string;
       let argv: string[];
       let childEnv: Record<string, string>;
       if (opts.terminal) {
-        resolveCommand(opts.args[0]!, envObject(env).PATH, cwd);
         const step = cttyStep(opts.ctty ?? 'auto', opts.args, env);
         file = step.file;
-        argv = step.args;
+        argv = [step.file, ...step.args];
         childEnv = step.env;
         w = wireTerminal(opts);
       } else {
-        file = opts.args[0]!;
-        argv = opts.args.slice(1);
+        file = resolved;
+        argv = opts.args;
         childEnv = envObject(env);
         w = wirePipes(opts);
       }
-      // detached = setsid() in the child. Not in terminal mode: setsid(1) or the
-      // trampoline does it, and setsid(1) would fork if it already led a group.
-      child = spawn(file, argv, { cwd, env: childEnv, stdio: w.childStdio, detached: !opts.terminal });
+      // setsid: every process leads its own session and group. Not in terminal
+      // mode: setsid(1) or the trampoline does it (setsid(1) would fork if it
+      // already led a group, and the launcher must keep the pid it spawned).
+      child = new SpawnedProcess({
+        file,
+        argv,
+        env: Object.entries(childEnv).map(([k, v]) => `${k}=${v}`),
+        cwd,
+        stdio: w.childStdio,
+        setsid: !opts.terminal,
+      });
     } catch (err) {
       if (w) abandon(w);
       for (const fd of given) closeQuietly(fd);
       throw err;
-    }
-    // The child has its copies now (or never will): the agent's must go, or EOF never comes.
-    for (const fd of w.childEnds) closeQuietly(fd);
-    const failure = await new Promise<Error | null>((resolve) => {
-      child.once('error', resolve);
-      child.once('spawn', () => resolve(null));
-    });
-    if (failure) {
-      abandon(w);
-      for (const fd of given) closeQuietly(fd);
-      throw failure;
+    } finally {
+      // The child has its copies now (or never will): the agent's must go, or EOF never comes.
+      if (w) for (const fd of w.childEnds) closeQuietly(fd);
     }
     return new ContainerProcess(child, w, opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS, !!opts.terminal);
   }
