@@ -126,6 +126,37 @@ export function setPipeSize(fd: number, bytes: number): number {
   return check(c.fcntl(fd, F_SETPIPE_SZ, bytes), 'fcntl(F_SETPIPE_SZ)', `fd ${fd}`);
 }
 
+let pipeMax: number | undefined;
+
+/** /proc/sys/fs/pipe-max-size, read once (1 MiB, the kernel default, if unreadable). */
+export function pipeMaxSize(): number {
+  if (pipeMax === undefined) {
+    try {
+      pipeMax = Number.parseInt(fs.readFileSync('/proc/sys/fs/pipe-max-size', 'utf8'), 10) || 1 << 20;
+    } catch {
+      pipeMax = 1 << 20;
+    }
+  }
+  return pipeMax;
+}
+
+/**
+ * Grows a pipe or FIFO towards `bytes` (capped at pipe-max-size), best
+ * effort: an unprivileged user over pipe-user-pages-soft gets EPERM, and a
+ * pipe already holding more than the new size EBUSY; the pipe then keeps its
+ * size. Never shrinks. Returns the size the pipe has afterwards.
+ */
+export function growPipe(fd: number, bytes: number): number {
+  const cur = getPipeSize(fd);
+  const want = Math.min(bytes, pipeMaxSize());
+  if (want <= cur) return cur;
+  try {
+    return setPipeSize(fd, want);
+  } catch {
+    return cur;
+  }
+}
+
 export function getPipeSize(fd: number): number {
   return check(c.fcntl(fd, F_GETPIPE_SZ, 0), 'fcntl(F_GETPIPE_SZ)', `fd ${fd}`);
 }

@@ -12,9 +12,14 @@
  *
  * Dropping the stdin keeper is how stdin ends losslessly: once containerd's
  * writer is gone too, the device reads every byte left in the FIFO, then EOF.
+ *
+ * The keeper also grows each FIFO to 1 MiB (F_SETPIPE_SZ, best effort, capped
+ * at pipe-max-size): the device then moves up to a full packet per read or
+ * write instead of the default 64 KiB pipe's worth, and a containerd reader
+ * that pauses for a moment does not stall the container at 64 KiB.
  */
 import fs from 'node:fs';
-import { closeQuietly } from '../../native-bindings/index.js';
+import { closeQuietly, growPipe } from '../../native-bindings/index.js';
 
 export type StdioName = 'stdin' | 'stdout' | 'stderr';
 
@@ -25,6 +30,9 @@ export interface FifoPaths {
 }
 
 const { O_RDWR, O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
+
+/** What the keeper grows each FIFO to. */
+export const FIFO_SIZE = 1 << 20;
 
 export class FifoSet {
   private readonly keepers = new Map<StdioName, number>();
@@ -39,7 +47,9 @@ export class FifoSet {
         if (!p) continue;
         const st = fs.statSync(p);
         if (!st.isFIFO()) throw new Error(`${name}: ${p} is not a FIFO`);
-        this.keepers.set(name, fs.openSync(p, O_RDWR | O_NONBLOCK));
+        const keeper = fs.openSync(p, O_RDWR | O_NONBLOCK);
+        this.keepers.set(name, keeper);
+        growPipe(keeper, FIFO_SIZE);
       }
     } catch (err) {
       this.releaseAll();

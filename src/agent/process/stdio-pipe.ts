@@ -13,32 +13,13 @@
  * stream. If the kernel refuses (an unprivileged user over
  * pipe-user-pages-soft) the pipe keeps its default size.
  */
-import { readFileSync } from 'node:fs';
-import { makePipe, setPipeSize } from '../../../native-bindings/index.js';
+import { growPipe, makePipe } from '../../../native-bindings/index.js';
 
 export const DEFAULT_PIPE_SIZE = 1 << 20;
-
-let maxSize: number | undefined;
-
-/** /proc/sys/fs/pipe-max-size, read once (1 MiB if unreadable, the kernel default). */
-export function pipeMaxSize(): number {
-  if (maxSize === undefined) {
-    try {
-      maxSize = Number.parseInt(readFileSync('/proc/sys/fs/pipe-max-size', 'utf8'), 10) || DEFAULT_PIPE_SIZE;
-    } catch {
-      maxSize = DEFAULT_PIPE_SIZE;
-    }
-  }
-  return maxSize;
-}
 
 /** A blocking, close-on-exec pipe `[readEnd, writeEnd]`, grown towards `size` bytes. */
 export function stdioPipe(size = DEFAULT_PIPE_SIZE): [number, number] {
   const fds = makePipe(false);
-  try {
-    setPipeSize(fds[0], Math.min(size, pipeMaxSize()));
-  } catch {
-    // EPERM (pipe-user-pages-soft) or EBUSY: keep the default 64 KiB.
-  }
+  growPipe(fds[0], size);
   return fds;
 }
