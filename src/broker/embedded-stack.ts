@@ -31,6 +31,8 @@ export interface StackOptions {
   /** Extra agent arguments (tests). */
   agentArgs?: string[];
   startTimeoutMs?: number;
+  /** Extra node options for the children, e.g. `--cpu-prof --cpu-prof-dir=<dir>` (not allowed in NODE_OPTIONS). */
+  nodeArgs?: string[];
 }
 
 interface DgramSocket {
@@ -61,6 +63,7 @@ export function startReady(
   name: string,
   logLevel: string,
   timeoutMs: number,
+  nodeArgs: string[] = [],
 ): Promise<ReadyChild> {
   const notifyPath = path.join(dir, `${name}.notify`);
   const unix = createRequire(import.meta.url)('unix-dgram') as { createSocket(t: 'unix_dgram'): DgramSocket };
@@ -91,7 +94,7 @@ export function startReady(
     });
     sock.on('error', (err) => finish(err));
     sock.bind(notifyPath);
-    child = spawn(process.execPath, [CLI_MAIN, ...args], {
+    child = spawn(process.execPath, [...nodeArgs, CLI_MAIN, ...args], {
       stdio: ['ignore', 'ignore', 'inherit'],
       env: { ...process.env, NOTIFY_SOCKET: notifyPath, PASSFD_LOG: logLevel },
     });
@@ -127,6 +130,7 @@ export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedSt
       'vmm',
       level,
       timeout,
+      opts.nodeArgs,
     );
     const agent = await startReady(
       [
@@ -145,6 +149,7 @@ export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedSt
       'agent',
       level,
       timeout,
+      opts.nodeArgs,
     );
     const v = vmm;
     return {
