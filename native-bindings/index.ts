@@ -10,5 +10,5 @@ export * from './poll-once.js';
 export * from './pty.js';
 export * from './scm.js';
 export * from './socket.js';
-export * from './vsock.js';
 export * from './spawn.js';
+export * from './vsock.js';
