@@ -9,7 +9,12 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import type { BenchReport } from './results.js';
 
-const PATH_LABEL = { passfd: 'passfd', rpc: 'RPC-copy', kernel: 'kernel ceiling' } as const;
+const PATH_LABEL = { passfd: 'passfd', rpc: 'RPC-copy', kernel: 'kernel ceiling' };
+
+/** Legend names; in a QEMU run the ceiling is the host's, and the legend says so. */
+function pathLabels(report: BenchReport): typeof PATH_LABEL {
+  return report.meta.mode === 'qemu' ? { ...PATH_LABEL, kernel: 'kernel ceiling (host)' } : PATH_LABEL;
+}
 const COLORS = { range: ['#1f77b4', '#ff7f0e', '#7f7f7f'] };
 
 interface Datum {
@@ -22,10 +27,11 @@ interface Datum {
 
 export function chartData(report: BenchReport): Datum[] {
   const out: Datum[] = [];
+  const labels = pathLabels(report);
   for (const r of report.summary) {
     const push = (path: keyof typeof PATH_LABEL, value: number | undefined) => {
       if (value === undefined || !Number.isFinite(value)) return;
-      out.push({ panel: r.section, metric: r.label, path: PATH_LABEL[path], value });
+      out.push({ panel: r.section, metric: r.label, path: labels[path], value });
     };
     if (r.unit === 'MiB/s' && (r.section === 'throughput' || r.key.endsWith('.mibps'))) {
       push('passfd', r.passfd);
@@ -35,21 +41,30 @@ export function chartData(report: BenchReport): Datum[] {
       push('passfd', r.passfd);
       push('rpc', r.rpc);
     } else if (r.section === 'cpu') {
-      const [dir, role] = r.label.split(': ');
+      // "stdout: qemu (guest: kernel + agent + process)": the role is everything after the first ": ".
+      const cut = r.label.indexOf(': ');
+      const dir = r.label.slice(0, cut);
+      const role = r.label.slice(cut + 2);
       for (const p of ['passfd', 'rpc'] as const) {
         const v = r[p];
         if (Number.isFinite(v))
           out.push({
             panel: 'cpu',
-            metric: `${dir} ${PATH_LABEL[p]}`,
-            path: PATH_LABEL[p],
+            metric: `${dir} ${labels[p]}`,
+            path: labels[p],
             value: v,
-            role: role!,
+            role,
           });
       }
     }
   }
   return out;
+}
+
+function modeTitle(report: BenchReport): string {
+  const v = report.meta.vm;
+  if (report.meta.mode !== 'qemu' || !v) return 'loopback';
+  return `QEMU ${v.accel.toUpperCase()} guest (${v.cpus} vCPU, ${v.memoryMiB} MiB)`;
 }
 
 export function chartSpec(report: BenchReport): TopLevelSpec {
@@ -79,16 +94,18 @@ export function chartSpec(report: BenchReport): TopLevelSpec {
       },
     },
   });
-  const all = Object.values(PATH_LABEL);
+  const all = Object.values(pathLabels(report));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: `passfd vs RPC-copy: ${report.meta.cpus} CPU, ${report.meta.date.slice(0, 10)} (medians)`,
-    config: { font: 'sans-serif', legend: { labelLimit: 260 } },
+    title: `passfd vs RPC-copy, ${modeTitle(report)}, ${report.meta.cpus}-CPU host, ${report.meta.date.slice(0, 10)} (medians)`,
+    config: { font: 'sans-serif', legend: { labelLimit: 340 } },
     columns: 3,
     concat: [
       grouped(
         ['throughput', 'concurrency'],
-        'Throughput (stdout / stdin, and aggregate of N containers)',
+        report.meta.mode === 'qemu'
+          ? 'Throughput (stdout / stdin, aggregate of N containers; ceiling: host)'
+          : 'Throughput (stdout / stdin, and aggregate of N containers)',
         'MiB/s',
         all,
         false,

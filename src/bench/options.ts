@@ -2,12 +2,21 @@
  * What a benchmark run measures and how much: scenario selection, byte
  * sizes ("64MiB", "1GiB", "1000000"), repetitions and loop bounds, with the
  * defaults of a full run and of `--quick` (a run that fits in a minute on a
- * 2-core machine). Every load loop in the scenarios is bounded by a count
- * from here *and* by `timeoutMs`.
+ * 2-core machine), for the loopback stack and for a QEMU guest. Every load
+ * loop in the scenarios is bounded by a count from here *and* by `timeoutMs`.
+ *
+ * QEMU guest defaults are smaller: under TCG every guest instruction is
+ * emulated (64 MiB through passfd took ~3 s stdin / ~7.5 s stdout, through
+ * RPC-copy 20-30 s: ~2.5 MiB/s; a 64-byte RPC-copy round trip ~12 ms), so
+ * a 1 GiB run would take hours. The full VM run takes ~5-10 min, `--quick`
+ * ~1.5 min with the boot; the timeouts are sized for that pace.
  */
 
 export const SCENARIOS = ['throughput', 'latency', 'cpu', 'setup', 'concurrency', 'ceiling'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
+
+/** Where the agent and the container processes run: the embedded loopback stack, or a QEMU guest. */
+export type BenchMode = 'loopback' | 'qemu';
 
 export interface BenchOptions {
   scenarios: Scenario[];
@@ -29,7 +38,29 @@ export interface BenchOptions {
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 
-export function defaultOptions(quick: boolean): BenchOptions {
+export function defaultOptions(quick: boolean, mode: BenchMode = 'loopback'): BenchOptions {
+  if (mode === 'qemu')
+    return quick
+      ? {
+          scenarios: [...SCENARIOS],
+          bytes: 16 * MiB,
+          concurrencyBytes: 8 * MiB,
+          concurrency: [1, 4],
+          reps: 2,
+          trips: 300,
+          setups: 10,
+          timeoutMs: 120_000,
+        }
+      : {
+          scenarios: [...SCENARIOS],
+          bytes: 64 * MiB,
+          concurrencyBytes: 32 * MiB,
+          concurrency: [1, 4],
+          reps: 3,
+          trips: 1000,
+          setups: 10,
+          timeoutMs: 300_000,
+        };
   return quick
     ? {
         scenarios: [...SCENARIOS],

@@ -53,45 +53,62 @@ export function clockTicksPerSecond(): number {
   return clkTck;
 }
 
-/** The processes whose CPU the benchmark attributes, by role. */
-export interface CpuRoles {
+/**
+ * The processes whose CPU the benchmark attributes, by role. Loopback: the
+ * agent is a host process and reaps the container process. In a QEMU guest
+ * neither is visible from the host one by one: the `qemu` process (its vCPU
+ * threads run the guest kernel, the agent and the container process; its IO
+ * threads serve 9p) stands for all of them.
+ */
+export interface LoopbackRoles {
   /** The bench process itself: the broker library (and, on RPC-copy, its copy loops). */
   broker: number | 'self';
   vmm: number;
   agent: number;
 }
 
-/** CPU seconds per role between two snapshots. */
-export interface CpuSeconds {
-  broker: number;
+export interface QemuRoles {
+  broker: number | 'self';
   vmm: number;
-  agent: number;
-  /** The container process (reaped by the agent: the agent's cutime+cstime). */
-  workload: number;
-  /** containerd's side: the bench's reaped FIFO reader/writer helpers (`wc`, `dd`). */
-  fifoClient: number;
+  /** QEMU: the guest's kernel, agent and container processes (vCPU threads) and its 9p server. */
+  qemu: number;
 }
 
-export interface CpuSnapshot {
-  broker: CpuTicks;
-  vmm: CpuTicks;
-  agent: CpuTicks;
-}
+export type CpuRoles = LoopbackRoles | QemuRoles;
 
+/**
+ * CPU seconds per role between two snapshots: `broker`, `vmm`, then
+ * loopback `agent` and `workload` (the container process, reaped by the
+ * agent: its cutime+cstime) or QEMU `qemu`, then `fifoClient` (containerd's
+ * side: the bench's reaped `wc`/`dd` helpers).
+ */
+export type CpuSeconds = Record<string, number>;
+
+export type LoopbackSnapshot = { [K in keyof LoopbackRoles]: CpuTicks };
+export type QemuSnapshot = { [K in keyof QemuRoles]: CpuTicks };
+export type CpuSnapshot = LoopbackSnapshot | QemuSnapshot;
+
+export function snapshot(roles: LoopbackRoles): LoopbackSnapshot;
+export function snapshot(roles: QemuRoles): QemuSnapshot;
+export function snapshot(roles: CpuRoles): CpuSnapshot;
 export function snapshot(roles: CpuRoles): CpuSnapshot {
-  return {
-    broker: readCpuTicks(roles.broker),
-    vmm: readCpuTicks(roles.vmm),
-    agent: readCpuTicks(roles.agent),
-  };
+  const base = { broker: readCpuTicks(roles.broker), vmm: readCpuTicks(roles.vmm) };
+  return 'agent' in roles
+    ? { ...base, agent: readCpuTicks(roles.agent) }
+    : { ...base, qemu: readCpuTicks(roles.qemu) };
 }
 
 export function cpuSecondsBetween(a: CpuSnapshot, b: CpuSnapshot, hz = clockTicksPerSecond()): CpuSeconds {
-  return {
+  const out: CpuSeconds = {
     broker: (b.broker.self - a.broker.self) / hz,
     vmm: (b.vmm.self - a.vmm.self) / hz,
-    agent: (b.agent.self - a.agent.self) / hz,
-    workload: (b.agent.children - a.agent.children) / hz,
-    fifoClient: (b.broker.children - a.broker.children) / hz,
   };
+  if ('agent' in a && 'agent' in b) {
+    out.agent = (b.agent.self - a.agent.self) / hz;
+    out.workload = (b.agent.children - a.agent.children) / hz;
+  } else if ('qemu' in a && 'qemu' in b) {
+    out.qemu = (b.qemu.self - a.qemu.self) / hz;
+  }
+  out.fifoClient = (b.broker.children - a.broker.children) / hz;
+  return out;
 }

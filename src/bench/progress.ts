@@ -12,7 +12,11 @@ export interface Progress {
   log(line: string): void;
 }
 
-export function createProgress(total: number, enabled: boolean): Progress {
+export function createProgress(
+  total: number,
+  enabled: boolean,
+  startLabel = 'starting vmm + agent',
+): Progress {
   if (!enabled || !process.stderr.isTTY) {
     return { step: () => {}, done: () => {}, log: (l) => process.stderr.write(`${l}\n`) };
   }
@@ -27,7 +31,7 @@ export function createProgress(total: number, enabled: boolean): Progress {
     cliProgress.Presets.shades_classic,
   );
   let value = 0;
-  bar.start(total, 0, { label: 'starting vmm + agent' });
+  bar.start(total, 0, { label: startLabel });
   return {
     step: (label) => {
       bar.update(value, { label });

@@ -8,6 +8,7 @@
  * RPC-copy, their ratio passfd/rpc, and for throughput figures the fraction
  * of the kernel pipe-relay ceiling measured in the same run.
  */
+import type { BenchMode } from './options.js';
 import { median, ratio } from './stats.js';
 
 export type Path = 'passfd' | 'rpc' | 'kernel';
@@ -45,15 +46,34 @@ export interface SummaryRow {
   n: [number, number];
 }
 
+/** The QEMU guest of a `--vm qemu` run. */
+export interface VmMeta {
+  accel: 'tcg' | 'kvm';
+  /** Guest vCPUs and memory. */
+  cpus: number;
+  memoryMiB: number;
+  /** QEMU start → the guest agent answered on vsock, seconds. */
+  bootS: number;
+  guestKernel: string;
+  /** `qemu-system-x86_64 --version`'s first line. */
+  qemu: string;
+}
+
 export interface BenchMeta {
   date: string;
   host: string;
+  /** Host CPUs, model and kernel (the kernel ceiling is always measured here). */
   cpus: number;
   cpuModel: string;
   kernel: string;
   node: string;
   clkTck: number;
   durationS: number;
+  /** loopback: vmm + agent as host processes; qemu: agent and container processes in a QEMU guest. */
+  mode: BenchMode;
+  vm?: VmMeta;
+  /** CPU role key (as in `stdout.cpu.<role>`) → what that process is in this mode. */
+  roles: Record<string, string>;
 }
 
 export interface BenchReport {
@@ -74,16 +94,29 @@ interface MetricInfo {
   ceiling?: boolean;
 }
 
-const CPU_ROLE_LABEL: Record<string, string> = {
-  broker: 'broker (bench process)',
-  vmm: 'vmm (device + guest stack)',
-  agent: 'agent',
-  workload: 'container process',
-  fifoClient: 'FIFO client (dd/wc)',
+const CPU_ROLE_LABEL: Record<BenchMode, Record<string, string>> = {
+  loopback: {
+    broker: 'broker (bench process)',
+    vmm: 'vmm (device + guest stack)',
+    agent: 'agent',
+    workload: 'container process',
+    fifoClient: 'FIFO client (dd/wc)',
+  },
+  qemu: {
+    broker: 'broker (bench process)',
+    vmm: 'vmm (vhost-user device)',
+    qemu: 'qemu (guest: kernel + agent + process)',
+    fifoClient: 'FIFO client (dd/wc)',
+  },
 };
 
+/** The CPU roles a mode measures, key → label, in data-path order. */
+export function cpuRoleLabels(mode: BenchMode): Record<string, string> {
+  return { ...CPU_ROLE_LABEL[mode] };
+}
+
 /** What a metric key means; undefined for bookkeeping keys (counts). */
-export function describeMetric(key: string): MetricInfo | undefined {
+export function describeMetric(key: string, mode: BenchMode = 'loopback'): MetricInfo | undefined {
   const tp = /^(stdout|stdin)\.mibps$/.exec(key);
   if (tp)
     return {
@@ -95,7 +128,7 @@ export function describeMetric(key: string): MetricInfo | undefined {
     };
   const cpu = /^(stdout|stdin)\.cpu\.(\w+)$/.exec(key);
   if (cpu) {
-    const role = CPU_ROLE_LABEL[cpu[2]!] ?? cpu[2];
+    const role = CPU_ROLE_LABEL[mode][cpu[2]!] ?? cpu[2];
     return { section: 'cpu', label: `${cpu[1]}: ${role}`, unit: 'CPU s/GiB', better: 'lower' };
   }
   const rtt = /^rtt\.(p50|p99)$/.exec(key);
@@ -116,7 +149,7 @@ export function describeMetric(key: string): MetricInfo | undefined {
 }
 
 const SECTION_ORDER = ['throughput', 'latency', 'cpu', 'setup', 'concurrency'];
-const CPU_ROLES = ['broker', 'vmm', 'agent', 'workload', 'fifoClient'];
+const CPU_ROLES = ['broker', 'vmm', 'agent', 'workload', 'qemu', 'fifoClient'];
 const CONC_ORDER = ['mibps', 'min', 'max', 'jain'];
 
 /** Sort key: section, then stdout before stdin / fewer containers first, then role or figure order. */
@@ -140,14 +173,17 @@ function values(runs: RunRecord[], path: Path, key: string): number[] {
   return runs.filter((r) => r.path === path && Number.isFinite(r.metrics[key])).map((r) => r.metrics[key]!);
 }
 
-export function summarize(runs: RunRecord[]): { rows: SummaryRow[]; ceilingMiBps: number } {
+export function summarize(
+  runs: RunRecord[],
+  mode: BenchMode = 'loopback',
+): { rows: SummaryRow[]; ceilingMiBps: number } {
   const ceilingMiBps = median(values(runs, 'kernel', 'ceiling.mibps'));
   const keys = new Set<string>();
   for (const r of runs) if (r.path !== 'kernel') for (const k of Object.keys(r.metrics)) keys.add(k);
   const rows: SummaryRow[] = [];
   const sorted = [...keys].filter((k) => describeMetric(k)).sort(compareKeys);
   for (const key of sorted) {
-    const info = describeMetric(key)!;
+    const info = describeMetric(key, mode)!;
     const pv = values(runs, 'passfd', key);
     const rv = values(runs, 'rpc', key);
     const passfd = median(pv);

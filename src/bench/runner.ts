@@ -1,10 +1,19 @@
 /**
- * Runs a benchmark: starts the embedded stack (one `vmm` + `agent`, shared by
- * both paths), makes two brokers on it (passfd and RPC-copy), then for each
- * repetition runs every selected scenario once per path, alternating which
- * path goes first from one repetition to the next so warm-up and drift do
- * not favour either. A failed run is recorded and the benchmark goes on.
+ * Runs a benchmark: starts the stack both paths share — the embedded
+ * loopback stack (one `vmm` + `agent` on the host), or with `vm` a QEMU
+ * guest (`vmm --vhost-user` on the host, the agent and every container
+ * process inside the guest; src/vm/vm-stack.ts) — makes two brokers on it
+ * (passfd and RPC-copy), then for each repetition runs every selected
+ * scenario once per path, alternating which path goes first from one
+ * repetition to the next so warm-up and drift do not favour either. A failed
+ * run is recorded and the benchmark goes on.
+ *
+ * In a guest the FIFOs, their `dd`/`wc` clients and the kernel ceiling stay
+ * on the host (containerd's side is the host's); the container processes
+ * (`dd`, `wc`, `cat`, `sh`, `true`) are the host's binaries, which the guest
+ * runs from the host root it mounts read-only over 9p.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,11 +21,13 @@ import { Broker } from '../broker/broker.js';
 import { startEmbeddedStack } from '../broker/embedded-stack.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../util/log.js';
-import type { BenchOptions } from './options.js';
-import { clockTicksPerSecond } from './proc-cpu.js';
+import { findGuestKernel } from '../vm/initramfs.js';
+import { startVmStack } from '../vm/vm-stack.js';
+import type { BenchMode, BenchOptions } from './options.js';
+import { type CpuRoles, clockTicksPerSecond } from './proc-cpu.js';
 import { createProgress } from './progress.js';
-import type { BenchReport, Path, RunError, RunRecord } from './results.js';
-import { summarize } from './results.js';
+import type { BenchReport, Path, RunError, RunRecord, VmMeta } from './results.js';
+import { cpuRoleLabels, summarize } from './results.js';
 import {
   type BenchContext,
   concurrentStreams,
@@ -68,7 +79,7 @@ export function plan(opts: BenchOptions): Step[] {
         scenario: 'ceiling',
         path: 'kernel',
         rep,
-        label: `kernel ceiling (rep ${rep + 1})`,
+        label: `kernel ceiling, host (rep ${rep + 1})`,
         run: (c) => kernelCeiling(c, opts.bytes),
       });
     if (sel.has('throughput') || sel.has('cpu')) {
@@ -84,19 +95,93 @@ export function plan(opts: BenchOptions): Step[] {
   return steps;
 }
 
+/** The QEMU guest to run in (`--vm qemu`), every field resolved. */
+export interface VmBenchSpec {
+  accel: 'tcg' | 'kvm';
+  cpus: number;
+  memoryMiB: number;
+}
+
 export interface RunBenchOptions {
   config: Config;
   bench: BenchOptions;
   progress: boolean;
+  /** Run the agent and the container processes in a QEMU guest instead of the loopback stack. */
+  vm?: VmBenchSpec;
+}
+
+interface BenchStack {
+  hvsockPath: string;
+  roles: CpuRoles;
+  vm?: VmMeta;
+  stop(): Promise<void>;
+}
+
+function qemuVersion(): string {
+  try {
+    return execFileSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8', timeout: 10_000 })
+      .split('\n')[0]!
+      .trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+/**
+ * QEMU's start budget: TCG boots in ~20 s on an idle machine, a loaded shared
+ * one needs slack; KVM boots in seconds where it works and fails or hangs
+ * where it does not (nested virtualisation), so it gets a minute.
+ */
+const VM_START_TIMEOUT_MS = { tcg: 300_000, kvm: 60_000 } as const;
+
+async function startStack(config: Config, vm: VmBenchSpec | undefined): Promise<BenchStack> {
+  if (!vm) {
+    const s = await startEmbeddedStack({ config });
+    return {
+      hvsockPath: s.hvsockPath,
+      roles: { broker: 'self', vmm: s.vmm.pid!, agent: s.agent.pid! },
+      stop: () => s.stop(),
+    };
+  }
+  const s = await startVmStack({
+    config,
+    accel: vm.accel,
+    cpus: vm.cpus,
+    memoryMiB: vm.memoryMiB,
+    startTimeoutMs: VM_START_TIMEOUT_MS[vm.accel],
+  });
+  return {
+    hvsockPath: s.hvsockPath,
+    roles: { broker: 'self', vmm: s.vmm.pid!, qemu: s.qemu.process.pid! },
+    vm: {
+      ...vm,
+      bootS: s.bootMs / 1000,
+      guestKernel: findGuestKernel().version,
+      qemu: qemuVersion(),
+    },
+    stop: () => s.stop(),
+  };
 }
 
 export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
   const started = performance.now();
   const log = createLogger('bench');
+  const mode: BenchMode = o.vm ? 'qemu' : 'loopback';
   const steps = plan(o.bench);
-  const progress = createProgress(steps.length, o.progress);
+  const progress = createProgress(
+    steps.length,
+    o.progress,
+    o.vm ? `booting the QEMU guest (${o.vm.accel})` : 'starting vmm + agent',
+  );
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-bench-'));
-  const stack = await startEmbeddedStack({ config: o.config });
+  let stack: BenchStack;
+  try {
+    stack = await startStack(o.config, o.vm);
+  } catch (err) {
+    progress.done();
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   const mk = (passfd: boolean) => {
     const config: Config = structuredClone(o.config);
     config.runtime.use_passfd_io = passfd;
@@ -106,7 +191,7 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
   const brokers = { passfd: mk(true), rpc: mk(false) };
   const ctx: BenchContext = {
     brokers,
-    roles: { broker: 'self', vmm: stack.vmm.pid!, agent: stack.agent.pid! },
+    roles: stack.roles,
     dir,
     timeoutMs: o.bench.timeoutMs,
   };
@@ -130,7 +215,7 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
     await stack.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  const { rows, ceilingMiBps } = summarize(runs);
+  const { rows, ceilingMiBps } = summarize(runs, mode);
   const cpus = os.cpus();
   return {
     meta: {
@@ -142,6 +227,9 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
       node: process.version,
       clkTck: clockTicksPerSecond(),
       durationS: (performance.now() - started) / 1000,
+      mode,
+      ...(stack.vm ? { vm: stack.vm } : {}),
+      roles: cpuRoleLabels(mode),
     },
     options: { ...o.bench, rpc_chunk_size: o.bench.chunkSize ?? o.config.runtime.rpc_chunk_size },
     summary: rows,

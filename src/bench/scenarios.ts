@@ -225,10 +225,11 @@ export async function roundTrips(
     await new Promise<void>((r) => writer.end(r));
     writer.destroy();
     await p.closeStdin();
-    await bounded(p.wait(), ctx.timeoutMs, `latency ${io} exit`, () => killProc(p));
+    const status = await bounded(p.wait(), ctx.timeoutMs, `latency ${io} exit`, () => killProc(p));
     reader.destroy();
-    await stderr.text;
+    const err = await stderr.text;
     if (samples.length === 0) throw new Error(`latency ${io}: no round trip completed`);
+    if (status !== 0) throw new Error(`latency ${io}: cat exited ${status} ${err.trim()}`);
     return {
       'rtt.p50': percentile(samples, 50),
       'rtt.p99': percentile(samples, 99),
@@ -258,7 +259,9 @@ export async function setupLatency(ctx: BenchContext, io: IoPath, count: number)
       samples.push(nowMs() - t0);
       await proc.closeStdin();
       const p = proc;
-      await bounded(p.wait(), ctx.timeoutMs, `setup ${io} exit`, () => killProc(p));
+      const status = await bounded(p.wait(), ctx.timeoutMs, `setup ${io} exit`, () => killProc(p));
+      // A start that did not run the process is not a set-up (e.g. `true` missing in a guest).
+      if (status !== 0) throw new Error(`setup ${io}: \`true\` exited ${status}`);
     } finally {
       removeFifos(fifos);
     }

@@ -3,7 +3,7 @@
  * section, columns padded to width, numbers right-aligned.
  */
 import { COLUMNS, fmt } from './format.js';
-import { rowCells } from './markdown.js';
+import { modeSummary, rowCells } from './markdown.js';
 import type { BenchReport } from './results.js';
 
 export function renderTable(report: BenchReport): string {
@@ -21,9 +21,14 @@ export function renderTable(report: BenchReport): string {
   );
   const line = (cells: string[]) =>
     cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  const out = [line(COLUMNS), widths.map((w) => '─'.repeat(w)).join('  ')];
+  const out = [
+    `mode: ${modeSummary(report.meta)}`,
+    line(COLUMNS),
+    widths.map((w) => '─'.repeat(w)).join('  '),
+  ];
   for (const r of rows) out.push(typeof r === 'string' ? `[${r}]` : line(r));
-  out.push('', `kernel pipe-relay ceiling: ${fmt(report.ceilingMiBps)} MiB/s`);
+  const where = report.meta.mode === 'qemu' ? ' (measured on the host)' : '';
+  out.push('', `kernel pipe-relay ceiling${where}: ${fmt(report.ceilingMiBps)} MiB/s`);
   for (const e of report.errors) out.push(`FAILED ${e.scenario} ${e.path} rep ${e.rep}: ${e.message}`);
   return out.join('\n');
 }

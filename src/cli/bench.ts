@@ -1,6 +1,8 @@
 /**
  * `passfd-broker bench`: passfd vs RPC-copy side by side in one run, against
- * an embedded `vmm` + `agent` (see src/bench/). Prints a table (with a
+ * an embedded `vmm` + `agent` (see src/bench/), or with `--vm qemu` against
+ * a QEMU guest running the agent and the container processes (sizes and
+ * timeouts then default to what TCG manages). Prints a table (with a
  * progress bar on stderr while it runs), or the JSON report with `--json`;
  * `--out <dir>` also writes results.json, results.md and chart.svg. The
  * benchmark modules (and vega) are imported only when `bench` runs.
@@ -9,6 +11,7 @@ import type { Command } from 'commander';
 import {
   type BenchOptions,
   defaultOptions,
+  formatBytes,
   parseBytes,
   parseIntList,
   parsePositiveInt,
@@ -16,8 +19,17 @@ import {
   SCENARIOS,
 } from '../bench/options.js';
 import { loadConfig } from '../config/load.js';
+import {
+  parseAccel,
+  parseCpus,
+  parseMemoryMiB,
+  VM_FLAG_HELP,
+  type VmFlags,
+  vmSpecFrom,
+  withKvmHint,
+} from './options.js';
 
-interface BenchCliOptions {
+interface BenchCliOptions extends VmFlags {
   config?: string;
   quick: boolean;
   scenarios?: string;
@@ -34,8 +46,9 @@ interface BenchCliOptions {
   progress: boolean;
 }
 
+/** The run's sizes and counts: the mode's defaults (loopback or `--vm qemu`, full or `--quick`), then explicit flags. */
 export function benchOptionsFrom(o: BenchCliOptions): BenchOptions {
-  const b = defaultOptions(o.quick);
+  const b = defaultOptions(o.quick, o.vm === 'qemu' ? 'qemu' : 'loopback');
   if (o.scenarios) b.scenarios = parseScenarios(o.scenarios);
   if (o.bytes) {
     b.bytes = parseBytes(o.bytes);
@@ -51,28 +64,54 @@ export function benchOptionsFrom(o: BenchCliOptions): BenchOptions {
   return b;
 }
 
+/** "default 1 GiB, quick 32 MiB; --vm qemu: 64 MiB, quick 16 MiB" for one option, from defaultOptions. */
+function defaults(show: (b: BenchOptions) => string): string {
+  const [full, quick, vm, vmQuick] = [
+    defaultOptions(false),
+    defaultOptions(true),
+    defaultOptions(false, 'qemu'),
+    defaultOptions(true, 'qemu'),
+  ].map(show);
+  return `default ${full}, quick ${quick}; --vm qemu: ${vm}, quick ${vmQuick}`;
+}
+
 export function registerBench(program: Command): void {
   program
     .command('bench')
     .description('passfd vs RPC-copy side by side: throughput, latency, CPU per process, set-up, concurrency')
     .option('--config <toml>', 'configuration file (see config.toml.example)')
-    .option('--quick', 'small sizes and counts: the whole run in under a minute', false)
+    .option(
+      '--quick',
+      'small sizes and counts: the whole run in about a minute (--vm qemu: a couple of minutes, boot included)',
+      false,
+    )
+    .option('--vm <kind>', VM_FLAG_HELP.vm)
+    .option('--accel <tcg|kvm>', VM_FLAG_HELP.accel, parseAccel)
+    .option('--cpus <n>', VM_FLAG_HELP.cpus, parseCpus)
+    .option('--memory <MiB>', VM_FLAG_HELP.memory, parseMemoryMiB)
     .option('--scenarios <list>', `comma-separated subset of ${SCENARIOS.join(',')}`)
-    .option('--bytes <size>', 'bytes per throughput transfer (default 1GiB, quick 32MiB)')
+    .option('--bytes <size>', `bytes per throughput transfer (${defaults((b) => formatBytes(b.bytes))})`)
     .option(
       '--concurrency-bytes <size>',
-      'total bytes per concurrency level, split across containers (default 512MiB, quick 16MiB, else --bytes)',
+      `total bytes per concurrency level, split across containers (${defaults((b) => formatBytes(b.concurrencyBytes))}; else --bytes if given)`,
     )
-    .option('--concurrency <list>', 'container counts streaming at once (default 1,8,64)')
-    .option('--reps <n>', 'repetitions per path (default 3, quick 2)')
-    .option('--trips <n>', '64-byte round trips per latency repetition (default 10000, quick 1000)')
-    .option('--setups <n>', 'process starts per set-up repetition (default 50, quick 10)')
-    .option('--timeout <s>', 'bound for any one measured operation, seconds (default 600, quick 30)')
+    .option(
+      '--concurrency <list>',
+      `container counts streaming at once (${defaults((b) => b.concurrency.join(','))})`,
+    )
+    .option('--reps <n>', `repetitions per path (${defaults((b) => String(b.reps))})`)
+    .option('--trips <n>', `64-byte round trips per latency repetition (${defaults((b) => String(b.trips))})`)
+    .option('--setups <n>', `process starts per set-up repetition (${defaults((b) => String(b.setups))})`)
+    .option(
+      '--timeout <s>',
+      `bound for any one measured operation, seconds (${defaults((b) => String(b.timeoutMs / 1000))})`,
+    )
     .option('--chunk-size <size>', 'RPC-copy bytes per request (default: config rpc_chunk_size, 32KiB)')
     .option('--json', 'print the JSON report on stdout instead of the table', false)
     .option('--out <dir>', 'write results.json, results.md and chart.svg into <dir>')
     .option('--no-progress', 'no progress bar')
     .action(async (opts: BenchCliOptions) => {
+      const vm = vmSpecFrom(opts);
       const bench = benchOptionsFrom(opts);
       // Loaded here, not at the top: every role (vmm, agent) runs this binary, and the
       // charting libraries would slow down all of their starts.
@@ -82,7 +121,15 @@ export function registerBench(program: Command): void {
         import('../bench/results.js'),
         import('../bench/terminal-table.js'),
       ]);
-      const report = await runBench({ config: loadConfig(opts.config), bench, progress: opts.progress });
+      const report = await runBench({
+        config: loadConfig(opts.config),
+        bench,
+        progress: opts.progress,
+        ...(vm ? { vm } : {}),
+      }).catch((err: Error) => {
+        // Measurement failures are in the report; what escapes is a stack that did not start.
+        throw vm ? withKvmHint(err, vm) : err;
+      });
       if (opts.out) await writeOutputs(opts.out, report);
       process.stdout.write(opts.json ? `${toJson(report)}\n` : `${renderTable(report)}\n`);
       if (opts.out && !opts.json)

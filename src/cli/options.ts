@@ -1,4 +1,5 @@
 /** Option parsers shared by subcommands: commander calls them and shows their errors. */
+import fs from 'node:fs';
 import { InvalidArgumentError } from 'commander';
 
 export function parsePort(value: string): number {
@@ -35,4 +36,107 @@ export function onTermination(stop: () => Promise<void> | void): void {
 export function parseMs(value: string): number {
   if (!/^[0-9]{1,9}$/.test(value)) throw new InvalidArgumentError('must be a whole number of milliseconds');
   return Number(value);
+}
+
+/**
+ * The real-guest flags `run` and `bench` share: `--vm qemu` and the QEMU
+ * guest's `--accel`, `--cpus`, `--memory`. The parsers below are commander
+ * argument parsers (a bad value exits non-zero with commander's message);
+ * `vmSpecFrom` checks the combination before anything starts.
+ */
+export type Accel = 'tcg' | 'kvm';
+
+export interface VmFlags {
+  vm?: string;
+  accel?: Accel;
+  cpus?: number;
+  memory?: number;
+}
+
+/** A QEMU guest with every setting resolved. */
+export interface VmSpec {
+  accel: Accel;
+  cpus: number;
+  memoryMiB: number;
+}
+
+/** QEMU's defaults in this project (src/vm/qemu.ts): one vCPU, 1 GiB. */
+export const VM_DEFAULTS: VmSpec = { accel: 'tcg', cpus: 1, memoryMiB: 1024 };
+/** The `pc` machine's vCPU limit. */
+export const MAX_VM_CPUS = 255;
+/** The smallest guest accepted: 128 MiB boots the kernel, the initramfs and the Node agent (checked; less is not supported). */
+export const MIN_VM_MEMORY_MIB = 128;
+
+export function parseAccel(value: string): Accel {
+  if (value !== 'tcg' && value !== 'kvm') throw new InvalidArgumentError('must be tcg or kvm');
+  return value;
+}
+
+function positiveInt(value: string): number {
+  if (!/^[1-9][0-9]{0,8}$/.test(value)) throw new InvalidArgumentError('must be a positive integer');
+  return Number(value);
+}
+
+export function parseCpus(value: string): number {
+  const n = positiveInt(value);
+  if (n > MAX_VM_CPUS) throw new InvalidArgumentError(`must be at most ${MAX_VM_CPUS} (QEMU pc machine)`);
+  return n;
+}
+
+export function parseMemoryMiB(value: string): number {
+  const n = positiveInt(value);
+  if (n < MIN_VM_MEMORY_MIB)
+    throw new InvalidArgumentError(
+      `must be at least ${MIN_VM_MEMORY_MIB} (MiB, for the guest kernel, initramfs and Node agent)`,
+    );
+  return n;
+}
+
+/** Help text of the VM flags, shared by `run` and `bench`. */
+export const VM_FLAG_HELP = {
+  vm: 'run the agent and the command(s) inside a real VM: qemu (QEMU guest, vhost-user-vsock; see --accel)',
+  accel:
+    'with --vm qemu: tcg (default; software emulation, works everywhere) or kvm (hardware; needs /dev/kvm, and fails or hangs at guest boot on some machines, e.g. under nested virtualisation)',
+  cpus: `with --vm qemu: guest vCPUs (default ${VM_DEFAULTS.cpus})`,
+  memory: `with --vm qemu: guest memory in MiB (default ${VM_DEFAULTS.memoryMiB}, at least ${MIN_VM_MEMORY_MIB})`,
+} as const;
+
+/**
+ * The QEMU guest the flags ask for, or null without `--vm`. Throws a clear
+ * error for an unknown `--vm`, for `--accel`/`--cpus`/`--memory` without
+ * `--vm qemu`, and for `--accel kvm` without a usable /dev/kvm.
+ */
+export function vmSpecFrom(flags: VmFlags, kvmDevice = '/dev/kvm'): VmSpec | null {
+  if (flags.vm === undefined) {
+    const given = (['accel', 'cpus', 'memory'] as const).filter((k) => flags[k] !== undefined);
+    if (given.length > 0)
+      throw new Error(
+        `${given.map((k) => `--${k}`).join(', ')} ${given.length > 1 ? 'require' : 'requires'} --vm qemu`,
+      );
+    return null;
+  }
+  if (flags.vm !== 'qemu') throw new Error(`--vm must be qemu, not ${flags.vm}`);
+  const spec: VmSpec = {
+    accel: flags.accel ?? VM_DEFAULTS.accel,
+    cpus: flags.cpus ?? VM_DEFAULTS.cpus,
+    memoryMiB: flags.memory ?? VM_DEFAULTS.memoryMiB,
+  };
+  if (spec.accel === 'kvm') {
+    try {
+      fs.accessSync(kvmDevice, fs.constants.R_OK | fs.constants.W_OK);
+    } catch (err) {
+      throw new Error(
+        `--accel kvm needs ${kvmDevice} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); use --accel tcg`,
+      );
+    }
+  }
+  return spec;
+}
+
+/** With `--accel kvm`, a guest that did not start gets the likely reason appended. */
+export function withKvmHint(err: Error, vm: VmSpec): Error {
+  if (vm.accel !== 'kvm') return err;
+  return new Error(
+    `${err.message}\n--accel kvm: KVM fails or hangs at guest boot on some machines (e.g. nested virtualisation); --accel tcg works everywhere`,
+  );
 }

@@ -8,7 +8,8 @@
  * the broker, copies this terminal's stdin/stdout/stderr to and from the
  * FIFOs as `ctr` does, forwards SIGINT/SIGTERM/SIGHUP to the process, and exits
  * with its exit code (128+signal when a signal killed it). Every child and
- * file it made is removed on the way out.
+ * file it made is removed on the way out. `--vm qemu` runs the agent and the
+ * command in a QEMU guest instead (`--accel`, `--cpus`, `--memory` size it).
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -23,15 +24,23 @@ import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../util/log.js';
 import { startVmStack } from '../vm/vm-stack.js';
+import {
+  parseAccel,
+  parseCpus,
+  parseMemoryMiB,
+  VM_FLAG_HELP,
+  type VmFlags,
+  vmSpecFrom,
+  withKvmHint,
+} from './options.js';
 
-interface RunOptions {
+interface RunOptions extends VmFlags {
   config?: string;
   tty: boolean;
   hvsock?: string;
   io?: 'passfd' | 'rpc';
   cwd?: string;
   env: string[];
-  vm?: string;
 }
 
 const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
@@ -48,7 +57,10 @@ export function registerRun(program: Command): void {
     .option('-t, --tty', 'allocate a terminal (interactive shell)', false)
     .option('--hvsock <path>', 'use a running device (and its agent) instead of starting the embedded stack')
     .option('--io <path>', 'IO path: passfd (default, from config) or rpc (the RPC-copy baseline)')
-    .option('--vm <kind>', 'run the command inside a real VM: qemu (vhost-user-vsock, TCG)')
+    .option('--vm <kind>', VM_FLAG_HELP.vm)
+    .option('--accel <tcg|kvm>', VM_FLAG_HELP.accel, parseAccel)
+    .option('--cpus <n>', VM_FLAG_HELP.cpus, parseCpus)
+    .option('--memory <MiB>', VM_FLAG_HELP.memory, parseMemoryMiB)
     .option('--cwd <dir>', 'working directory of the command')
     .option('-e, --env <KEY=value>', 'environment variable for the command (repeatable)', collect, [])
     .argument('<cmd...>', 'the command and its arguments (after --)')
@@ -62,15 +74,15 @@ export function registerRun(program: Command): void {
 
 async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
   const log = createLogger('run');
+  const vm = vmSpecFrom(opts);
+  if (vm && opts.hvsock) throw new Error('--vm and --hvsock exclude each other');
   const config: Config = loadConfig(opts.config);
   if (opts.io) {
     if (opts.io !== 'passfd' && opts.io !== 'rpc')
       throw new Error(`--io must be passfd or rpc, not ${opts.io}`);
     config.runtime.use_passfd_io = opts.io === 'passfd';
   }
-  const hvsock = opts.vm ? undefined : (opts.hvsock ?? (config.hypervisor.hvsock_path || undefined));
-  if (opts.vm !== undefined && opts.vm !== 'qemu') throw new Error(`--vm must be qemu, not ${opts.vm}`);
-  if (opts.vm && opts.hvsock) throw new Error('--vm and --hvsock exclude each other');
+  const hvsock = vm ? undefined : (opts.hvsock ?? (config.hypervisor.hvsock_path || undefined));
   let stack: { hvsockPath: string; stop(): Promise<void> } | null = null;
   const fifoDir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-fifos-'));
   const cleanup: (() => void | Promise<void>)[] = [
@@ -78,7 +90,18 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
   ];
   try {
     if (!hvsock) {
-      stack = opts.vm ? await startVmStack({ config }) : await startEmbeddedStack({ config });
+      stack = vm
+        ? await startVmStack({
+            config,
+            accel: vm.accel,
+            cpus: vm.cpus,
+            memoryMiB: vm.memoryMiB,
+            // KVM boots in seconds where it works and fails or hangs where it does not: a minute.
+            ...(vm.accel === 'kvm' ? { startTimeoutMs: 60_000 } : {}),
+          }).catch((err: Error) => {
+            throw withKvmHint(err, vm);
+          })
+        : await startEmbeddedStack({ config });
       const s = stack;
       cleanup.unshift(() => s.stop());
     }

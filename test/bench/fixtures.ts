@@ -1,6 +1,7 @@
 /** A fixed report for the renderer tests: figures are made up, shapes are real. */
+import type { BenchMode } from '../../src/bench/options.js';
 import type { BenchReport, RunRecord } from '../../src/bench/results.js';
-import { summarize } from '../../src/bench/results.js';
+import { cpuRoleLabels, summarize } from '../../src/bench/results.js';
 
 export const FIXED_RUNS: RunRecord[] = [
   { scenario: 'ceiling', path: 'kernel', rep: 0, metrics: { 'ceiling.mibps': 1000 } },
@@ -45,8 +46,18 @@ export const FIXED_RUNS: RunRecord[] = [
   },
 ];
 
-export function fixedReport(): BenchReport {
-  const { rows, ceilingMiBps } = summarize(FIXED_RUNS);
+/** The same figures as a loopback run, or (`qemu`) as a QEMU guest run with the qemu CPU role. */
+export function fixedReport(mode: BenchMode = 'loopback'): BenchReport {
+  const runs =
+    mode === 'qemu'
+      ? FIXED_RUNS.map((r) => ({
+          ...r,
+          metrics: Object.fromEntries(
+            Object.entries(r.metrics).map(([k, v]) => [k.replace('.cpu.vmm', '.cpu.qemu'), v]),
+          ),
+        }))
+      : FIXED_RUNS;
+  const { rows, ceilingMiBps } = summarize(runs, mode);
   return {
     meta: {
       date: '2026-01-02T03:04:05.000Z',
@@ -57,11 +68,25 @@ export function fixedReport(): BenchReport {
       node: 'v20.0.0',
       clkTck: 100,
       durationS: 42,
+      mode,
+      ...(mode === 'qemu'
+        ? {
+            vm: {
+              accel: 'tcg' as const,
+              cpus: 1,
+              memoryMiB: 1024,
+              bootS: 21.5,
+              guestKernel: '6.1.0-test-amd64',
+              qemu: 'QEMU emulator version 7.2.0',
+            },
+          }
+        : {}),
+      roles: cpuRoleLabels(mode),
     },
     options: { bytes: 1024, reps: 2 },
     summary: rows,
     ceilingMiBps,
-    runs: FIXED_RUNS,
+    runs,
     errors: [{ scenario: 'setup', path: 'rpc', rep: 0, message: 'setup rpc: not done | within 5 ms' }],
   };
 }
