@@ -108,6 +108,8 @@ export interface RunBenchOptions {
   progress: boolean;
   /** Run the agent and the container processes in a QEMU guest instead of the loopback stack. */
   vm?: VmBenchSpec;
+  /** Loopback only: write V8 CPU profiles of the vmm and agent children here (node --cpu-prof). */
+  cpuProfDir?: string;
 }
 
 interface BenchStack {
@@ -134,9 +136,14 @@ function qemuVersion(): string {
  */
 const VM_START_TIMEOUT_MS = { tcg: 300_000, kvm: 60_000 } as const;
 
-async function startStack(config: Config, vm: VmBenchSpec | undefined): Promise<BenchStack> {
+async function startStack(
+  config: Config,
+  vm: VmBenchSpec | undefined,
+  cpuProfDir: string | undefined,
+): Promise<BenchStack> {
   if (!vm) {
-    const s = await startEmbeddedStack({ config });
+    const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(cpuProfDir)}`] : [];
+    const s = await startEmbeddedStack({ config, nodeArgs });
     return {
       hvsockPath: s.hvsockPath,
       roles: { broker: 'self', vmm: s.vmm.pid!, agent: s.agent.pid! },
@@ -176,7 +183,7 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-bench-'));
   let stack: BenchStack;
   try {
-    stack = await startStack(o.config, o.vm);
+    stack = await startStack(o.config, o.vm, o.cpuProfDir);
   } catch (err) {
     progress.done();
     fs.rmSync(dir, { recursive: true, force: true });

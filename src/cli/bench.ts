@@ -44,6 +44,7 @@ interface BenchCliOptions extends VmFlags {
   json: boolean;
   out?: string;
   progress: boolean;
+  cpuProf?: string;
 }
 
 /** The run's sizes and counts: the mode's defaults (loopback or `--vm qemu`, full or `--quick`), then explicit flags. */
@@ -110,8 +111,16 @@ export function registerBench(program: Command): void {
     .option('--json', 'print the JSON report on stdout instead of the table', false)
     .option('--out <dir>', 'write results.json, results.md and chart.svg into <dir>')
     .option('--no-progress', 'no progress bar')
+    .option(
+      '--cpu-prof <dir>',
+      'write V8 CPU profiles of the vmm and agent children into <dir> (loopback stack; open in Chrome DevTools)',
+    )
     .action(async (opts: BenchCliOptions) => {
       const vm = vmSpecFrom(opts);
+      if (opts.cpuProf && vm)
+        throw new Error(
+          '--cpu-prof profiles the loopback stack; the guest agent runs inside QEMU (drop --vm)',
+        );
       const bench = benchOptionsFrom(opts);
       // Loaded here, not at the top: every role (vmm, agent) runs this binary, and the
       // charting libraries would slow down all of their starts.
@@ -126,6 +135,7 @@ export function registerBench(program: Command): void {
         bench,
         progress: opts.progress,
         ...(vm ? { vm } : {}),
+        ...(opts.cpuProf ? { cpuProfDir: opts.cpuProf } : {}),
       }).catch((err: Error) => {
         // Measurement failures are in the report; what escapes is a stack that did not start.
         throw vm ? withKvmHint(err, vm) : err;
@@ -134,6 +144,8 @@ export function registerBench(program: Command): void {
       process.stdout.write(opts.json ? `${toJson(report)}\n` : `${renderTable(report)}\n`);
       if (opts.out && !opts.json)
         process.stdout.write(`\nwritten: ${opts.out}/results.json, results.md, chart.svg\n`);
+      if (opts.cpuProf)
+        process.stderr.write(`CPU profiles of vmm and agent (*.cpuprofile): ${opts.cpuProf}\n`);
       process.exitCode = report.summary.length === 0 ? 1 : 0;
     });
 }

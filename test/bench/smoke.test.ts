@@ -15,6 +15,7 @@ afterAll(stopAll);
 describe('passfd-broker bench (built CLI)', () => {
   it('runs both IO paths and writes JSON, Markdown and SVG', async () => {
     const out = tmpDir('passfd-bench-smoke-');
+    const prof = path.join(out, 'profiles');
     const child = spawn(
       process.execPath,
       [
@@ -32,6 +33,8 @@ describe('passfd-broker bench (built CLI)', () => {
         '--json',
         '--out',
         out,
+        '--cpu-prof',
+        prof,
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PASSFD_LOG: 'warn' } },
     );
@@ -61,6 +64,22 @@ describe('passfd-broker bench (built CLI)', () => {
     );
     expect(fs.readFileSync(path.join(out, 'results.md'), 'utf8')).toContain('| stdout throughput |');
     expect(fs.readFileSync(path.join(out, 'chart.svg'), 'utf8')).toMatch(/^<svg[\s\S]*<\/svg>\s*$/);
+    // One profile per child (vmm, agent), written as each exits; the device's
+    // packet handling shows in one, the agent's splice pump in the other.
+    const profiles = fs.readdirSync(prof).filter((f) => f.endsWith('.cpuprofile'));
+    expect(profiles).toHaveLength(2);
+    const functions = profiles.map(
+      (f) =>
+        new Set(
+          (
+            JSON.parse(fs.readFileSync(path.join(prof, f), 'utf8')) as {
+              nodes: { callFrame: { functionName: string } }[];
+            }
+          ).nodes.map((n) => n.callFrame.functionName),
+        ),
+    );
+    expect(functions.some((fns) => fns.has('handlePacket'))).toBe(true);
+    expect(functions.some((fns) => fns.has('spliceFd'))).toBe(true);
     fs.rmSync(out, { recursive: true, force: true });
   }, 120_000);
 });

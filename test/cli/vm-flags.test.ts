@@ -61,6 +61,12 @@ describe('bench --vm qemu', () => {
       'passfd-broker: --reps must be a positive integer, not 0\n',
     );
   });
+
+  it('--cpu-prof is refused: the agent it would profile runs inside the guest', async () => {
+    expect(await fails(['bench', '--vm', 'qemu', '--cpu-prof', '/tmp/never', '--no-progress'])).toBe(
+      'passfd-broker: --cpu-prof profiles the loopback stack; the guest agent runs inside QEMU (drop --vm)\n',
+    );
+  });
 });
 
 describe('run --vm qemu', () => {
