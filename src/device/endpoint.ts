@@ -56,6 +56,8 @@ export class VsockEndpoint implements ConnectionOwner {
     private readonly hooks: EndpointHooks,
     private readonly log: Logger,
     readonly maxConnections = MAX_CONNECTIONS,
+    /** Receive buffer each of our connections advertises. */
+    readonly bufAlloc = BUF_ALLOC,
   ) {}
 
   get size(): number {
@@ -84,7 +86,7 @@ export class VsockEndpoint implements ConnectionOwner {
     const key = connKey(params.localPort, params.peerPort);
     if (this.conns.has(key)) throw new Error(`connection ${key} already exists`);
     // Registered before construction: the constructor may already ask for an RX turn.
-    const conn = new VsockConnection(params, this);
+    const conn = new VsockConnection({ bufAlloc: this.bufAlloc, ...params }, this);
     this.conns.set(key, conn);
     this.localPorts.set(params.localPort, (this.localPorts.get(params.localPort) ?? 0) + 1);
     if (conn.hasPendingRx()) this.rxPending(conn);
@@ -186,7 +188,7 @@ export class VsockEndpoint implements ConnectionOwner {
       type: VSOCK_TYPE_STREAM,
       op: VsockOp.RST,
       flags: 0,
-      bufAlloc: BUF_ALLOC,
+      bufAlloc: this.bufAlloc,
       fwdCnt: 0,
     });
     if (queued && wasEmpty) this.onRxPending();

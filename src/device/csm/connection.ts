@@ -124,6 +124,8 @@ export interface ConnectionParams {
   peerFwdCnt?: number;
   /** Bytes already read from the local end that belong to the stream (e.g. after `CONNECT <port>\n`). */
   preRead?: Buffer;
+  /** Our receive buffer as advertised to the peer (`buf_alloc`; default BUF_ALLOC). */
+  bufAlloc?: number;
 }
 
 // Pending-to-peer operations, as bits.
@@ -156,7 +158,8 @@ export class VsockConnection {
   private preRead: Buffer | null;
 
   private pending = 0;
-  private readonly txbuf = new TxBuf(BUF_ALLOC);
+  private readonly bufAlloc: number;
+  private readonly txbuf: TxBuf;
   /** Bytes from the peer the local fd has accepted (our `fwd_cnt`). */
   private fwdCnt = 0;
   /** `fwd_cnt` as last told to the peer. */
@@ -189,6 +192,8 @@ export class VsockConnection {
     this.localPort = params.localPort;
     this.peerPort = params.peerPort;
     this.keep = params.keep ?? false;
+    this.bufAlloc = params.bufAlloc ?? BUF_ALLOC;
+    this.txbuf = new TxBuf(this.bufAlloc);
     this.fd = params.fd;
     this.peerBufAlloc = params.peerBufAlloc ?? 0;
     this.peerFwdCnt = params.peerFwdCnt ?? 0;
@@ -348,7 +353,7 @@ export class VsockConnection {
 
   /** Schedules a CREDIT_UPDATE when the free space the peer last saw is under the threshold. */
   private creditUpdateIfLow(): void {
-    const peerSeesFree = BUF_ALLOC - wrap(this.rxCnt - this.lastFwdCntSent);
+    const peerSeesFree = this.bufAlloc - wrap(this.rxCnt - this.lastFwdCntSent);
     if (peerSeesFree < CREDIT_UPDATE_THRESHOLD && this.fwdCnt !== this.lastFwdCntSent) {
       this.schedule(P_CREDIT_UPDATE);
     }
@@ -516,7 +521,7 @@ export class VsockConnection {
       type: VSOCK_TYPE_STREAM,
       op,
       flags: 0,
-      bufAlloc: BUF_ALLOC,
+      bufAlloc: this.bufAlloc,
       fwdCnt: this.fwdCnt,
     };
   }

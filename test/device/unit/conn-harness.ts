@@ -73,6 +73,8 @@ export interface HarnessOptions {
   peerBufAlloc?: number;
   /** An fd to use as the local end instead of a fresh socketpair end. */
   fd?: number;
+  /** The connection's own buf_alloc (default: the device's BUF_ALLOC). */
+  bufAlloc?: number;
 }
 
 export class Harness {
@@ -104,6 +106,7 @@ export class Harness {
       initiator: opts.initiator ?? 'local',
     };
     if (opts.keep !== undefined) params.keep = opts.keep;
+    if (opts.bufAlloc !== undefined) params.bufAlloc = opts.bufAlloc;
     if (opts.preRead) params.preRead = opts.preRead;
     if (params.initiator === 'peer') {
       params.peerBufAlloc = this.peerBufAlloc;

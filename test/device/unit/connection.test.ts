@@ -25,7 +25,7 @@ import {
   WOULD_BLOCK,
   writeFd,
 } from '../../../native-bindings/index.js';
-import { BUF_ALLOC } from '../../../src/device/defaults.js';
+import { BUF_ALLOC, GUEST_BUF_ALLOC } from '../../../src/device/defaults.js';
 import { ShutdownFlag, VSOCK_TYPE_STREAM, VsockOp } from '../../../src/protocol/vsock-packet.js';
 import {
   fdCount,
@@ -388,6 +388,23 @@ describe('peer → local data', () => {
     expectAddressed(rst);
     expect(h.owner.closedCalls[0]!.reason).toBe('protocol');
     expect(isFdOpen(h.local)).toBe(false);
+  });
+
+  it("a connection's own buf_alloc (the loopback guest's 256 KiB, as Linux) is what it advertises and holds", async () => {
+    const h = peerInit({ bufAlloc: GUEST_BUF_ALLOC });
+    h.send(VsockOp.CREDIT_REQUEST);
+    expect(h.pull()!.hdr.bufAlloc).toBe(GUEST_BUF_ALLOC);
+    const filler = stuffLocal(h);
+    const data = patternBytes(GUEST_BUF_ALLOC, 41);
+    for (let off = 0; off < data.length; off += 65536) h.send(VsockOp.RW, data.subarray(off, off + 65536));
+    expect(h.conn.buffered).toBe(GUEST_BUF_ALLOC);
+    expect(h.conn.state).toBe('established');
+    expect((await readExactly(h.remote, filler.length)).equals(filler)).toBe(true);
+    expect((await readExactly(h.remote, GUEST_BUF_ALLOC)).equals(data)).toBe(true);
+    // One byte past the window is still a protocol error.
+    stuffLocal(h);
+    h.send(VsockOp.RW, Buffer.alloc(GUEST_BUF_ALLOC + 1));
+    expect(h.pullAll().at(-1)!.hdr.op).toBe(VsockOp.RST);
   });
 
   it('a single RW larger than the whole window on a full socket is a protocol error', () => {

@@ -18,6 +18,7 @@ import { closeQuietly, setNonBlocking, socketPair } from '../../../../native-bin
 import type { VsockHeader } from '../../../protocol/vsock-packet.js';
 import type { Logger } from '../../../util/log.js';
 import type { CloseReason, VsockConnection } from '../../csm/connection.js';
+import { GUEST_BUF_ALLOC, MAX_CONNECTIONS } from '../../defaults.js';
 import { VsockEndpoint } from '../../endpoint.js';
 import { PortAllocator } from '../../port-allocator.js';
 
@@ -69,6 +70,8 @@ export class LoopbackGuestStack {
         onClosed: (conn, reason, detail) => this.onClosed(conn, reason, detail),
       },
       log,
+      MAX_CONNECTIONS,
+      GUEST_BUF_ALLOC,
     );
     const start = LAST_RESERVED_PORT + 1 + Math.floor(Math.random() * 0x7000_0000);
     this.ports = new PortAllocator(LAST_RESERVED_PORT + 1, 0xffff_ffff, start);
