@@ -12,9 +12,32 @@
  *   4. prints `PASSFD-VM-EXIT <status>` and powers off (`poweroff -f`).
  *
  * The archive is written here (cpio "newc" + gzip), no external cpio needed.
+ *
+ * Cache (`cachedInitramfs`): the archive depends only on the kernel, busybox,
+ * the module list and `/init`, so it is built once and reused across runs,
+ * in `$XDG_CACHE_HOME/passfd-broker` (an absolute XDG_CACHE_HOME only, as
+ * the XDG spec says), else `~/.cache/passfd-broker`, else
+ * `<os.tmpdir()>/passfd-broker-cache-<uid>`. A directory is used only if it
+ * is a real directory (not a symlink) owned by us and writable; none usable →
+ * the archive is built where the caller asked, uncached. Entries are named
+ * `initramfs-<kernel version>-<key>.cpio.gz`, the key being a SHA-256 of:
+ * this builder's version (`INITRAMFS_BUILDER_VERSION`), the kernel version,
+ * the vmlinuz path, size and mtime, the size and mtime of the kernel's
+ * `modules.dep` (depmod rewrites it whenever the modules change), the
+ * busybox path, size and mtime, the module list and the exact `/init` text.
+ * Any change of those builds a new entry; nothing is ever patched in place.
+ * Written atomically: built into a uniquely named temporary file in the same
+ * directory, fsync'd, then rename(2)d over the entry, so concurrent runs each
+ * see either no entry or a complete one (two runs that miss together both
+ * build, the last rename wins, both files are identical in content). A hit
+ * refreshes the entry's mtime; entries unused for `CACHE_MAX_AGE_DAYS` and
+ * temporary files older than an hour (a crashed build) are pruned after each
+ * build.
  */
 import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 
@@ -96,7 +119,8 @@ function moduleBytes(file: string): Buffer {
   return r.stdout as Buffer;
 }
 
-const INIT_SCRIPT = (modules: string[]) => `#!/bin/busybox sh
+/** The guest's `/init` (see the module comment) for this module load order. */
+export const initScript = (modules: readonly string[]): string => `#!/bin/busybox sh
 B=/bin/busybox
 $B mkdir -p /proc /sys /dev /mnt /tmp
 $B mount -t proc proc /proc
@@ -203,7 +227,7 @@ export function buildInitramfs(opts: InitramfsOptions): { path: string; kernel: 
     { name: 'tmp', mode: DIR },
     { name: 'bin/busybox', mode: EXEC, data: fs.readFileSync(busybox) },
     { name: 'bin/sh', mode: 0o120777, data: Buffer.from('busybox') },
-    { name: 'init', mode: EXEC, data: Buffer.from(INIT_SCRIPT(modules)) },
+    { name: 'init', mode: EXEC, data: Buffer.from(initScript(modules)) },
   ];
   for (const m of modules) {
     entries.push({
@@ -215,4 +239,155 @@ export function buildInitramfs(opts: InitramfsOptions): { path: string; kernel: 
   fs.mkdirSync(path.dirname(opts.output), { recursive: true });
   fs.writeFileSync(opts.output, zlib.gzipSync(cpioNewc(entries), { level: 1 }));
   return { path: opts.output, kernel };
+}
+
+/**
+ * Bump when the archive changes in a way the other cache-key inputs do not
+ * capture (the cpio writer, the directory set, the compression, ...).
+ */
+export const INITRAMFS_BUILDER_VERSION = 1;
+/** Cache entries not used for this long are removed (after a build). */
+export const CACHE_MAX_AGE_DAYS = 30;
+const TMP_MAX_AGE_MS = 3600_000;
+
+export interface InitramfsInputs {
+  kernel: GuestKernel;
+  busybox: string;
+  modules: readonly string[];
+}
+
+/** `<size>:<mtime ns>` of a file (following symlinks: what would be read). */
+function fileStamp(p: string): string {
+  const st = fs.statSync(p, { bigint: true });
+  return `${st.size}:${st.mtimeNs}`;
+}
+
+/** The cache key of an initramfs built from these inputs (hex SHA-256; see the module comment). */
+export function initramfsCacheKey(
+  inputs: InitramfsInputs,
+  builderVersion = INITRAMFS_BUILDER_VERSION,
+): string {
+  const { kernel, busybox, modules } = inputs;
+  const dep = path.join(kernel.modulesDir, 'modules.dep');
+  const material = {
+    builder: builderVersion,
+    kernel: {
+      version: kernel.version,
+      vmlinuz: path.resolve(kernel.vmlinuz),
+      vmlinuzStamp: fileStamp(kernel.vmlinuz),
+      modulesDir: path.resolve(kernel.modulesDir),
+      modulesStamp: fs.existsSync(dep) ? fileStamp(dep) : fileStamp(kernel.modulesDir),
+    },
+    busybox: { path: path.resolve(busybox), stamp: fileStamp(busybox) },
+    modules: [...modules],
+    init: initScript(modules),
+  };
+  return createHash('sha256').update(JSON.stringify(material)).digest('hex');
+}
+
+/** Candidate cache directories, best first (see the module comment). */
+export function initramfsCacheDirs(env: NodeJS.ProcessEnv = process.env, home = os.homedir()): string[] {
+  const dirs: string[] = [];
+  const xdg = env.XDG_CACHE_HOME;
+  if (xdg && path.isAbsolute(xdg)) dirs.push(path.join(xdg, 'passfd-broker'));
+  else if (home) dirs.push(path.join(home, '.cache', 'passfd-broker'));
+  dirs.push(path.join(os.tmpdir(), `passfd-broker-cache-${process.getuid?.() ?? 'user'}`));
+  return dirs;
+}
+
+/** Creates `dir` if needed; true when it is a directory of ours (not a symlink) that we can write. */
+export function usableCacheDir(dir: string): boolean {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const st = fs.lstatSync(dir);
+    if (!st.isDirectory()) return false;
+    const uid = process.getuid?.();
+    if (uid !== undefined && st.uid !== uid) return false;
+    fs.accessSync(dir, fs.constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface CachedInitramfsOptions {
+  kernel?: GuestKernel;
+  busybox?: string;
+  modules?: string[];
+  /** Use this cache directory instead of the default candidates. */
+  cacheDir?: string;
+  /** Where to build when no cache directory is usable. */
+  fallbackOutput: string;
+}
+
+export interface CachedInitramfs {
+  path: string;
+  kernel: GuestKernel;
+  key: string;
+  /** True when an existing entry was reused. */
+  hit: boolean;
+  /** False when no cache directory was usable (built at `fallbackOutput`). */
+  cached: boolean;
+}
+
+function pruneCache(dir: string, keep: string): void {
+  const now = Date.now();
+  for (const name of fs.readdirSync(dir)) {
+    const p = path.join(dir, name);
+    if (p === keep) continue;
+    const entry = /^initramfs-.*\.cpio\.gz$/.test(name);
+    const tmp = /^\.initramfs-.*\.tmp$/.test(name);
+    if (!entry && !tmp) continue;
+    try {
+      const age = now - fs.lstatSync(p).mtimeMs;
+      if (age > (tmp ? TMP_MAX_AGE_MS : CACHE_MAX_AGE_DAYS * 86400_000)) fs.rmSync(p, { force: true });
+    } catch {
+      // Gone already (another run pruned it).
+    }
+  }
+}
+
+/**
+ * The initramfs for these inputs from the cache, built (atomically) on a
+ * miss. Throws like `buildInitramfs` when an input is missing.
+ */
+export function cachedInitramfs(opts: CachedInitramfsOptions): CachedInitramfs {
+  const kernel = opts.kernel ?? findGuestKernel();
+  const busybox = opts.busybox ?? '/bin/busybox';
+  if (!fs.existsSync(busybox)) throw new Error(`${busybox} missing (apt-get install busybox-static)`);
+  const modules = opts.modules ?? GUEST_MODULES;
+  const key = initramfsCacheKey({ kernel, busybox, modules });
+  const dir = (opts.cacheDir ? [opts.cacheDir] : initramfsCacheDirs()).find(usableCacheDir);
+  if (!dir) {
+    buildInitramfs({ output: opts.fallbackOutput, kernel, busybox, modules });
+    return { path: opts.fallbackOutput, kernel, key, hit: false, cached: false };
+  }
+  const base = `initramfs-${kernel.version.replace(/[^\w.+-]/g, '_')}-${key.slice(0, 24)}.cpio.gz`;
+  const file = path.join(dir, base);
+  try {
+    const st = fs.statSync(file);
+    if (st.isFile() && st.size > 0) {
+      const now = new Date();
+      fs.utimesSync(file, now, now);
+      return { path: file, kernel, key, hit: true, cached: true };
+    }
+  } catch {
+    // No entry (or pruned just now): build it.
+  }
+  const tmp = path.join(dir, `.${base}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    buildInitramfs({ output: tmp, kernel, busybox, modules });
+    const fd = fs.openSync(tmp, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  pruneCache(dir, file);
+  return { path: file, kernel, key, hit: false, cached: true };
 }

@@ -24,8 +24,13 @@ export interface QemuOptions {
   accel?: 'tcg' | 'kvm';
   memoryMiB?: number;
   cpus?: number;
-  /** Also append the console to this file. */
+  /**
+   * Also write the console to this file, synchronously as it arrives (so a
+   * copy taken at any moment, e.g. right after QEMU died, is complete).
+   */
   consoleLog?: string;
+  /** Append to `consoleLog` instead of truncating it (a second boot of the same stack). */
+  consoleLogAppend?: boolean;
   /** Extra kernel command line words. */
   append?: string;
   qemuBinary?: string;
@@ -46,7 +51,7 @@ export interface QemuHandle {
   ready(timeoutMs?: number): Promise<number>;
   /** Resolves with the command's exit status once `/init` printed `PASSFD-VM-EXIT`. */
   commandExit(timeoutMs?: number): Promise<string>;
-  /** Resolves with QEMU's exit code (or signal name). */
+  /** Resolves with QEMU's exit code (or signal name), once its console output has all arrived. */
   readonly exited: Promise<number | string>;
   /** SIGTERM, then SIGKILL after `graceMs`. */
   stop(graceMs?: number): Promise<number | string>;
@@ -102,29 +107,44 @@ export function startQemu(opts: QemuOptions): QemuHandle {
   const child = spawn(opts.qemuBinary ?? 'qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let text = '';
   const waiters = new Set<() => void>();
-  const log = opts.consoleLog ? fs.createWriteStream(opts.consoleLog) : null;
+  let logFd = opts.consoleLog ? fs.openSync(opts.consoleLog, opts.consoleLogAppend ? 'a' : 'w', 0o600) : -1;
+  const closeLog = () => {
+    if (logFd >= 0) fs.closeSync(logFd);
+    logFd = -1;
+  };
   const onData = (chunk: Buffer) => {
     const s = chunk.toString('utf8');
     text += s;
-    log?.write(s);
+    if (logFd >= 0) fs.writeSync(logFd, s);
     opts.onConsole?.(s);
     for (const w of [...waiters]) w();
   };
   child.stdout!.on('data', onData);
-  child.stderr!.on('data', (chunk: Buffer) => onData(Buffer.from(`[qemu stderr] ${chunk.toString()}`)));
+  // QEMU's own messages, marked at each line start (they come in pieces).
+  let stderrAtLineStart = true;
+  child.stderr!.on('data', (chunk: Buffer) => {
+    const s = chunk.toString();
+    const marked = s.replace(/^(?=.)/gm, (_m, at: number) =>
+      at === 0 && !stderrAtLineStart ? '' : '[qemu stderr] ',
+    );
+    stderrAtLineStart = s.endsWith('\n');
+    onData(Buffer.from(marked));
+  });
   let exitValue: number | string | undefined;
   const exited = new Promise<number | string>((resolve) => {
-    child.on('exit', (code, signal) => {
-      exitValue = code ?? signal ?? 'unknown';
-      log?.end();
-      resolve(exitValue);
+    const settle = (v: number | string) => {
+      if (exitValue !== undefined) return;
+      exitValue = v;
+      closeLog();
+      resolve(v);
       for (const w of [...waiters]) w();
-    });
+    };
+    // 'close', not 'exit': it comes after the last console chunk, so the
+    // console text and log file are complete once `exited` resolves.
+    child.on('close', (code, signal) => settle(code ?? signal ?? 'unknown'));
     child.on('error', (err) => {
-      text += `[qemu spawn error] ${err.message}\n`;
-      exitValue = 'spawn-error';
-      resolve(exitValue);
-      for (const w of [...waiters]) w();
+      onData(Buffer.from(`[qemu spawn error] ${err.message}\n`));
+      settle('spawn-error');
     });
   });
 

@@ -1,24 +1,50 @@
 /**
  * The stack `run --vm qemu` starts: a `vmm --vhost-user` process (the
  * hybrid-vsock device as QEMU's vhost-user-vsock backend), a busybox
- * initramfs, and a QEMU guest (TCG unless KVM is asked for) whose /init runs
- * the host's node on this build's agent with `--vsock`, chrooted into the
- * host's root (read-only over 9p). The passfd listener port reaches the agent
- * as Kata's does: `agent.passfd_listener_port=<port>` on the kernel command
- * line ($AGENT_PASSFD_LISTENER_PORT in the guest).
+ * initramfs (cached across runs: initramfs.ts), and a QEMU guest (TCG unless
+ * KVM is asked for) whose /init runs the host's node on this build's agent
+ * with `--vsock`, chrooted into the host's root (read-only over 9p). The
+ * passfd listener port reaches the agent as Kata's does:
+ * `agent.passfd_listener_port=<port>` on the kernel command line
+ * ($AGENT_PASSFD_LISTENER_PORT in the guest).
  *
  * Ready once `CONNECT <agent_port>` over the hybrid-vsock socket is answered
  * OK (retried while the guest boots, bounded); the agent listens on its
  * passfd port before its ttrpc port, so both are up by then.
+ *
+ * `restartQemu()` replaces the guest: the current QEMU is stopped if it still
+ * runs (SIGTERM, then SIGKILL) and a new one boots against the same `vmm`,
+ * which serves one QEMU at a time and takes the next one when the previous
+ * one disconnects; the hybrid-vsock socket and its path stay the same, so
+ * brokers keep working (their next call reconnects).
+ *
+ * Logs. The stack's directory holds `console.log` (the guest's serial
+ * console: kernel, /init, and the agent's log lines; every boot appended,
+ * each after a `===== passfd-vm: boot N =====` line) and `vmm.log` (the
+ * vmm's stderr, which is also forwarded to ours unless `onVmmLog` says
+ * otherwise). stop() removes the directory, but the logs are not lost when
+ * something went wrong: they are copied, the console first and then the vmm
+ * log, into one file `<os.tmpdir()>/passfd-vm-console-<UTC time>-<pid>.log`
+ * (mode 0600), whose path is
+ *   - appended to the error when start or restart fails (after the console
+ *     tail the error already shows),
+ *   - logged as a warning by stop() when the guest had gone by itself before
+ *     stop() (QEMU exited or was killed from outside: a crash, a panic, the
+ *     OOM killer),
+ *   - logged by stop({ keepLogs: true }) (a caller that saw a failure, e.g. a
+ *     test), or returned by keepLogs() at any time.
+ * `keptLogs` then holds the path. A clean stop leaves nothing behind.
  */
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { CLI_MAIN, type ReadyChild, startReady, stopChild } from '../broker/embedded-stack.js';
+import { CLI_MAIN, stopChild } from '../broker/embedded-stack.js';
 import { hybridConnect } from '../broker/hvsock-client.js';
 import type { Config } from '../config/schema.js';
-import { buildInitramfs, findGuestKernel } from './initramfs.js';
+import { createLogger, type Logger } from '../util/log.js';
+import { cachedInitramfs, findGuestKernel, type GuestKernel } from './initramfs.js';
 import { type QemuHandle, startQemu } from './qemu.js';
 
 export interface VmStackOptions {
@@ -34,16 +60,38 @@ export interface VmStackOptions {
   startTimeoutMs?: number;
   /** Called with the guest's console output (default: dropped, kept in <dir>/console.log). */
   onConsole?: (chunk: string) => void;
+  /** Called with the vmm's stderr (default: written to our stderr); always kept in <dir>/vmm.log too. */
+  onVmmLog?: (chunk: string) => void;
+  /** Initramfs cache directory (default: see initramfs.ts). */
+  initramfsCacheDir?: string;
+  /** Where the stack reports kept logs (default: a `vm` logger on stderr). */
+  log?: Logger;
 }
 
 export interface VmStack {
   dir: string;
   hvsockPath: string;
   vmm: ChildProcess;
-  qemu: QemuHandle;
-  /** Milliseconds from QEMU start until the agent answered. */
-  bootMs: number;
-  stop(): Promise<void>;
+  /** The current QEMU (a new one after restartQemu()). */
+  readonly qemu: QemuHandle;
+  /** Milliseconds from the current QEMU's start until the agent answered. */
+  readonly bootMs: number;
+  /** Guests booted so far (1, then +1 per restartQemu()). */
+  readonly boots: number;
+  /** `<dir>/console.log`: every boot's console. */
+  consoleLogPath: string;
+  /** `<dir>/vmm.log`: the vmm's stderr. */
+  vmmLogPath: string;
+  /** The vmm's stderr so far. */
+  vmmLog(): string;
+  /** Stops the current QEMU if it runs and boots a new one against the same vmm; resolves with its boot time. */
+  restartQemu(): Promise<number>;
+  /** Copies the console and vmm logs to a file outside the stack's directory; returns its path. */
+  keepLogs(): string;
+  /** Where the logs were kept, if they were (see the module comment). */
+  readonly keptLogs: string | null;
+  /** Stops QEMU and the vmm, removes the directory (keeping the logs first when asked or when the guest died). */
+  stop(opts?: { keepLogs?: boolean }): Promise<void>;
 }
 
 function shellQuote(s: string): string {
@@ -88,26 +136,175 @@ async function waitForAgent(hvsockPath: string, port: number, qemu: QemuHandle, 
   }
 }
 
+interface DgramSocket {
+  on(event: 'message', cb: (buf: Buffer) => void): void;
+  on(event: 'error', cb: (err: Error) => void): void;
+  bind(path: string): void;
+  close(): void;
+}
+
+interface VmmChild {
+  child: ChildProcess;
+  /** Closes the notify socket (kept until the vmm is stopped, so its STOPPING=1 has a receiver). */
+  closeNotify(): void;
+}
+
+/**
+ * Starts `passfd-broker vmm <args>` and resolves once it sent READY=1 on its
+ * $NOTIFY_SOCKET, as embedded-stack.ts's startReady does, except that its
+ * stderr is captured: written synchronously to `logFile` (complete whenever
+ * it is copied) and handed to `onLog`.
+ */
+function startVmm(
+  args: string[],
+  dir: string,
+  level: string,
+  logFile: string,
+  onLog: (chunk: string) => void,
+  timeoutMs: number,
+): Promise<VmmChild> {
+  const notifyPath = path.join(dir, 'vmm.notify');
+  const unix = createRequire(import.meta.url)('unix-dgram') as { createSocket(t: 'unix_dgram'): DgramSocket };
+  const sock = unix.createSocket('unix_dgram');
+  let logFd = fs.openSync(logFile, 'a', 0o600);
+  const closeLog = () => {
+    if (logFd >= 0) fs.closeSync(logFd);
+    logFd = -1;
+  };
+  return new Promise((resolve, reject) => {
+    let child: ChildProcess | null = null;
+    let settled = false;
+    const closeNotify = () => {
+      sock.close();
+      fs.rmSync(notifyPath, { force: true });
+    };
+    const finish = (err: Error | null) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      child?.off('exit', onExit);
+      if (err) {
+        closeNotify();
+        child?.kill('SIGKILL');
+        reject(err);
+      } else resolve({ child: child!, closeNotify });
+    };
+    const onExit = (code: number | null, sig: string | null) =>
+      finish(new Error(`vmm exited before it was ready (${sig ?? `exit ${code}`})`));
+    const timer = setTimeout(() => finish(new Error(`vmm not ready within ${timeoutMs} ms`)), timeoutMs);
+    sock.on('message', (buf) => {
+      if (buf.toString().split('\n').includes('READY=1')) finish(null);
+    });
+    sock.on('error', (err) => finish(err));
+    sock.bind(notifyPath);
+    child = spawn(process.execPath, [CLI_MAIN, ...args], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, NOTIFY_SOCKET: notifyPath, PASSFD_LOG: level },
+    });
+    child.stderr!.on('data', (chunk: Buffer) => {
+      if (logFd >= 0) fs.writeSync(logFd, chunk);
+      onLog(chunk.toString('utf8'));
+    });
+    child.on('close', closeLog);
+    child.on('error', (err) => {
+      closeLog();
+      finish(err);
+    });
+    child.on('exit', onExit);
+  });
+}
+
+function readIfExists(p: string): string | null {
+  try {
+    return fs.readFileSync(p, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+/** Copies the console and vmm logs into one file in os.tmpdir() (to `into` if given); returns its path. */
+function copyLogs(consoleLog: string, vmmLog: string, into?: string): string | null {
+  const consoleText = readIfExists(consoleLog);
+  const vmmText = readIfExists(vmmLog);
+  if (!consoleText && !vmmText) return null;
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const file = into ?? path.join(os.tmpdir(), `passfd-vm-console-${stamp}-${process.pid}.log`);
+  fs.writeFileSync(
+    file,
+    `===== guest console (${consoleLog}) =====\n${consoleText ?? '(none)\n'}\n` +
+      `===== vmm log (${vmmLog}) =====\n${vmmText ?? '(none)\n'}`,
+    { mode: 0o600 },
+  );
+  return file;
+}
+
+/** SIGTERM (SIGKILL after 3 s), then waits (bounded) for its stderr to close: vmm.log is complete after this. */
+async function stopVmm(v: VmmChild): Promise<void> {
+  const closed = new Promise<void>((resolve) => {
+    if (v.child.stderr?.closed ?? true) resolve();
+    else v.child.once('close', () => resolve());
+  });
+  await stopChild(v.child);
+  v.closeNotify();
+  let t: NodeJS.Timeout | undefined;
+  await Promise.race([closed, new Promise((r) => (t = setTimeout(r, 2000)))]);
+  clearTimeout(t);
+}
+
+function hasExited(q: QemuHandle): boolean {
+  return q.process.exitCode !== null || q.process.signalCode !== null;
+}
+
 export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-vm-'));
   const hvsockPath = path.join(dir, 'hvsock.sock');
   const vuPath = path.join(dir, 'vhost-user.sock');
+  const consoleLogPath = path.join(dir, 'console.log');
+  const vmmLogPath = path.join(dir, 'vmm.log');
   const level = opts.logLevel ?? 'warn';
   const timeout = opts.startTimeoutMs ?? 180_000;
   const rt = opts.config.runtime;
   const cid = String(opts.config.hypervisor.guest_cid);
-  let vmm: ReadyChild | null = null;
+  const log = opts.log ?? createLogger('vm');
+  let vmm: VmmChild | null = null;
   let qemu: QemuHandle | null = null;
+  let kept: string | null = null;
+  const keepLogs = (): string => {
+    kept = copyLogs(consoleLogPath, vmmLogPath, kept ?? undefined) ?? kept;
+    if (!kept) throw new Error(`no logs to keep in ${dir}`);
+    return kept;
+  };
+  /** Keeps the logs (if there are any) and says where in the error. */
+  const annotate = (err: unknown): unknown => {
+    try {
+      const p = copyLogs(consoleLogPath, vmmLogPath, kept ?? undefined);
+      if (p && err instanceof Error) {
+        kept = p;
+        err.message += `\n(guest console and vmm log kept at ${p})`;
+      }
+    } catch (copyErr) {
+      log.warn(`could not keep the VM logs: ${(copyErr as Error).message}`);
+    }
+    return err;
+  };
   try {
-    const kernel = findGuestKernel();
+    const kernel: GuestKernel = findGuestKernel();
     const initrdP = Promise.resolve().then(
-      () => buildInitramfs({ output: path.join(dir, 'initrd.gz'), kernel }).path,
+      () =>
+        cachedInitramfs({
+          kernel,
+          fallbackOutput: path.join(dir, 'initrd.gz'),
+          cacheDir: opts.initramfsCacheDir,
+        }).path,
     );
-    vmm = await startReady(
+    // Awaited below, after the vmm started; a failure meanwhile must not count as unhandled.
+    initrdP.catch(() => {});
+    vmm = await startVmm(
       ['vmm', '--hvsock', hvsockPath, '--vhost-user', vuPath, '--guest-cid', cid],
       dir,
-      'vmm',
       level,
+      vmmLogPath,
+      opts.onVmmLog ?? ((s) => process.stderr.write(s)),
       20_000,
     );
     await waitForFile(vuPath, 10_000);
@@ -125,44 +322,89 @@ export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
     ]
       .map(shellQuote)
       .join(' ');
-    qemu = startQemu({
-      kernel: kernel.vmlinuz,
-      initrd,
-      vhostUserSocket: vuPath,
-      accel: opts.accel ?? 'tcg',
-      memoryMiB: opts.memoryMiB,
-      cpus: opts.cpus,
-      consoleLog: path.join(dir, 'console.log'),
-      onConsole: opts.onConsole,
-      agentParams: { passfd_listener_port: rt.passfd_listener_port },
-      command: `cd / && PASSFD_LOG=${shellQuote(level)} exec ${agentCmd}`,
-    });
+    let boots = 0;
+    const launch = (): QemuHandle => {
+      boots++;
+      fs.appendFileSync(
+        consoleLogPath,
+        `${boots > 1 ? '\n' : ''}===== passfd-vm: boot ${boots} (${new Date().toISOString()}) =====\n`,
+        { mode: 0o600 },
+      );
+      return startQemu({
+        kernel: kernel.vmlinuz,
+        initrd,
+        vhostUserSocket: vuPath,
+        accel: opts.accel ?? 'tcg',
+        memoryMiB: opts.memoryMiB,
+        cpus: opts.cpus,
+        consoleLog: consoleLogPath,
+        consoleLogAppend: true,
+        onConsole: opts.onConsole,
+        agentParams: { passfd_listener_port: rt.passfd_listener_port },
+        command: `cd / && PASSFD_LOG=${shellQuote(level)} exec ${agentCmd}`,
+      });
+    };
+    qemu = launch();
     await waitForAgent(hvsockPath, rt.agent_port, qemu, timeout);
-    const bootMs = Date.now() - qemu.startedAt;
+    let current: QemuHandle = qemu;
+    let bootMs = Date.now() - current.startedAt;
     const v = vmm;
-    const q = qemu;
     let stopped = false;
     return {
       dir,
       hvsockPath,
       vmm: v.child,
-      qemu: q,
-      bootMs,
-      stop: async () => {
+      get qemu() {
+        return current;
+      },
+      get bootMs() {
+        return bootMs;
+      },
+      get boots() {
+        return boots;
+      },
+      consoleLogPath,
+      vmmLogPath,
+      vmmLog: () => readIfExists(vmmLogPath) ?? '',
+      get keptLogs() {
+        return kept;
+      },
+      keepLogs,
+      restartQemu: async () => {
+        if (stopped) throw new Error('VM stack stopped');
+        await current.stop(2000);
+        current = launch();
+        try {
+          await waitForAgent(hvsockPath, rt.agent_port, current, timeout);
+        } catch (err) {
+          throw annotate(err);
+        }
+        bootMs = Date.now() - current.startedAt;
+        return bootMs;
+      },
+      stop: async (stopOpts = {}) => {
         if (stopped) return;
         stopped = true;
-        await q.stop(2000);
-        await stopChild(v.child);
-        v.closeNotify();
+        const diedAlone = hasExited(current);
+        await current.stop(2000);
+        await stopVmm(v);
+        if (stopOpts.keepLogs || diedAlone) {
+          try {
+            const p = keepLogs();
+            log.warn(
+              `${diedAlone ? `the guest had exited by itself (QEMU: ${await current.exited})` : 'kept on request'}: guest console and vmm log kept at ${p}`,
+            );
+          } catch (err) {
+            log.warn(`could not keep the VM logs: ${(err as Error).message}`);
+          }
+        }
         fs.rmSync(dir, { recursive: true, force: true });
       },
     };
   } catch (err) {
     if (qemu) await qemu.stop(1000);
-    if (vmm) {
-      await stopChild(vmm.child);
-      vmm.closeNotify();
-    }
+    if (vmm) await stopVmm(vmm);
+    annotate(err);
     fs.rmSync(dir, { recursive: true, force: true });
     throw err;
   }

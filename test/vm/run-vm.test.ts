@@ -1,58 +1,24 @@
 /**
  * `run --vm qemu` through the library: one QEMU guest (TCG) for the whole
  * file, started by startVmStack (vmm --vhost-user + the agent on AF_VSOCK in
- * the guest), with one Broker per IO path against it. The commands run in the
- * guest: `uname -r` is the guest kernel's release, not the host's. Needs
- * `npm run build` (the guest runs dist/'s agent). Fails, never skips, when
- * QEMU, the guest kernel or busybox are missing.
+ * the guest), with one Broker per IO path against it (./support.ts). The
+ * commands run in the guest: `uname -r` is the guest kernel's release, not
+ * the host's. Needs `npm run build` (the guest runs dist/'s agent). Fails,
+ * never skips, when QEMU, the guest kernel or busybox are missing.
  */
 import os from 'node:os';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Broker } from '../../src/broker/broker.js';
-import type { EmbeddedStack } from '../../src/broker/embedded-stack.js';
-import { createLogger } from '../../src/util/log.js';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { findGuestKernel } from '../../src/vm/initramfs.js';
-import { startVmStack, type VmStack } from '../../src/vm/vm-stack.js';
-import {
-  type E2e,
-  e2eConfig,
-  endStdin,
-  finishSession,
-  IO_PATHS,
-  Pattern,
-  startSession,
-} from '../e2e/support.js';
-import { tmpDir } from '../support/cli.js';
+import { endStdin, finishSession, IO_PATHS, Pattern, startSession } from '../e2e/support.js';
+import { useSharedVm } from './support.js';
 
 const MIB = 64;
-let vm: VmStack;
-const e: Record<'passfd' | 'rpc', E2e> = {} as Record<'passfd' | 'rpc', E2e>;
-let dir: string;
+const shared = useSharedVm();
+const e = shared.e;
 let a: Pattern;
 
-beforeAll(async () => {
-  vm = await startVmStack({ config: e2eConfig(true) });
-  dir = tmpDir('passfd-vm-test-');
-  a = new Pattern(dir, 'a');
-  let n = 0;
-  for (const { name, passfd } of IO_PATHS) {
-    const config = e2eConfig(passfd);
-    const broker = new Broker({ hvsockPath: vm.hvsockPath, config, log: createLogger(`vm-${name}`) });
-    e[name] = {
-      stack: vm as unknown as EmbeddedStack,
-      broker,
-      config,
-      dir,
-      nextId: (prefix = 'c') => `${prefix}${process.pid}-${n++}`,
-      stop: () => broker.close(),
-    };
-  }
-}, 240_000);
-
-afterAll(async () => {
-  for (const x of Object.values(e)) await x.stop();
-  await vm?.stop();
-  if (dir) (await import('node:fs')).rmSync(dir, { recursive: true, force: true });
+beforeAll(() => {
+  a = new Pattern(shared.dir, 'a');
 });
 
 it('uname -r is the guest kernel release, not the host one', async () => {
