@@ -212,10 +212,19 @@ export class BrokeredProcess {
   }
 
   private async waitOnce(): Promise<number> {
-    const res = await this.broker.call(agentMethods.WaitProcess, {
-      containerId: this.spec.containerId,
-      execId: this.execId,
-    });
+    let res: { status: number };
+    try {
+      res = await this.broker.call(agentMethods.WaitProcess, {
+        containerId: this.spec.containerId,
+        execId: this.execId,
+      });
+    } catch (err) {
+      // The agent (or the whole guest) is gone: no exit will ever be reported and
+      // no byte will arrive. Let go of the FIFOs so containerd's readers see EOF
+      // and its writer EPIPE, instead of waiting on us until the runtime exits.
+      this.releaseAll();
+      throw err;
+    }
     if (this.rpc) await this.rpc.outputDone();
     else await this.outputDelivered();
     if (this.spec.execId === undefined) {

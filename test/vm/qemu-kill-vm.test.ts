@@ -117,14 +117,14 @@ describe.sequential('QEMU SIGKILL under the broker', () => {
       10_000,
       'the RPC copier reports the lost connection',
     );
-    // passfd: the device closed its ends of the FIFOs, so once the broker's keepers go (wait() failed,
-    // so the broker has not released them: the caller does), the readers see EOF.
-    const pf = sessions.find((x) => x.name === 'passfd')!.s;
-    pf.proc.fifos.releaseAll();
-    expect(
-      (await withTimeout(pf.stdout.done, 15_000, 'passfd: stdout EOF after the kill')).bytes,
-    ).toBeGreaterThan(0);
-    await withTimeout(pf.stderr!.done, 15_000, 'passfd: stderr EOF after the kill');
+    // Both paths: wait() failed, so the broker let go of the FIFOs (keepers, RPC copiers) and the
+    // device closed its passed ends: containerd's readers see EOF instead of waiting on the broker.
+    for (const { name, s } of sessions) {
+      expect(
+        (await withTimeout(s.stdout.done, 15_000, `${name}: stdout EOF after the kill`)).bytes,
+      ).toBeGreaterThan(0);
+      await withTimeout(s.stderr!.done, 15_000, `${name}: stderr EOF after the kill`);
+    }
 
     // The vmm: alive, logged the disconnect, unmapped guest memory, holds nothing of the dead sessions.
     expect(vm.vmm.exitCode).toBeNull();
