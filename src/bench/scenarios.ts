@@ -20,8 +20,9 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { socketPair } from '../../native-bindings/index.js';
+import { closeQuietly, growPipe, socketPair } from '../../native-bindings/index.js';
 import type { Broker, BrokeredProcess } from '../broker/broker.js';
+import { FIFO_SIZE } from '../broker/fifo-set.js';
 import {
   collectText,
   counted,
@@ -357,6 +358,12 @@ export async function concurrentStreams(
 export async function kernelCeiling(ctx: BenchContext, bytes: number): Promise<Metrics> {
   const fifo = path.join(ctx.dir, `${newId()}-ceiling`);
   execFileSync('mkfifo', ['-m', '600', fifo]);
+  // The same FIFO size the broker gives containerd's FIFOs, or the ceiling
+  // would be measured on a smaller pipe than the paths it bounds. Held by an
+  // idle reader of ours (a pipe's size lives while any end is open); being a
+  // reader, it does not keep cat from seeing EOF when dd is done.
+  const sizer = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  growPipe(sizer, FIFO_SIZE);
   const [a, b] = socketPair(false);
   const helpers: Helper[] = [];
   try {
@@ -382,6 +389,7 @@ export async function kernelCeiling(ctx: BenchContext, bytes: number): Promise<M
     return { 'ceiling.mibps': bytes / MiB / ((t1 - t0) / 1000) };
   } finally {
     for (const h of helpers) h.kill();
+    closeQuietly(sizer);
     fs.rmSync(fifo, { force: true });
   }
 }
