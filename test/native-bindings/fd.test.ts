@@ -17,9 +17,11 @@ import {
   fdKind,
   getFlags,
   getPipeSize,
+  growPipe,
   isOpen,
   makePipe,
   O_NONBLOCK,
+  pipeMaxSize,
   readFd,
   SysError,
   setCloexec,
@@ -193,6 +195,14 @@ describe('setPipeSize / getPipeSize', () => {
     expect(writeFd(w, big)).toBe(set);
     expect(writeFd(w, Buffer.from('x'))).toBe(WOULD_BLOCK);
     expect(bytesReadable(r)).toBe(set);
+  });
+
+  it('growPipe grows towards the size, capped at pipe-max-size, and never shrinks', () => {
+    const [r, w] = pipe();
+    expect(growPipe(w, 512 * 1024)).toBe(512 * 1024);
+    expect(getPipeSize(r)).toBe(512 * 1024);
+    expect(growPipe(r, 4096)).toBe(512 * 1024);
+    expect(growPipe(r, pipeMaxSize() * 4)).toBe(pipeMaxSize());
   });
 
   it('shrinks a pipe to one page', () => {
