@@ -23,7 +23,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildInitramfs } from '../../src/vm/initramfs.js';
+import { cachedInitramfs } from '../../src/vm/initramfs.js';
 import { startQemu } from '../../src/vm/qemu.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -86,9 +86,9 @@ function consolePrinter(tag: string): (s: string) => void {
 async function main(): Promise<number> {
   process.stdout.write(`work dir ${dir}\n`);
   const t0 = Date.now();
-  const { path: initrd, kernel } = buildInitramfs({ output: path.join(dir, 'initrd.gz') });
+  const { path: initrd, kernel, hit } = cachedInitramfs({ fallbackOutput: path.join(dir, 'initrd.gz') });
   process.stdout.write(
-    `initramfs for ${kernel.version} built in ${t(t0)} (${fs.statSync(initrd).size} bytes)\n`,
+    `initramfs for ${kernel.version} ${hit ? 'from the cache' : 'built'} in ${t(t0)} (${fs.statSync(initrd).size} bytes): ${initrd}\n`,
   );
 
   const vmmLog = fs.openSync(path.join(dir, 'vmm.log'), 'w');

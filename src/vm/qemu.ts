@@ -93,7 +93,9 @@ export function qemuArgs(opts: QemuOptions): string[] {
     '-append',
     append,
     '-virtfs',
-    `local,path=${opts.shareRoot ?? '/'},mount_tag=hostroot,security_model=none,readonly=on`,
+    // multidevs=remap: the host root spans several filesystems (/proc, /sys, /tmp …);
+    // remapping keeps guest inode numbers unique across them (QEMU warns otherwise).
+    `local,path=${opts.shareRoot ?? '/'},mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap`,
     '-chardev',
     `socket,id=vsock0,path=${opts.vhostUserSocket}`,
     '-device',
