@@ -56,6 +56,13 @@ export interface ReadyChild {
   closeNotify(): void;
 }
 
+export interface StartReadyOptions {
+  /** Node options before the CLI (e.g. `--cpu-prof`). */
+  nodeArgs?: string[];
+  /** Capture the child's stderr (default: it goes to ours). */
+  onStderr?: (chunk: Buffer) => void;
+}
+
 /** Starts `passfd-broker <args>` and resolves once it has sent READY=1. */
 export function startReady(
   args: string[],
@@ -63,7 +70,7 @@ export function startReady(
   name: string,
   logLevel: string,
   timeoutMs: number,
-  nodeArgs: string[] = [],
+  opts: StartReadyOptions = {},
 ): Promise<ReadyChild> {
   const notifyPath = path.join(dir, `${name}.notify`);
   const unix = createRequire(import.meta.url)('unix-dgram') as { createSocket(t: 'unix_dgram'): DgramSocket };
@@ -94,10 +101,12 @@ export function startReady(
     });
     sock.on('error', (err) => finish(err));
     sock.bind(notifyPath);
-    child = spawn(process.execPath, [...nodeArgs, CLI_MAIN, ...args], {
-      stdio: ['ignore', 'ignore', 'inherit'],
+    child = spawn(process.execPath, [...(opts.nodeArgs ?? []), CLI_MAIN, ...args], {
+      stdio: ['ignore', 'ignore', opts.onStderr ? 'pipe' : 'inherit'],
       env: { ...process.env, NOTIFY_SOCKET: notifyPath, PASSFD_LOG: logLevel },
     });
+    if (opts.onStderr) child.stderr!.on('data', opts.onStderr);
+    child.on('error', (err) => finish(err));
     child.on('exit', onExit);
   });
 }
@@ -130,7 +139,7 @@ export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedSt
       'vmm',
       level,
       timeout,
-      opts.nodeArgs,
+      { nodeArgs: opts.nodeArgs },
     );
     const agent = await startReady(
       [
@@ -149,7 +158,7 @@ export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedSt
       'agent',
       level,
       timeout,
-      opts.nodeArgs,
+      { nodeArgs: opts.nodeArgs },
     );
     const v = vmm;
     return {

@@ -19,15 +19,7 @@ import {
   SCENARIOS,
 } from '../bench/options.js';
 import { loadConfig } from '../config/load.js';
-import {
-  parseAccel,
-  parseCpus,
-  parseMemoryMiB,
-  VM_FLAG_HELP,
-  type VmFlags,
-  vmSpecFrom,
-  withKvmHint,
-} from './options.js';
+import { type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
 
 interface BenchCliOptions extends VmFlags {
   config?: string;
@@ -77,19 +69,19 @@ function defaults(show: (b: BenchOptions) => string): string {
 }
 
 export function registerBench(program: Command): void {
-  program
-    .command('bench')
-    .description('passfd vs RPC-copy side by side: throughput, latency, CPU per process, set-up, concurrency')
-    .option('--config <toml>', 'configuration file (see config.toml.example)')
-    .option(
-      '--quick',
-      'small sizes and counts: the whole run in about a minute (--vm qemu: a couple of minutes, boot included)',
-      false,
-    )
-    .option('--vm <kind>', VM_FLAG_HELP.vm)
-    .option('--accel <tcg|kvm>', VM_FLAG_HELP.accel, parseAccel)
-    .option('--cpus <n>', VM_FLAG_HELP.cpus, parseCpus)
-    .option('--memory <MiB>', VM_FLAG_HELP.memory, parseMemoryMiB)
+  withVmFlags(
+    program
+      .command('bench')
+      .description(
+        'passfd vs RPC-copy side by side: throughput, latency, CPU per process, set-up, concurrency',
+      )
+      .option('--config <toml>', 'configuration file (see config.toml.example)')
+      .option(
+        '--quick',
+        'small sizes and counts: the whole run in about a minute (--vm qemu: a couple of minutes, boot included)',
+        false,
+      ),
+  )
     .option('--scenarios <list>', `comma-separated subset of ${SCENARIOS.join(',')}`)
     .option('--bytes <size>', `bytes per throughput transfer (${defaults((b) => formatBytes(b.bytes))})`)
     .option(

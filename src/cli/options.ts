@@ -1,6 +1,6 @@
 /** Option parsers shared by subcommands: commander calls them and shows their errors. */
 import fs from 'node:fs';
-import { InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 
 export function parsePort(value: string): number {
   if (!/^(0|[1-9][0-9]{0,9})$/.test(value) || Number(value) > 0xffff_ffff) {
@@ -100,6 +100,15 @@ export const VM_FLAG_HELP = {
   cpus: `with --vm qemu: guest vCPUs (default ${VM_DEFAULTS.cpus})`,
   memory: `with --vm qemu: guest memory in MiB (default ${VM_DEFAULTS.memoryMiB}, at least ${MIN_VM_MEMORY_MIB})`,
 } as const;
+
+/** Adds `--vm`, `--accel`, `--cpus` and `--memory` (the same on `run` and `bench`). */
+export function withVmFlags(command: Command): Command {
+  return command
+    .option('--vm <kind>', VM_FLAG_HELP.vm)
+    .option('--accel <tcg|kvm>', VM_FLAG_HELP.accel, parseAccel)
+    .option('--cpus <n>', VM_FLAG_HELP.cpus, parseCpus)
+    .option('--memory <MiB>', VM_FLAG_HELP.memory, parseMemoryMiB);
+}
 
 /**
  * The QEMU guest the flags ask for, or null without `--vm`. Throws a clear

@@ -24,15 +24,7 @@ import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../util/log.js';
 import { startVmStack } from '../vm/vm-stack.js';
-import {
-  parseAccel,
-  parseCpus,
-  parseMemoryMiB,
-  VM_FLAG_HELP,
-  type VmFlags,
-  vmSpecFrom,
-  withKvmHint,
-} from './options.js';
+import { type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
 
 interface RunOptions extends VmFlags {
   config?: string;
@@ -50,17 +42,18 @@ function collect(value: string, prev: string[]): string[] {
 }
 
 export function registerRun(program: Command): void {
-  program
-    .command('run')
-    .description('run a command with its stdio through passfd (embedded VMM + agent unless --hvsock)')
-    .option('--config <toml>', 'configuration file (see config.toml.example)')
-    .option('-t, --tty', 'allocate a terminal (interactive shell)', false)
-    .option('--hvsock <path>', 'use a running device (and its agent) instead of starting the embedded stack')
-    .option('--io <path>', 'IO path: passfd (default, from config) or rpc (the RPC-copy baseline)')
-    .option('--vm <kind>', VM_FLAG_HELP.vm)
-    .option('--accel <tcg|kvm>', VM_FLAG_HELP.accel, parseAccel)
-    .option('--cpus <n>', VM_FLAG_HELP.cpus, parseCpus)
-    .option('--memory <MiB>', VM_FLAG_HELP.memory, parseMemoryMiB)
+  withVmFlags(
+    program
+      .command('run')
+      .description('run a command with its stdio through passfd (embedded VMM + agent unless --hvsock)')
+      .option('--config <toml>', 'configuration file (see config.toml.example)')
+      .option('-t, --tty', 'allocate a terminal (interactive shell)', false)
+      .option(
+        '--hvsock <path>',
+        'use a running device (and its agent) instead of starting the embedded stack',
+      )
+      .option('--io <path>', 'IO path: passfd (default, from config) or rpc (the RPC-copy baseline)'),
+  )
     .option('--cwd <dir>', 'working directory of the command')
     .option('-e, --env <KEY=value>', 'environment variable for the command (repeatable)', collect, [])
     .argument('<cmd...>', 'the command and its arguments (after --)')

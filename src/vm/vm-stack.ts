@@ -35,12 +35,11 @@
  *     test), or returned by keepLogs() at any time.
  * `keptLogs` then holds the path. A clean stop leaves nothing behind.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { CLI_MAIN, stopChild } from '../broker/embedded-stack.js';
+import { CLI_MAIN, type ReadyChild, startReady, stopChild } from '../broker/embedded-stack.js';
 import { hybridConnect } from '../broker/hvsock-client.js';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../util/log.js';
@@ -136,26 +135,14 @@ async function waitForAgent(hvsockPath: string, port: number, qemu: QemuHandle, 
   }
 }
 
-interface DgramSocket {
-  on(event: 'message', cb: (buf: Buffer) => void): void;
-  on(event: 'error', cb: (err: Error) => void): void;
-  bind(path: string): void;
-  close(): void;
-}
-
-interface VmmChild {
-  child: ChildProcess;
-  /** Closes the notify socket (kept until the vmm is stopped, so its STOPPING=1 has a receiver). */
-  closeNotify(): void;
-}
+type VmmChild = ReadyChild;
 
 /**
- * Starts `passfd-broker vmm <args>` and resolves once it sent READY=1 on its
- * $NOTIFY_SOCKET, as embedded-stack.ts's startReady does, except that its
- * stderr is captured: written synchronously to `logFile` (complete whenever
- * it is copied) and handed to `onLog`.
+ * Starts `passfd-broker vmm <args>` (embedded-stack.ts's startReady: ready on
+ * READY=1) with its stderr captured: written synchronously to `logFile`
+ * (complete whenever it is copied) and handed to `onLog`.
  */
-function startVmm(
+async function startVmm(
   args: string[],
   dir: string,
   level: string,
@@ -163,55 +150,25 @@ function startVmm(
   onLog: (chunk: string) => void,
   timeoutMs: number,
 ): Promise<VmmChild> {
-  const notifyPath = path.join(dir, 'vmm.notify');
-  const unix = createRequire(import.meta.url)('unix-dgram') as { createSocket(t: 'unix_dgram'): DgramSocket };
-  const sock = unix.createSocket('unix_dgram');
   let logFd = fs.openSync(logFile, 'a', 0o600);
   const closeLog = () => {
     if (logFd >= 0) fs.closeSync(logFd);
     logFd = -1;
   };
-  return new Promise((resolve, reject) => {
-    let child: ChildProcess | null = null;
-    let settled = false;
-    const closeNotify = () => {
-      sock.close();
-      fs.rmSync(notifyPath, { force: true });
-    };
-    const finish = (err: Error | null) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      child?.off('exit', onExit);
-      if (err) {
-        closeNotify();
-        child?.kill('SIGKILL');
-        reject(err);
-      } else resolve({ child: child!, closeNotify });
-    };
-    const onExit = (code: number | null, sig: string | null) =>
-      finish(new Error(`vmm exited before it was ready (${sig ?? `exit ${code}`})`));
-    const timer = setTimeout(() => finish(new Error(`vmm not ready within ${timeoutMs} ms`)), timeoutMs);
-    sock.on('message', (buf) => {
-      if (buf.toString().split('\n').includes('READY=1')) finish(null);
+  try {
+    const v = await startReady(args, dir, 'vmm', level, timeoutMs, {
+      onStderr: (chunk: Buffer) => {
+        if (logFd >= 0) fs.writeSync(logFd, chunk);
+        onLog(chunk.toString('utf8'));
+      },
     });
-    sock.on('error', (err) => finish(err));
-    sock.bind(notifyPath);
-    child = spawn(process.execPath, [CLI_MAIN, ...args], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, NOTIFY_SOCKET: notifyPath, PASSFD_LOG: level },
-    });
-    child.stderr!.on('data', (chunk: Buffer) => {
-      if (logFd >= 0) fs.writeSync(logFd, chunk);
-      onLog(chunk.toString('utf8'));
-    });
-    child.on('close', closeLog);
-    child.on('error', (err) => {
-      closeLog();
-      finish(err);
-    });
-    child.on('exit', onExit);
-  });
+    if (v.child.stderr?.closed) closeLog();
+    else v.child.on('close', closeLog);
+    return v;
+  } catch (err) {
+    closeLog();
+    throw err;
+  }
 }
 
 function readIfExists(p: string): string | null {
