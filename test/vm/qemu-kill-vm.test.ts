@@ -111,12 +111,6 @@ describe.sequential('QEMU SIGKILL under the broker', () => {
     for (const [i, { s }] of sessions.entries())
       expect(s.stdout.bytes).toBeGreaterThanOrEqual(bytesAtKill[i]!);
 
-    // RPC: the broker's copiers got the error too (their ReadStdout/ReadStderr calls failed), promptly.
-    await waitUntil(
-      () => shared.brokerLog.rpc.some((l) => /rpc-copy ReadStdout: .*closed/.test(l)),
-      10_000,
-      'the RPC copier reports the lost connection',
-    );
     // Both paths: wait() failed, so the broker let go of the FIFOs (keepers, RPC copiers) and the
     // device closed its passed ends: containerd's readers see EOF instead of waiting on the broker.
     for (const { name, s } of sessions) {
