@@ -9,7 +9,7 @@
  */
 
 import { O_CLOEXEC, O_NONBLOCK } from './fd.js';
-import { c, check, E, errno, SysError } from './libc.js';
+import { c, check, E, errno, libc, SysError } from './libc.js';
 
 export const AF_UNIX = 1;
 export const SOCK_STREAM = 1;
@@ -139,4 +139,20 @@ export function getSocketBuffer(fd: number, which: 'snd' | 'rcv'): number {
     `fd ${fd}`,
   );
   return out.readInt32LE(0);
+}
+
+const getxattr = libc.func(
+  'ssize_t getxattr(const char *path, const char *name, _Out_ uint8_t *value, size_t size)',
+);
+
+/**
+ * The protocol of the socket a path resolves to (typically
+ * `/proc/<pid>/fd/<n>`, so another process's fd can be told apart):
+ * "AF_VSOCK", "UNIX-STREAM", "TCP"... from the `system.sockprotoname` xattr that
+ * sockfs exposes; null when the path is not a socket.
+ */
+export function socketProtocolName(path: string): string | null {
+  const buf = Buffer.alloc(64);
+  const n = Number(getxattr(path, 'system.sockprotoname', buf, buf.length));
+  return n > 0 ? buf.subarray(0, n).toString('latin1').replace(/\0+$/, '') : null;
 }

@@ -14,6 +14,7 @@ import {
   getFlags,
   getSocketBuffer,
   listenUnix,
+  makePipe,
   O_NONBLOCK,
   peerCred,
   readFd,
@@ -23,6 +24,7 @@ import {
   shutdownFd,
   sockaddrUn,
   socketPair,
+  socketProtocolName,
   WOULD_BLOCK,
   writeFd,
 } from '../../native-bindings/index.js';
@@ -253,5 +255,20 @@ describe('shutdownFd / socket buffers', () => {
     }
     expect(queued).toBeGreaterThan(0);
     expect(queued).toBeLessThan(64 * 1024);
+  });
+});
+
+describe('socketProtocolName', () => {
+  it('names the protocol of a socket behind a /proc fd link, and is null for anything else', () => {
+    const [a, b] = socketPair();
+    track(a, b);
+    expect(socketProtocolName(`/proc/self/fd/${a}`)).toBe('UNIX-STREAM');
+    const [r, w] = makePipe();
+    track(r, w);
+    expect(socketProtocolName(`/proc/self/fd/${r}`)).toBeNull();
+    const file = path.join(dir(), 'plain');
+    fs.writeFileSync(file, 'x');
+    expect(socketProtocolName(file)).toBeNull();
+    expect(socketProtocolName(path.join(dir(), 'missing'))).toBeNull();
   });
 });

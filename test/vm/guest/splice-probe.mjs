@@ -22,7 +22,8 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import koffi from 'koffi';
+// The built bindings (the guest sees this checkout read-only over 9p): koffi stays in native-bindings/.
+import { socketProtocolName as protoName } from '../../../dist/native-bindings/index.js';
 
 const outBytes = Number(process.argv[2] ?? 4 << 20);
 const T = '/sys/kernel/tracing';
@@ -31,15 +32,6 @@ const EVENTS = ['sys_enter_splice', 'sys_exit_splice'];
 const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 const say = (line) => fs.writeSync(2, `${line}\n`);
 
-const libc = koffi.load('libc.so.6');
-const getxattr = libc.func(
-  'long getxattr(const char *path, const char *name, _Out_ uint8_t *value, size_t size)',
-);
-function protoName(p) {
-  const buf = Buffer.alloc(64);
-  const n = Number(getxattr(p, 'system.sockprotoname', buf, buf.length));
-  return n > 0 ? buf.subarray(0, n).toString('latin1').replace(/\0+$/, '') : null;
-}
 const link = (p) => {
   try {
     return fs.readlinkSync(p);
