@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  drainNow,
   type E2e,
   endStdin,
   finishSession,
@@ -66,23 +67,7 @@ describe.each(IO_PATHS)('IO semantics over $name', ({ passfd }) => {
     const status = await s.proc.wait();
     // No await between here and the end of the loop: nothing else runs in this process.
     const before = s.stdout.bytes + s.stdout.socket.readableLength;
-    let left = 0;
-    let eof = false;
-    const buf = Buffer.alloc(MiB);
-    for (;;) {
-      let n: number;
-      try {
-        n = fs.readSync(probe, buf);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') break;
-        throw err;
-      }
-      if (n === 0) {
-        eof = true;
-        break;
-      }
-      left += n;
-    }
+    const { bytes: left, eof } = drainNow(probe);
     fs.closeSync(probe);
     expect(status).toBe(7);
     expect(before + left).toBe(total);

@@ -232,6 +232,31 @@ export function finishSession(s: Session): void {
   removeFifos(s.fifos);
 }
 
+/**
+ * Reads what a non-blocking fd holds right now, synchronously (no await, so
+ * nothing else in this process runs meanwhile): the chunks, their total, and
+ * whether the reads ended at EOF (every writer gone) rather than EAGAIN.
+ * Bounded at `maxReads` reads of 1 MiB.
+ */
+export function drainNow(fd: number, maxReads = 1024): { chunks: Buffer[]; bytes: number; eof: boolean } {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  const buf = Buffer.alloc(MiB);
+  for (let i = 0; i < maxReads; i++) {
+    let n: number;
+    try {
+      n = fs.readSync(fd, buf);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EAGAIN') break;
+      throw err;
+    }
+    if (n === 0) return { chunks, bytes, eof: true };
+    chunks.push(Buffer.from(buf.subarray(0, n)));
+    bytes += n;
+  }
+  return { chunks, bytes, eof: false };
+}
+
 export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout | undefined;
   const bound = new Promise<never>((_, reject) => {

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { findGuestKernel } from '../../src/vm/initramfs.js';
 import {
+  drainNow,
   endStdin,
   finishSession,
   IO_PATHS,
@@ -82,25 +83,8 @@ describe.each(IO_PATHS)('in the VM over $name', ({ name }) => {
     const status = await s.proc.wait();
     // No await from here to the end of the loop: nothing else runs in this process meanwhile.
     const before = s.stdout.bytes + s.stdout.socket.readableLength;
-    const tail: Buffer[] = [];
-    let eof = false;
-    const buf = Buffer.alloc(MiB);
-    for (let i = 0; i < 1024; i++) {
-      let n: number;
-      try {
-        n = fs.readSync(probe, buf);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') break;
-        throw err;
-      }
-      if (n === 0) {
-        eof = true;
-        break;
-      }
-      tail.push(Buffer.from(buf.subarray(0, n)));
-    }
+    const { chunks: tail, bytes: left, eof } = drainNow(probe);
     fs.closeSync(probe);
-    const left = tail.reduce((x, b) => x + b.length, 0);
     expect(status).toBe(7);
     expect(before + left).toBe(total);
     // Every writer of the FIFO (the broker's keeper, the device's fd / the RPC copier) is gone.
