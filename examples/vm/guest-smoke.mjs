@@ -39,15 +39,20 @@ try {
   say(`CONNECT-FAILED ${err.message}`);
 }
 
-const acc = await new Promise((resolve) => {
-  const w = new nb.FdWatcher(lfd, () => {
-    const a = nb.vsockAccept(lfd);
-    if (!a) return;
-    w.close();
-    resolve(a);
+/** The next connection on the listening vsock `lfd`, once one is pending. */
+function acceptOne(lfd) {
+  return new Promise((resolve) => {
+    const w = new nb.FdWatcher(lfd, () => {
+      const a = nb.vsockAccept(lfd);
+      if (!a) return;
+      w.close();
+      resolve(a);
+    });
+    w.want(true, false);
   });
-  w.want(true, false);
-});
+}
+
+const acc = await acceptOne(lfd);
 say(`ACCEPTED peer cid ${acc.peerCid} port ${acc.peerPort}`);
 const got = await readLine(acc.fd, true);
 say(`RECEIVED ${JSON.stringify(got)}`);
@@ -93,15 +98,7 @@ if (bulk > 0) {
   );
   nb.closeFd(fd);
 
-  const a2 = await new Promise((resolve) => {
-    const w = new nb.FdWatcher(lfd, () => {
-      const a = nb.vsockAccept(lfd);
-      if (!a) return;
-      w.close();
-      resolve(a);
-    });
-    w.want(true, false);
-  });
+  const a2 = await acceptOne(lfd);
   say(`ACCEPTED2 peer cid ${a2.peerCid} port ${a2.peerPort}`);
   const h2 = createHash('sha256');
   const t2 = Date.now();
