@@ -104,6 +104,8 @@ export interface VmBenchSpec {
 
 export interface RunBenchOptions {
   config: Config;
+  /** The file `config` came from (the vmm reads its access keys from it). */
+  configPath?: string;
   bench: BenchOptions;
   progress: boolean;
   /** Run the agent and the container processes in a QEMU guest instead of the loopback stack. */
@@ -136,14 +138,11 @@ function qemuVersion(): string {
  */
 const VM_START_TIMEOUT_MS = { tcg: 300_000, kvm: 60_000 } as const;
 
-async function startStack(
-  config: Config,
-  vm: VmBenchSpec | undefined,
-  cpuProfDir: string | undefined,
-): Promise<BenchStack> {
+async function startStack(o: RunBenchOptions): Promise<BenchStack> {
+  const { config, configPath, vm, cpuProfDir } = o;
   if (!vm) {
     const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(cpuProfDir)}`] : [];
-    const s = await startEmbeddedStack({ config, nodeArgs });
+    const s = await startEmbeddedStack({ config, configPath, nodeArgs });
     return {
       hvsockPath: s.hvsockPath,
       roles: { broker: 'self', vmm: s.vmm.pid!, agent: s.agent.pid! },
@@ -152,6 +151,7 @@ async function startStack(
   }
   const s = await startVmStack({
     config,
+    configPath,
     accel: vm.accel,
     cpus: vm.cpus,
     memoryMiB: vm.memoryMiB,
@@ -183,7 +183,7 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-bench-'));
   let stack: BenchStack;
   try {
-    stack = await startStack(o.config, o.vm, o.cpuProfDir);
+    stack = await startStack(o);
   } catch (err) {
     progress.done();
     fs.rmSync(dir, { recursive: true, force: true });

@@ -26,6 +26,8 @@ export interface EmbeddedStack {
 
 export interface StackOptions {
   config: Config;
+  /** The file `config` came from: the vmm reads its `[hypervisor]` access keys from it. */
+  configPath?: string;
   /** Log level for the children (default warn). */
   logLevel?: string;
   /** Extra agent arguments (tests). */
@@ -134,7 +136,16 @@ export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedSt
   let vmm: ReadyChild | null = null;
   try {
     vmm = await startReady(
-      ['vmm', '--hvsock', hvsockPath, '--guest-dir', guestDir, '--guest-cid', cid],
+      [
+        'vmm',
+        '--hvsock',
+        hvsockPath,
+        '--guest-dir',
+        guestDir,
+        '--guest-cid',
+        cid,
+        ...(opts.configPath ? ['--config', opts.configPath] : []),
+      ],
       dir,
       'vmm',
       level,

@@ -124,6 +124,7 @@ export function registerBench(program: Command): void {
       ]);
       const report = await runBench({
         config: loadConfig(opts.config),
+        configPath: opts.config,
         bench,
         progress: opts.progress,
         ...(vm ? { vm } : {}),

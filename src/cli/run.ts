@@ -86,6 +86,7 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
       stack = vm
         ? await startVmStack({
             config,
+            configPath: opts.config,
             accel: vm.accel,
             cpus: vm.cpus,
             memoryMiB: vm.memoryMiB,
@@ -94,7 +95,7 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
           }).catch((err: Error) => {
             throw withKvmHint(err, vm);
           })
-        : await startEmbeddedStack({ config });
+        : await startEmbeddedStack({ config, configPath: opts.config });
       const s = stack;
       cleanup.unshift(() => s.stop());
     }

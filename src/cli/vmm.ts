@@ -2,15 +2,29 @@
  * `passfd-broker vmm`: runs the hybrid-vsock device and its guest side until
  * SIGTERM/SIGINT, then removes its sockets. With the default loopback guest,
  * guest processes reach vsock through `<guest-dir>/vsock.sock`.
+ * `--config` reads the `[hypervisor]` access keys: who may connect
+ * (`allowed_uids`, `allowed_gids`) and which host ports a guest may reach
+ * (`guest_connect_ports`); see src/access/.
  * Sends READY=1 / STOPPING=1 to $NOTIFY_SOCKET (systemd Type=notify).
  */
 import type { Command } from 'commander';
+import { installAccess } from '../access/context.js';
+import { AccessPolicy } from '../access/policy.js';
+import { loadConfig } from '../config/load.js';
 import { HybridVsockDevice } from '../device/hybrid-device.js';
 import { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
 import { VhostUserVsockTransport } from '../device/transport/vhost-user/backend-server.js';
 import { createLogger } from '../util/log.js';
 import { notifyReady, notifyStopping } from '../util/sd-notify.js';
 import { onTermination, parseCid } from './options.js';
+
+interface VmmOptions {
+  hvsock: string;
+  guestDir?: string;
+  vhostUser?: string;
+  guestCid: number;
+  config?: string;
+}
 
 export function registerVmm(program: Command): void {
   program
@@ -20,11 +34,14 @@ export function registerVmm(program: Command): void {
     .option('--guest-dir <dir>', 'loopback guest: directory for the AF_VSOCK stand-in socket (vsock.sock)')
     .option('--vhost-user <socket>', 'serve a real guest instead: vhost-user-vsock backend socket for QEMU')
     .option('--guest-cid <cid>', 'guest CID', parseCid, 3)
-    .action(async (opts: { hvsock: string; guestDir?: string; vhostUser?: string; guestCid: number }) => {
+    .option('--config <toml>', 'configuration file: the [hypervisor] access keys (see config.toml.example)')
+    .action(async (opts: VmmOptions) => {
       const log = createLogger('vmm');
       if (!opts.guestDir === !opts.vhostUser) {
         throw new Error('give exactly one guest: --guest-dir (loopback) or --vhost-user (QEMU)');
       }
+      const config = loadConfig(opts.config);
+      installAccess(AccessPolicy.fromConfig(config.hypervisor), log.child('access'));
       const device = new HybridVsockDevice({ hvsockPath: opts.hvsock, guestCid: opts.guestCid, log });
       let transport: LoopbackTransport | VhostUserVsockTransport;
       if (opts.vhostUser) {

@@ -9,8 +9,9 @@
  * [2^30, 2^31), skipping ports in use.
  *
  * Guest-initiated connections (Firecracker convention): a guest connecting to
- * host port P is connected to the Unix socket `<hvsock path>_<P>`; nobody
- * listening there means RST.
+ * host port P is connected to the Unix socket `<hvsock path>_<P>` when the
+ * access policy allows it (src/access/guest-connect.ts); nobody listening
+ * there, or a refusal, means RST.
  *
  * The device core is a VsockEndpoint with CID 2; a GuestTransport (loopback
  * or vhost-user) carries its packets to the guest. The device owns every fd
@@ -18,7 +19,8 @@
  * before the failure is reported (two reference bugs: a received fd leaked
  * on a bad port text, a host port leaked when adding a connection failed).
  */
-import { closeQuietly, connectUnix } from '../../native-bindings/index.js';
+import { closeQuietly } from '../../native-bindings/index.js';
+import { connectForGuest } from '../access/guest-connect.js';
 import { UnixListener } from '../net/unix-listener.js';
 import { encodeOk } from '../protocol/hybrid-vsock.js';
 import { HOST_CID } from '../protocol/vsock-packet.js';
@@ -74,13 +76,9 @@ export class HybridVsockDevice {
       options.guestCid,
       {
         onPeerRequest: (hdr) => {
-          const target = `${options.hvsockPath}_${hdr.dstPort}`;
-          try {
-            const fd = connectUnix(target);
-            return { localPort: hdr.dstPort, peerPort: hdr.srcPort, fd };
-          } catch (err) {
-            return `no host listener at ${target} (${(err as { code?: string }).code ?? err})`;
-          }
+          // `<hvsock>_<port>`, if the access policy allows that port and its listener.
+          const fd = connectForGuest(options.hvsockPath, hdr.dstPort);
+          return typeof fd === 'string' ? fd : { localPort: hdr.dstPort, peerPort: hdr.srcPort, fd };
         },
         onEstablished: (conn) => this.onEstablished(conn),
         onClosed: (conn, reason, detail) => this.onClosed(conn, reason, detail),

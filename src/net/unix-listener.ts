@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { acceptUnix, closeQuietly, FdWatcher, listenUnix } from '../../native-bindings/index.js';
+import { admitPeer } from '../access/admit-peer.js';
 
 export class UnixListener {
   private fd: number;
@@ -42,7 +43,8 @@ export class UnixListener {
         return;
       }
       if (fd === null) return;
-      this.onAccept(fd);
+      // A peer the policy does not allow is closed here, with one log line.
+      if (admitPeer(fd, this.socketPath)) this.onAccept(fd);
     }
   }
 

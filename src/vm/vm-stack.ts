@@ -48,6 +48,8 @@ import { type QemuHandle, startQemu } from './qemu.js';
 
 export interface VmStackOptions {
   config: Config;
+  /** The file `config` came from: the vmm reads its `[hypervisor]` access keys from it. */
+  configPath?: string;
   /** Log level for vmm and the guest agent (default warn). */
   logLevel?: string;
   accel?: 'tcg' | 'kvm';
@@ -257,7 +259,16 @@ export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
     // Awaited below, after the vmm started; a failure meanwhile must not count as unhandled.
     initrdP.catch(() => {});
     vmm = await startVmm(
-      ['vmm', '--hvsock', hvsockPath, '--vhost-user', vuPath, '--guest-cid', cid],
+      [
+        'vmm',
+        '--hvsock',
+        hvsockPath,
+        '--vhost-user',
+        vuPath,
+        '--guest-cid',
+        cid,
+        ...(opts.configPath ? ['--config', opts.configPath] : []),
+      ],
       dir,
       level,
       vmmLogPath,
