@@ -1,12 +1,14 @@
 /**
  * `passfd-broker vmm`: runs the hybrid-vsock device and its guest side until
  * SIGTERM/SIGINT, then removes its sockets. With the default loopback guest,
- * guest processes reach vsock through `<guest-dir>/vsock.sock`.
+ * guest processes reach vsock through `<guest-dir>/vsock.sock` (the
+ * directory is created, 0700, if it does not exist; its parent must).
  * `--config` reads the `[hypervisor]` access keys: who may connect
  * (`allowed_uids`, `allowed_gids`) and which host ports a guest may reach
  * (`guest_connect_ports`); see src/access/.
  * Sends READY=1 / STOPPING=1 to $NOTIFY_SOCKET (systemd Type=notify).
  */
+import fs from 'node:fs';
 import type { Command } from 'commander';
 import { installAccess } from '../access/context.js';
 import { AccessPolicy } from '../access/policy.js';
@@ -26,6 +28,18 @@ interface VmmOptions {
   config?: string;
 }
 
+/** The loopback guest's directory: created 0700 when missing (not its parents); must be a directory. */
+function makeGuestDir(dir: string): void {
+  try {
+    fs.mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new Error(`--guest-dir ${dir}: its parent directory does not exist`);
+    if (code !== 'EEXIST') throw new Error(`--guest-dir ${dir}: cannot create it (${code})`);
+    if (!fs.statSync(dir).isDirectory()) throw new Error(`--guest-dir ${dir}: not a directory`);
+  }
+}
+
 export function registerVmm(program: Command): void {
   program
     .command('vmm')
@@ -42,6 +56,7 @@ export function registerVmm(program: Command): void {
       }
       const config = loadConfig(opts.config);
       installAccess(AccessPolicy.fromConfig(config.hypervisor), log.child('access'));
+      if (opts.guestDir) makeGuestDir(opts.guestDir);
       const device = new HybridVsockDevice({ hvsockPath: opts.hvsock, guestCid: opts.guestCid, log });
       let transport: LoopbackTransport | VhostUserVsockTransport;
       if (opts.vhostUser) {
