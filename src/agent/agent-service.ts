@@ -25,6 +25,7 @@ import type { TtrpcServer } from '../ttrpc/server.js';
 import type { Logger } from '../util/log.js';
 import type { PassfdStreams } from './passfd-streams.js';
 import { type ContainerProcess, spawnContainerProcess } from './process/container-process.js';
+import { startError } from './start-error.js';
 
 interface Ports {
   stdinPort: number;
@@ -190,10 +191,7 @@ export class AgentService {
       });
     } catch (err) {
       // The launcher owns the fds from the call on and has closed them.
-      throw new TtrpcError(
-        GrpcCode.INVALID_ARGUMENT,
-        `cannot start ${process.Args[0]}: ${(err as Error).message}`,
-      );
+      throw startError(err, process.Args[0]!, process.Cwd || undefined);
     }
     c.execs.set(execId, { process: proc, readChain: new Map() });
     this.log.debug(`started ${c.id}/${execId} pid ${proc.pid}: ${process.Args.join(' ')}`);

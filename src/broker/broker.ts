@@ -23,8 +23,10 @@ import fs from 'node:fs';
 import type { DescMessage, MessageInitShape } from '@bufbuild/protobuf';
 import type { Config } from '../config/schema.js';
 import { agentMethods } from '../protocol/agent-api.js';
+import { GrpcCode } from '../protocol/ttrpc.js';
 import { TtrpcClient } from '../ttrpc/client.js';
 import type { TtrpcMethod } from '../ttrpc/common.js';
+import { TtrpcError } from '../ttrpc/errors.js';
 import type { Logger } from '../util/log.js';
 import { type FifoPaths, FifoSet, type StdioName } from './fifo-set.js';
 import { hybridConnect, type PassedFd, passFdTracked } from './hvsock-client.js';
@@ -47,6 +49,19 @@ export interface BrokerOptions {
   hvsockPath: string;
   config: Config;
   log: Logger;
+}
+
+/**
+ * The exit status a shell gives a command that could not run, when `err`
+ * (from `Broker.start`) is the agent saying so: 127 when the command was
+ * not found, 126 when it was found but cannot be executed. Null for any
+ * other failure. (The agent's answers: src/agent/start-error.ts.)
+ */
+export function notRunnableStatus(err: unknown): 126 | 127 | null {
+  if (!(err instanceof TtrpcError) || !err.message.startsWith('cannot start ')) return null;
+  if (err.code === GrpcCode.NOT_FOUND) return 127;
+  if (err.code === GrpcCode.PERMISSION_DENIED) return 126;
+  return null;
 }
 
 /** How long `wait()` waits for the device to finish delivering output after the exit. */

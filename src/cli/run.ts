@@ -18,7 +18,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { Broker, type BrokeredProcess } from '../broker/broker.js';
+import { Broker, type BrokeredProcess, notRunnableStatus } from '../broker/broker.js';
 import { startEmbeddedStack } from '../broker/embedded-stack.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -110,15 +110,24 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
     const broker = new Broker({ hvsockPath: hvsock ?? stack!.hvsockPath, config, log });
     cleanup.unshift(() => broker.close());
     const tty = opts.tty && process.stdout.isTTY ? process.stdout : null;
-    const proc = await broker.start({
-      containerId: id,
-      args: cmd,
-      env: opts.env.length > 0 || opts.tty ? [...defaultEnv(opts.tty), ...opts.env] : undefined,
-      cwd: opts.cwd,
-      terminal: opts.tty,
-      ...(tty ? { rows: tty.rows, cols: tty.columns } : {}),
-      fifos,
-    });
+    let proc: BrokeredProcess;
+    try {
+      proc = await broker.start({
+        containerId: id,
+        args: cmd,
+        env: opts.env.length > 0 || opts.tty ? [...defaultEnv(opts.tty), ...opts.env] : undefined,
+        cwd: opts.cwd,
+        terminal: opts.tty,
+        ...(tty ? { rows: tty.rows, cols: tty.columns } : {}),
+        fifos,
+      });
+    } catch (err) {
+      // A command that cannot run exits 127 or 126, as in a shell (and `docker run`).
+      const status = notRunnableStatus(err);
+      if (status === null) throw err;
+      process.stderr.write(`passfd-broker: ${(err as Error).message}\n`);
+      return status;
+    }
     return await attach(proc, fifos, opts.tty);
   } finally {
     for (const step of cleanup) await step();

@@ -289,6 +289,18 @@ describe('signals', () => {
     await Promise.all([a.proc.drained, b.proc.drained]);
   });
 
+  it('real-time signals give 128+n too (SIGRTMIN 34 → 162, SIGRTMAX 64 → 192)', async () => {
+    for (const [sig, status] of [
+      [34, 162],
+      [64, 192],
+    ] as const) {
+      const { proc, input } = await run(['sh', '-c', `kill -${sig} $$`]);
+      input.end();
+      expect(await proc.wait()).toEqual({ status, code: null });
+      await proc.drained;
+    }
+  });
+
   it('signals the whole process group on request', async () => {
     const { proc, out, input } = await run(['sh', '-c', 'sleep 100 & echo $!; wait']);
     await untilText(out, /^\d+\n/);
