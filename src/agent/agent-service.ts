@@ -23,6 +23,7 @@ import { GrpcCode } from '../protocol/ttrpc.js';
 import { TtrpcError } from '../ttrpc/errors.js';
 import type { TtrpcServer } from '../ttrpc/server.js';
 import type { Logger } from '../util/log.js';
+import type { ProcessGuardian } from './guardian.js';
 import type { PassfdStreams } from './passfd-streams.js';
 import { type ContainerProcess, spawnContainerProcess } from './process/container-process.js';
 import { startError } from './start-error.js';
@@ -55,6 +56,8 @@ export class AgentService {
     private readonly streams: PassfdStreams,
     private readonly log: Logger,
     private readonly drainTimeoutMs?: number,
+    /** Kills the processes' groups should the agent die (guardian.ts). */
+    private readonly guardian?: ProcessGuardian,
   ) {}
 
   /** Counts for leak checks: containers and live exec processes. */
@@ -194,6 +197,8 @@ export class AgentService {
       throw startError(err, process.Args[0]!, process.Cwd || undefined);
     }
     c.execs.set(execId, { process: proc, readChain: new Map() });
+    this.guardian?.track(proc.pid);
+    void proc.wait().finally(() => this.guardian?.leaderGone(proc.pid));
     this.log.debug(`started ${c.id}/${execId} pid ${proc.pid}: ${process.Args.join(' ')}`);
   }
 

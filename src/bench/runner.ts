@@ -21,6 +21,7 @@ import { Broker } from '../broker/broker.js';
 import { startEmbeddedStack } from '../broker/embedded-stack.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../util/log.js';
+import { makePrivateDir } from '../util/private-dir.js';
 import { findGuestKernel } from '../vm/initramfs.js';
 import { startVmStack } from '../vm/vm-stack.js';
 import type { BenchMode, BenchOptions } from './options.js';
@@ -180,7 +181,7 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
     o.progress,
     o.vm ? `booting the QEMU guest (${o.vm.accel})` : 'starting vmm + agent',
   );
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-bench-'));
+  const dir = makePrivateDir('passfd-bench-');
   let stack: BenchStack;
   try {
     stack = await startStack(o);

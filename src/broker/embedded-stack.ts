@@ -7,13 +7,21 @@
  * socket bound by us) and we wait for its READY=1, so nothing here polls for
  * socket files or parses logs. Children log warnings to our stderr; a child
  * that exits early fails the start with its exit status.
+ *
+ * Lifetimes. Each child leads its own session (`detached`), so a terminal's
+ * Ctrl-C reaches only us (`run` forwards it to the container process), and
+ * gets SIGTERM when we die (util/lifeline.ts), even by kill -9; a child that
+ * ends because we died removes our private directory on its way out
+ * (util/private-dir.ts), and so does the next `run` if nobody could.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config/schema.js';
+import { withPrivateUmask } from '../net/bind-private.js';
+import { dieWithParent } from '../util/lifeline.js';
+import { makePrivateDir } from '../util/private-dir.js';
 
 export interface EmbeddedStack {
   dir: string;
@@ -102,10 +110,13 @@ export function startReady(
       if (buf.toString().split('\n').includes('READY=1')) finish(null);
     });
     sock.on('error', (err) => finish(err));
-    sock.bind(notifyPath);
-    child = spawn(process.execPath, [...(opts.nodeArgs ?? []), CLI_MAIN, ...args], {
+    // In a 0700 directory already; 0600 as well, like every socket we bind.
+    withPrivateUmask(() => sock.bind(notifyPath));
+    const cmd = dieWithParent(process.execPath, [...(opts.nodeArgs ?? []), CLI_MAIN, ...args], 'SIGTERM');
+    child = spawn(cmd.file, cmd.args, {
       stdio: ['ignore', 'ignore', opts.onStderr ? 'pipe' : 'inherit'],
       env: { ...process.env, NOTIFY_SOCKET: notifyPath, PASSFD_LOG: logLevel },
+      detached: true,
     });
     if (opts.onStderr) child.stderr!.on('data', opts.onStderr);
     child.on('error', (err) => finish(err));
@@ -126,7 +137,7 @@ export function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
 }
 
 export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedStack> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-run-'));
+  const dir = makePrivateDir('passfd-run-');
   const hvsockPath = path.join(dir, 'hvsock.sock');
   const guestDir = path.join(dir, 'guest');
   const level = opts.logLevel ?? 'warn';

@@ -13,6 +13,7 @@ import { Agent } from '../agent/agent.js';
 import { AfVsock } from '../guest-vsock/af-vsock.js';
 import { StandinVsock } from '../guest-vsock/standin.js';
 import type { GuestVsock } from '../guest-vsock/types.js';
+import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
 import { notifyReady, notifyStopping } from '../util/sd-notify.js';
 import { onTermination, parseMs, parsePort } from './options.js';
@@ -75,7 +76,8 @@ export function registerAgent(program: Command): void {
         });
         await agent.start();
         onTermination(async () => {
-          await notifyStopping();
+          // An orphan's supervisor (run) is gone, and its notify socket with it.
+          if (!isOrphaned()) await notifyStopping();
           await agent.stop();
         });
         await notifyReady();

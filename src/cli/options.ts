@@ -1,6 +1,8 @@
 /** Option parsers shared by subcommands: commander calls them and shows their errors. */
 import fs from 'node:fs';
 import { type Command, InvalidArgumentError } from 'commander';
+import { isOrphaned } from '../util/lifeline.js';
+import { sweepStalePrivateDirs } from '../util/private-dir.js';
 
 export function parsePort(value: string): number {
   if (!/^(0|[1-9][0-9]{0,9})$/.test(value) || Number(value) > 0xffff_ffff) {
@@ -15,14 +17,25 @@ export function parseCid(value: string): number {
   return n;
 }
 
-/** Runs `stop` once on SIGINT/SIGTERM, then exits 0. */
+/** The signals a terminal or a supervisor sends to end a foreground job: `run` and `bench` handle them. */
+export const TERMINAL_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * Runs `stop` once on SIGINT/SIGTERM, then exits 0. A process whose parent
+ * is gone (the SIGTERM was its parent-death signal, util/lifeline.ts) is the
+ * last one out: it also removes the private directories its dead parent
+ * left behind (util/private-dir.ts).
+ */
 export function onTermination(stop: () => Promise<void> | void): void {
   let stopping = false;
   const handler = (sig: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
     Promise.resolve(stop()).then(
-      () => process.exit(0),
+      () => {
+        if (isOrphaned()) sweepStalePrivateDirs();
+        process.exit(0);
+      },
       (err: Error) => {
         process.stderr.write(`passfd-broker: while stopping on ${sig}: ${err.message}\n`);
         process.exit(1);

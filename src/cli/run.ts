@@ -14,7 +14,6 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
@@ -23,8 +22,10 @@ import { startEmbeddedStack } from '../broker/embedded-stack.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../util/log.js';
+import { makePrivateDir, sweepStalePrivateDirs } from '../util/private-dir.js';
 import { startVmStack } from '../vm/vm-stack.js';
-import { type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
+import { TERMINAL_SIGNALS, type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
+import { attach } from './run-attach.js';
 
 interface RunOptions extends VmFlags {
   config?: string;
@@ -34,8 +35,6 @@ interface RunOptions extends VmFlags {
   cwd?: string;
   env: string[];
 }
-
-const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
 
 function collect(value: string, prev: string[]): string[] {
   return [...prev, value];
@@ -58,10 +57,10 @@ export function registerRun(program: Command): void {
     .option('-e, --env <KEY=value>', 'environment variable for the command (repeatable)', collect, [])
     .argument('<cmd...>', 'the command and its arguments (after --)')
     .action(async (cmd: string[], opts: RunOptions) => {
-      const code = await runCommand(cmd, opts);
+      const status = await runCommand(cmd, opts);
       // process.exit() drops writes still queued for a pipe: flush stdout and stderr first.
       await Promise.all([process.stdout, process.stderr].map((s) => new Promise((r) => s.write('', r))));
-      process.exit(code);
+      process.exit(status);
     });
 }
 
@@ -77,10 +76,16 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
   }
   const hvsock = vm ? undefined : (opts.hvsock ?? (config.hypervisor.hvsock_path || undefined));
   let stack: { hvsockPath: string; stop(): Promise<void> } | null = null;
-  const fifoDir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-fifos-'));
+  sweepStalePrivateDirs(); // what an earlier run killed with -9 could not remove
+  const fifoDir = makePrivateDir('passfd-fifos-');
   const cleanup: (() => void | Promise<void>)[] = [
     () => fs.rmSync(fifoDir, { recursive: true, force: true }),
   ];
+  // Until the process runs, a terminal signal ends the start-up: what exists is removed, exit 128+n.
+  const untrap = trapSignals(async (sig) => {
+    for (const step of cleanup) await Promise.resolve(step()).catch(() => {});
+    process.exit(128 + os.constants.signals[sig]);
+  });
   try {
     if (!hvsock) {
       stack = vm
@@ -128,10 +133,26 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
       process.stderr.write(`passfd-broker: ${(err as Error).message}\n`);
       return status;
     }
+    untrap(); // from here on, attach forwards them to the process
     return await attach(proc, fifos, opts.tty);
   } finally {
+    untrap();
     for (const step of cleanup) await step();
   }
+}
+
+/** Runs `onSignal` once for the first SIGINT/SIGTERM/SIGHUP; returns the function that stops listening. */
+function trapSignals(onSignal: (sig: NodeJS.Signals) => void): () => void {
+  let fired = false;
+  const handler = (sig: NodeJS.Signals) => {
+    if (fired) return;
+    fired = true;
+    onSignal(sig);
+  };
+  for (const sig of TERMINAL_SIGNALS) process.on(sig, handler);
+  return () => {
+    for (const sig of TERMINAL_SIGNALS) process.off(sig, handler);
+  };
 }
 
 function defaultEnv(tty: boolean): string[] {
@@ -141,83 +162,4 @@ function defaultEnv(tty: boolean): string[] {
   ];
   if (tty) env.push(`TERM=${process.env.TERM ?? 'xterm'}`);
   return env;
-}
-
-/**
- * What `ctr` does with the FIFOs: our stdin into `-stdin` (then CloseStdin at
- * EOF), `-stdout`/`-stderr` to our stdout/stderr. Resolves the exit code once
- * the process is gone and everything it wrote has been printed.
- */
-async function attach(
-  proc: BrokeredProcess,
-  fifos: { stdin: string; stdout: string; stderr: string | undefined },
-  tty: boolean,
-): Promise<number> {
-  const outputs: Promise<void>[] = [];
-  const pipeOut = (fifo: string, dest: NodeJS.WriteStream) => {
-    const reader = new net.Socket({
-      fd: fs.openSync(fifo, O_RDONLY | O_NONBLOCK),
-      readable: true,
-      writable: false,
-    });
-    outputs.push(
-      new Promise((resolve) => {
-        reader.on('data', (d: Buffer) => {
-          if (!dest.write(d)) {
-            reader.pause();
-            dest.once('drain', () => reader.resume());
-          }
-        });
-        reader.on('end', resolve);
-        reader.on('error', () => resolve());
-      }),
-    );
-    return reader;
-  };
-  const readers = [pipeOut(fifos.stdout, process.stdout)];
-  if (fifos.stderr) readers.push(pipeOut(fifos.stderr, process.stderr));
-
-  const writer = new net.Socket({
-    fd: fs.openSync(fifos.stdin, O_WRONLY | O_NONBLOCK),
-    readable: false,
-    writable: true,
-  });
-  writer.on('error', () => {});
-  const stdin = process.stdin;
-  const rawMode = tty && stdin.isTTY;
-  if (rawMode) stdin.setRawMode(true);
-  stdin.pipe(writer);
-  stdin.on('end', () => {
-    // containerd's writer is gone: drop the keeper too, so the process reads EOF after every byte.
-    writer.end(() => {
-      writer.destroy();
-      proc.closeStdin().catch(() => {});
-    });
-  });
-  stdin.on('error', () => stdin.emit('end'));
-
-  const forward = (sig: NodeJS.Signals) => {
-    proc.signal(os.constants.signals[sig]).catch(() => {});
-  };
-  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  for (const s of signals) process.on(s, forward);
-  const onResize = () => {
-    if (process.stdout.isTTY) proc.resize(process.stdout.rows, process.stdout.columns).catch(() => {});
-  };
-  if (tty) process.stdout.on('resize', onResize);
-
-  try {
-    const status = await proc.wait();
-    // The keepers are released: the readers reach EOF once the FIFOs are empty.
-    await Promise.all(outputs);
-    return status;
-  } finally {
-    for (const s of signals) process.off(s, forward);
-    process.stdout.off('resize', onResize);
-    if (rawMode) stdin.setRawMode(false);
-    stdin.unpipe(writer);
-    stdin.destroy();
-    writer.destroy();
-    for (const r of readers) r.destroy();
-  }
 }

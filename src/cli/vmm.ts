@@ -16,6 +16,7 @@ import { loadConfig } from '../config/load.js';
 import { HybridVsockDevice } from '../device/hybrid-device.js';
 import { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
 import { VhostUserVsockTransport } from '../device/transport/vhost-user/backend-server.js';
+import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
 import { notifyReady, notifyStopping } from '../util/sd-notify.js';
 import { onTermination, parseCid } from './options.js';
@@ -84,7 +85,8 @@ export function registerVmm(program: Command): void {
         }
       });
       onTermination(async () => {
-        await notifyStopping();
+        // An orphan's supervisor (run) is gone, and its notify socket with it.
+        if (!isOrphaned()) await notifyStopping();
         await device.stop();
         log.info('stopped');
       });

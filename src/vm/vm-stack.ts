@@ -43,6 +43,7 @@ import { CLI_MAIN, type ReadyChild, startReady, stopChild } from '../broker/embe
 import { hybridConnect } from '../broker/hvsock-client.js';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../util/log.js';
+import { makePrivateDir } from '../util/private-dir.js';
 import { cachedInitramfs, findGuestKernel, type GuestKernel } from './initramfs.js';
 import { type QemuHandle, startQemu } from './qemu.js';
 
@@ -215,7 +216,7 @@ function hasExited(q: QemuHandle): boolean {
 }
 
 export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-vm-'));
+  const dir = makePrivateDir('passfd-vm-');
   const hvsockPath = path.join(dir, 'hvsock.sock');
   const vuPath = path.join(dir, 'vhost-user.sock');
   const consoleLogPath = path.join(dir, 'console.log');
