@@ -103,6 +103,14 @@ export interface VmBenchSpec {
   memoryMiB: number;
 }
 
+/** The run was interrupted by a signal (RunBenchOptions.abort): everything it started is gone. */
+export class BenchInterrupted extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`interrupted by ${signal}`);
+    this.name = 'BenchInterrupted';
+  }
+}
+
 export interface RunBenchOptions {
   config: Config;
   /** The file `config` came from (the vmm reads its access keys from it). */
@@ -113,6 +121,8 @@ export interface RunBenchOptions {
   vm?: VmBenchSpec;
   /** Loopback only: write V8 CPU profiles of the vmm and agent children here (node --cpu-prof). */
   cpuProfDir?: string;
+  /** Aborted (reason: the signal's name) when the user interrupts the run. */
+  abort?: AbortSignal;
 }
 
 interface BenchStack {
@@ -182,12 +192,23 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
     o.vm ? `booting the QEMU guest (${o.vm.accel})` : 'starting vmm + agent',
   );
   const dir = makePrivateDir('passfd-bench-');
+  // Interrupted (o.abort): the cursor comes back at once, the stack and the
+  // directory go as soon as the stack exists, and runBench rejects with
+  // BenchInterrupted once the step in flight has failed.
+  let teardown: (() => Promise<void>) | null = null;
+  let interrupted: (() => void) | null = null;
+  const onAbort = () => {
+    progress.done();
+    void teardown?.().then(() => interrupted?.());
+  };
+  o.abort?.addEventListener('abort', onAbort, { once: true });
   let stack: BenchStack;
   try {
     stack = await startStack(o);
   } catch (err) {
     progress.done();
     fs.rmSync(dir, { recursive: true, force: true });
+    o.abort?.removeEventListener('abort', onAbort);
     throw err;
   }
   const mk = (passfd: boolean) => {
@@ -197,6 +218,15 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
     return new Broker({ hvsockPath: stack.hvsockPath, config, log });
   };
   const brokers = { passfd: mk(true), rpc: mk(false) };
+  let tornDown: Promise<void> | null = null;
+  teardown = () =>
+    (tornDown ??= (async () => {
+      progress.done();
+      await brokers.passfd.close();
+      await brokers.rpc.close();
+      await stack.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    })());
   const ctx: BenchContext = {
     brokers,
     roles: stack.roles,
@@ -205,24 +235,32 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
   };
   const runs: RunRecord[] = [];
   const errors: RunError[] = [];
-  try {
+  const measure = async () => {
     for (const s of steps) {
+      if (o.abort?.aborted) return;
       progress.step(s.label);
       try {
         runs.push({ scenario: s.scenario, path: s.path, rep: s.rep, metrics: await s.run(ctx) });
       } catch (err) {
+        if (o.abort?.aborted) return;
         const message = (err as Error).message;
         errors.push({ scenario: s.scenario, path: s.path, rep: s.rep, message });
         progress.log(`bench: ${s.label} failed: ${message}`);
       }
     }
+  };
+  // Once torn down after an interruption, the step in flight is not waited for.
+  const torn = new Promise<void>((resolve) => {
+    interrupted = resolve;
+  });
+  if (o.abort?.aborted) onAbort();
+  try {
+    await Promise.race([measure(), torn]);
   } finally {
-    progress.done();
-    await brokers.passfd.close();
-    await brokers.rpc.close();
-    await stack.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
+    o.abort?.removeEventListener('abort', onAbort);
+    await teardown();
   }
+  if (o.abort?.aborted) throw new BenchInterrupted(o.abort.reason as NodeJS.Signals);
   const { rows, ceilingMiBps } = summarize(runs, mode);
   const cpus = os.cpus();
   return {

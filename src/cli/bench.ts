@@ -4,9 +4,15 @@
  * a QEMU guest running the agent and the container processes (sizes and
  * timeouts then default to what TCG manages). Prints a table (with a
  * progress bar on stderr while it runs), or the JSON report with `--json`;
- * `--out <dir>` also writes results.json, results.md and chart.svg. The
- * benchmark modules (and vega) are imported only when `bench` runs.
+ * `--out <dir>` also writes results.json, results.md and chart.svg (the
+ * directory is checked before the run; the results are printed even if
+ * writing them fails). Exits 1 when any measurement failed. SIGINT, SIGTERM
+ * or SIGHUP stop the run: the cursor comes back, the stack and the
+ * temporary directories go, exit 128+n. The benchmark modules (and vega)
+ * are imported only when `bench` runs.
  */
+import fs from 'node:fs';
+import os from 'node:os';
 import type { Command } from 'commander';
 import {
   type BenchOptions,
@@ -19,7 +25,9 @@ import {
   SCENARIOS,
 } from '../bench/options.js';
 import { loadConfig } from '../config/load.js';
-import { type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
+import { MAX_RPC_CHUNK_SIZE } from '../config/schema.js';
+import { sweepStalePrivateDirs } from '../util/private-dir.js';
+import { TERMINAL_SIGNALS, type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
 
 interface BenchCliOptions extends VmFlags {
   config?: string;
@@ -53,8 +61,33 @@ export function benchOptionsFrom(o: BenchCliOptions): BenchOptions {
   if (o.trips) b.trips = parsePositiveInt(o.trips, '--trips');
   if (o.setups) b.setups = parsePositiveInt(o.setups, '--setups');
   if (o.timeout) b.timeoutMs = parsePositiveInt(o.timeout, '--timeout') * 1000;
-  if (o.chunkSize) b.chunkSize = parseBytes(o.chunkSize);
+  if (o.chunkSize) {
+    b.chunkSize = parseBytes(o.chunkSize);
+    if (b.chunkSize > MAX_RPC_CHUNK_SIZE)
+      throw new Error(
+        `--chunk-size ${o.chunkSize}: at most ${formatBytes(MAX_RPC_CHUNK_SIZE)} (${MAX_RPC_CHUNK_SIZE} bytes), which keeps a request under ttrpc's 4 MiB message limit`,
+      );
+  }
   return b;
+}
+
+/**
+ * `--out <dir>`, checked before the run: the directory is created if it is
+ * missing (its parents too, as `mkdir -p`) and must be a writable directory,
+ * so a bad path fails in a second instead of after the benchmark.
+ */
+export function prepareOutDir(dir: string): void {
+  if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) throw new Error(`--out ${dir}: not a directory`);
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw new Error(`--out ${dir}: cannot create it (${(err as NodeJS.ErrnoException).code ?? err})`);
+  }
+  try {
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+  } catch (err) {
+    throw new Error(`--out ${dir}: not writable (${(err as NodeJS.ErrnoException).code ?? err})`);
+  }
 }
 
 /** "default 1 GiB, quick 32 MiB; --vm qemu: 64 MiB, quick 16 MiB" for one option, from defaultOptions. */
@@ -114,31 +147,73 @@ export function registerBench(program: Command): void {
           '--cpu-prof profiles the loopback stack; the guest agent runs inside QEMU (drop --vm)',
         );
       const bench = benchOptionsFrom(opts);
+      if (opts.out) prepareOutDir(opts.out);
+      sweepStalePrivateDirs(); // what an earlier bench or run killed with -9 could not remove
       // Loaded here, not at the top: every role (vmm, agent) runs this binary, and the
       // charting libraries would slow down all of their starts.
-      const [{ runBench }, { writeOutputs }, { toJson }, { renderTable }] = await Promise.all([
-        import('../bench/runner.js'),
-        import('../bench/output.js'),
-        import('../bench/results.js'),
-        import('../bench/terminal-table.js'),
-      ]);
-      const report = await runBench({
-        config: loadConfig(opts.config),
-        configPath: opts.config,
-        bench,
-        progress: opts.progress,
-        ...(vm ? { vm } : {}),
-        ...(opts.cpuProf ? { cpuProfDir: opts.cpuProf } : {}),
-      }).catch((err: Error) => {
+      const [{ runBench, BenchInterrupted }, { writeOutputs }, { toJson }, { renderTable }] =
+        await Promise.all([
+          import('../bench/runner.js'),
+          import('../bench/output.js'),
+          import('../bench/results.js'),
+          import('../bench/terminal-table.js'),
+        ]);
+      // Ctrl-C (or SIGTERM/SIGHUP): the cursor comes back, the stack and the temporary
+      // directories go, exit 128+n; a second signal exits at once.
+      const abort = new AbortController();
+      const onSignal = (sig: NodeJS.Signals) => {
+        if (abort.signal.aborted) process.exit(128 + os.constants.signals[sig]);
+        abort.abort(sig);
+      };
+      for (const sig of TERMINAL_SIGNALS) process.on(sig, onSignal);
+      let report: Awaited<ReturnType<typeof runBench>>;
+      try {
+        report = await runBench({
+          config: loadConfig(opts.config),
+          configPath: opts.config,
+          bench,
+          progress: opts.progress,
+          abort: abort.signal,
+          ...(vm ? { vm } : {}),
+          ...(opts.cpuProf ? { cpuProfDir: opts.cpuProf } : {}),
+        });
+      } catch (err) {
+        if (err instanceof BenchInterrupted) {
+          // Everything bench started is gone; a step still in flight is abandoned.
+          process.stderr.write(`bench: ${err.message}; stopped\n`, () =>
+            process.exit(128 + os.constants.signals[err.signal]),
+          );
+          return;
+        }
         // Measurement failures are in the report; what escapes is a stack that did not start.
-        throw vm ? withKvmHint(err, vm) : err;
-      });
-      if (opts.out) await writeOutputs(opts.out, report);
+        throw vm ? withKvmHint(err as Error, vm) : err;
+      } finally {
+        for (const sig of TERMINAL_SIGNALS) process.off(sig, onSignal);
+      }
+      // The results are printed even if writing the files fails.
       process.stdout.write(opts.json ? `${toJson(report)}\n` : `${renderTable(report)}\n`);
-      if (opts.out && !opts.json)
-        process.stdout.write(`\nwritten: ${opts.out}/results.json, results.md, chart.svg\n`);
+      let written = true;
+      if (opts.out) {
+        try {
+          await writeOutputs(opts.out, report);
+          if (!opts.json)
+            process.stdout.write(`\nwritten: ${opts.out}/results.json, results.md, chart.svg\n`);
+        } catch (err) {
+          written = false;
+          process.stderr.write(
+            `passfd-broker: bench: cannot write --out ${opts.out}: ${(err as Error).message}\n`,
+          );
+        }
+      }
       if (opts.cpuProf)
         process.stderr.write(`CPU profiles of vmm and agent (*.cpuprofile): ${opts.cpuProf}\n`);
-      process.exitCode = report.summary.length === 0 ? 1 : 0;
+      // Any failed measurement (listed above the table and in the report's errors) fails the run.
+      if (report.errors.length > 0)
+        process.stderr.write(`bench: ${report.errors.length} measurement(s) failed\n`);
+      const code = report.summary.length === 0 || report.errors.length > 0 || !written ? 1 : 0;
+      // Exit explicitly: a failed measurement may leave a handle behind (a FIFO nobody
+      // will open again) that would otherwise keep the process alive. Flush first.
+      await Promise.all([process.stdout, process.stderr].map((s) => new Promise((r) => s.write('', r))));
+      process.exit(code);
     });
 }
