@@ -2,6 +2,7 @@
 
 export * from './ctty-exec.js';
 export * from './eventfd.js';
+export * from './exit-by-signal.js';
 export * from './fd.js';
 export { SysError } from './libc.js';
 export * from './mmap.js';

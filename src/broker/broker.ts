@@ -64,6 +64,8 @@ export function notRunnableStatus(err: unknown): 126 | 127 | null {
   return null;
 }
 
+const SIGPIPE = 13;
+
 /** How long `wait()` waits for the device to finish delivering output after the exit. */
 const OUTPUT_SETTLE_MS = 30_000;
 
@@ -201,6 +203,20 @@ export class BrokeredProcess {
       return;
     }
     this.fifos.release('stdin');
+  }
+
+  /**
+   * containerd's reader of `name` is gone for good (`run`'s own stdout was
+   * closed, as in `run … | head`): the process must meet what a writer to a
+   * closed pipe meets. passfd: the keeper goes, the FIFO has no reader left,
+   * the device's next write fails with EPIPE and ends the connection, the
+   * agent closes the process's pipe, and its next write raises SIGPIPE (EPIPE
+   * if it ignores that). The RPC-copy path has no call that closes a
+   * process's pipe: the copier stops and SignalProcess sends SIGPIPE.
+   */
+  async outputGone(name: 'stdout' | 'stderr'): Promise<void> {
+    this.fifos.release(name);
+    if (this.rpc) await this.signal(SIGPIPE);
   }
 
   async signal(sig: number): Promise<void> {

@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
+import { exitBySignal } from '../../native-bindings/index.js';
 import { Broker, type BrokeredProcess, notRunnableStatus } from '../broker/broker.js';
 import { startEmbeddedStack } from '../broker/embedded-stack.js';
 import { loadConfig } from '../config/load.js';
@@ -25,7 +26,7 @@ import { createLogger } from '../util/log.js';
 import { makePrivateDir, sweepStalePrivateDirs } from '../util/private-dir.js';
 import { startVmStack } from '../vm/vm-stack.js';
 import { TERMINAL_SIGNALS, type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
-import { attach } from './run-attach.js';
+import { type AttachResult, attach, watchBrokenOutputs } from './run-attach.js';
 
 interface RunOptions extends VmFlags {
   config?: string;
@@ -57,14 +58,16 @@ export function registerRun(program: Command): void {
     .option('-e, --env <KEY=value>', 'environment variable for the command (repeatable)', collect, [])
     .argument('<cmd...>', 'the command and its arguments (after --)')
     .action(async (cmd: string[], opts: RunOptions) => {
-      const status = await runCommand(cmd, opts);
+      const outputs = watchBrokenOutputs();
+      const { status, brokenPipe } = await runCommand(cmd, opts);
+      if (brokenPipe || outputs.broken) exitBySignal(os.constants.signals.SIGPIPE);
       // process.exit() drops writes still queued for a pipe: flush stdout and stderr first.
       await Promise.all([process.stdout, process.stderr].map((s) => new Promise((r) => s.write('', r))));
       process.exit(status);
     });
 }
 
-async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
+async function runCommand(cmd: string[], opts: RunOptions): Promise<AttachResult> {
   const log = createLogger('run');
   const vm = vmSpecFrom(opts);
   if (vm && opts.hvsock) throw new Error('--vm and --hvsock exclude each other');
@@ -131,7 +134,7 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
       const status = notRunnableStatus(err);
       if (status === null) throw err;
       process.stderr.write(`passfd-broker: ${(err as Error).message}\n`);
-      return status;
+      return { status, brokenPipe: false };
     }
     untrap(); // from here on, attach forwards them to the process
     return await attach(proc, fifos, opts.tty);

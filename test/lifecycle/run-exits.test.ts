@@ -9,6 +9,8 @@
  *    end, and the private directories are removed by the last one out;
  *  - kill -9 of the `agent`: the container's processes (a background child
  *    too) end, `run` fails promptly and cleans up;
+ *  - `run … | head -n 2`: the process gets SIGPIPE (EPIPE when it ignores
+ *    it), `run` dies of SIGPIPE (141 in $PIPESTATUS) without a stack trace;
  *  - a directory left by a dead owner is swept by the next `run`, one whose
  *    owner lives (or that has no record) is not.
  */
@@ -18,7 +20,16 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { GUARDIAN_TITLE } from '../../src/agent/guardian.js';
 import { Captured, CLI, exited, spawnCli, stopAll } from '../support/cli.js';
-import { cmdline, descendants, groupOf, isolatedTmp, privateDirs, until, untilGone } from './support.js';
+import {
+  alive,
+  cmdline,
+  descendants,
+  groupOf,
+  isolatedTmp,
+  privateDirs,
+  until,
+  untilGone,
+} from './support.js';
 
 afterAll(async () => {
   await stopAll();
@@ -94,6 +105,39 @@ describe('run: every exit leaves nothing behind', () => {
     expect(privateDirs(tmp)).toEqual([]);
   });
 
+  describe.each(['passfd', 'rpc'])('`run --io %s -- seq 1000000 | head -n 2`', (io) => {
+    it('prints two lines, exits 141 (SIGPIPE) like a pipeline member, no stack trace, nothing left', async () => {
+      const { tmp, env } = isolatedTmp();
+      const r = spawnSync(
+        'bash',
+        [
+          '-c',
+          `'${process.execPath}' '${CLI}' run --io ${io} -- seq 1000000 | head -n 2; echo "ps=\${PIPESTATUS[*]}"`,
+        ],
+        { env, encoding: 'utf8', timeout: 60_000 },
+      );
+      expect(r.stdout).toBe('1\n2\nps=141 0\n');
+      expect(r.stderr).toBe('');
+      await until(() => privateDirs(tmp).length === 0, 'the private directories removed');
+      expect(findProcessesUsing(tmp)).toEqual([]);
+    });
+  });
+
+  it('a process that ignores SIGPIPE sees EPIPE on its write, as with a closed pipe', async () => {
+    const { env } = isolatedTmp();
+    const r = spawnSync(
+      'bash',
+      [
+        '-c',
+        `'${process.execPath}' '${CLI}' run -- sh -c 'trap "" PIPE; seq 1000000; echo "seq-status $?" >&2' | head -n 1; echo "ps=\${PIPESTATUS[*]}"`,
+      ],
+      { env, encoding: 'utf8', timeout: 60_000 },
+    );
+    expect(r.stdout).toBe('1\nps=141 0\n');
+    expect(r.stderr).toMatch(/seq: write error: Broken pipe\n/);
+    expect(r.stderr).toMatch(/seq-status 1\n/);
+  });
+
   it('the next run sweeps directories whose owner is provably gone, and only those', async () => {
     const { tmp, env } = isolatedTmp();
     const gone = spawnSync('true');
@@ -119,3 +163,12 @@ describe('run: every exit leaves nothing behind', () => {
     for (const d of [live, foreignNs, unowned]) expect(fs.existsSync(d), d).toBe(true);
   });
 });
+
+/** Processes whose command line mentions `dir` (a vmm or agent of a stack under it). */
+function findProcessesUsing(dir: string): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number)
+    .filter((p) => alive(p) && cmdline(p).includes(dir));
+}
