@@ -20,7 +20,7 @@ import path from 'node:path';
 import { Broker } from '../broker/broker.js';
 import { startEmbeddedStack } from '../broker/embedded-stack.js';
 import type { Config } from '../config/schema.js';
-import { createLogger } from '../util/log.js';
+import { chosenLogLevel, createLogger } from '../util/log.js';
 import { makePrivateDir } from '../util/private-dir.js';
 import { findGuestKernel } from '../vm/initramfs.js';
 import { startVmStack } from '../vm/vm-stack.js';
@@ -153,7 +153,7 @@ async function startStack(o: RunBenchOptions): Promise<BenchStack> {
   const { config, configPath, vm, cpuProfDir } = o;
   if (!vm) {
     const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(cpuProfDir)}`] : [];
-    const s = await startEmbeddedStack({ config, configPath, nodeArgs });
+    const s = await startEmbeddedStack({ config, configPath, nodeArgs, logLevel: chosenLogLevel() });
     return {
       hvsockPath: s.hvsockPath,
       roles: { broker: 'self', vmm: s.vmm.pid!, agent: s.agent.pid! },
@@ -163,6 +163,7 @@ async function startStack(o: RunBenchOptions): Promise<BenchStack> {
   const s = await startVmStack({
     config,
     configPath,
+    logLevel: chosenLogLevel(),
     accel: vm.accel,
     cpus: vm.cpus,
     memoryMiB: vm.memoryMiB,

@@ -16,7 +16,7 @@ import type { GuestVsock } from '../guest-vsock/types.js';
 import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
 import { notifyReady, notifyStopping } from '../util/sd-notify.js';
-import { onTermination, parseMs, parsePort } from './options.js';
+import { fromEnv, onTermination, parseMs, parsePort } from './options.js';
 
 const DEFAULT_PASSFD_PORT = 1027;
 
@@ -54,9 +54,8 @@ export function registerAgent(program: Command): void {
         if (!opts.guestDir === !opts.vsock) {
           throw new Error('give exactly one of --guest-dir (loopback guest) or --vsock (AF_VSOCK)');
         }
-        const envPort = process.env.AGENT_PASSFD_LISTENER_PORT;
         const passfdPort =
-          opts.passfdPort ?? (envPort ? parsePort(envPort) : undefined) ?? DEFAULT_PASSFD_PORT;
+          opts.passfdPort ?? fromEnv('AGENT_PASSFD_LISTENER_PORT', parsePort) ?? DEFAULT_PASSFD_PORT;
         if (passfdPort === opts.agentPort) throw new Error('--passfd-port and --agent-port must differ');
         const vsock: GuestVsock = opts.vsock
           ? new AfVsock({

@@ -1,20 +1,54 @@
 /** Option parsers shared by subcommands: commander calls them and shows their errors. */
 import fs from 'node:fs';
 import { type Command, InvalidArgumentError } from 'commander';
+import { MAX_VSOCK_PORT } from '../config/schema.js';
 import { isOrphaned } from '../util/lifeline.js';
+import { LOG_LEVELS, type LogLevel, parseLevel } from '../util/log.js';
 import { sweepStalePrivateDirs } from '../util/private-dir.js';
 
+/** A canonical decimal u32, or null. */
+function u32(value: string): number | null {
+  return /^(0|[1-9][0-9]{0,9})$/.test(value) && Number(value) <= 0xffff_ffff ? Number(value) : null;
+}
+
+/** A vsock port: 1..4294967294 (4294967295 is VMADDR_PORT_ANY), as in the configuration. */
 export function parsePort(value: string): number {
-  if (!/^(0|[1-9][0-9]{0,9})$/.test(value) || Number(value) > 0xffff_ffff) {
-    throw new InvalidArgumentError('must be a vsock port (0..4294967295)');
+  const n = u32(value);
+  if (n === null || n < 1 || n > MAX_VSOCK_PORT) {
+    throw new InvalidArgumentError(
+      `must be a vsock port (1..${MAX_VSOCK_PORT}; ${MAX_VSOCK_PORT + 1} is VMADDR_PORT_ANY)`,
+    );
   }
-  return Number(value);
+  return n;
 }
 
 export function parseCid(value: string): number {
-  const n = parsePort(value);
-  if (n < 3 || n >= 0xffff_ffff) throw new InvalidArgumentError('must be a guest CID (3..4294967294)');
+  const n = u32(value);
+  if (n === null || n < 3 || n >= 0xffff_ffff)
+    throw new InvalidArgumentError('must be a guest CID (3..4294967294)');
   return n;
+}
+
+/** `--log-level`: one of the logger's levels. */
+export function parseLogLevel(value: string): LogLevel {
+  const level = parseLevel(value);
+  if (!level) throw new InvalidArgumentError(`must be one of ${LOG_LEVELS.join(', ')}`);
+  return level;
+}
+
+/**
+ * A value from the environment, parsed by one of the parsers above; an
+ * invalid one is an error that names the variable:
+ * "AGENT_PASSFD_LISTENER_PORT=abc: must be a vsock port (...)".
+ */
+export function fromEnv<T>(name: string, parse: (value: string) => T): T | undefined {
+  const value = process.env[name];
+  if (value === undefined || value === '') return undefined;
+  try {
+    return parse(value);
+  } catch (err) {
+    throw new Error(`${name}=${value}: ${(err as Error).message}`);
+  }
 }
 
 /** The signals a terminal or a supervisor sends to end a foreground job: `run` and `bench` handle them. */

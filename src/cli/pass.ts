@@ -2,11 +2,55 @@
  * `passfd-broker pass`: opens a file (a FIFO: O_RDWR|O_NONBLOCK, which never
  * blocks and never fails with ENXIO), passes it to the device as the host end
  * of a connection to a guest port, prints the host port and exits.
+ *
+ * The device can only use an fd epoll can watch (a FIFO, a socket, a
+ * terminal): anything else (a regular file, a directory, /dev/null) is
+ * refused here, before it is passed, with what it is. What only the device
+ * knows (nothing listening on the guest port, a full table) comes back in its
+ * `ERR <reason>` line.
  */
 import fs from 'node:fs';
 import type { Command } from 'commander';
+import { assertPollable } from '../../native-bindings/index.js';
 import { passFd } from '../broker/hvsock-client.js';
+import { errnoText } from '../util/errno-text.js';
 import { parsePort } from './options.js';
+
+const USABLE = 'passfd needs an fd the device can poll: a FIFO, a socket or a terminal';
+
+/** What kind of file `st` is, in words. */
+function kindOf(st: fs.Stats): string {
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isDirectory()) return 'a directory';
+  return 'a regular file';
+}
+
+/** Opens `file` for passing; throws a message that says why it cannot be passed. */
+function openPassable(file: string): number {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+  } catch (err) {
+    throw new Error(`cannot open ${file}: ${errnoText(err)}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (st.isFile() || st.isBlockDevice()) throw new Error(`${file} is ${kindOf(st)}: ${USABLE}`);
+    try {
+      assertPollable(fd);
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? (err as Error).message;
+      throw new Error(`${file} is ${kindOf(st)} that epoll cannot watch (${code}): ${USABLE}`);
+    }
+    return fd;
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+}
 
 export function registerPass(program: Command): void {
   program
@@ -17,14 +61,7 @@ export function registerPass(program: Command): void {
     .option('--keep', 'keep the connection when the fd hangs up (a writer may come back)', false)
     .argument('<file>', 'file to open and pass')
     .action(async (file: string, opts: { hvsock: string; port: number; keep: boolean }) => {
-      let fd: number;
-      try {
-        fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
-      } catch (err) {
-        throw new Error(
-          `cannot open ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-        );
-      }
+      const fd = openPassable(file);
       try {
         const hostPort = await passFd(opts.hvsock, fd, opts.port, { keep: opts.keep });
         process.stdout.write(`${hostPort}\n`);

@@ -16,13 +16,13 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { exitBySignal } from '../../native-bindings/index.js';
 import { Broker, type BrokeredProcess, notRunnableStatus } from '../broker/broker.js';
 import { startEmbeddedStack } from '../broker/embedded-stack.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { createLogger } from '../util/log.js';
+import { chosenLogLevel, createLogger } from '../util/log.js';
 import { makePrivateDir, sweepStalePrivateDirs } from '../util/private-dir.js';
 import { startVmStack } from '../vm/vm-stack.js';
 import { TERMINAL_SIGNALS, type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
@@ -37,7 +37,10 @@ interface RunOptions extends VmFlags {
   env: string[];
 }
 
-function collect(value: string, prev: string[]): string[] {
+/** `-e KEY=value` (repeatable): a variable for the command's environment. */
+function collectEnv(value: string, prev: string[]): string[] {
+  if (!/^[^=]+=/.test(value))
+    throw new InvalidArgumentError(`must be KEY=value, not ${JSON.stringify(value)}`);
   return [...prev, value];
 }
 
@@ -55,7 +58,7 @@ export function registerRun(program: Command): void {
       .option('--io <path>', 'IO path: passfd (default, from config) or rpc (the RPC-copy baseline)'),
   )
     .option('--cwd <dir>', 'working directory of the command')
-    .option('-e, --env <KEY=value>', 'environment variable for the command (repeatable)', collect, [])
+    .option('-e, --env <KEY=value>', 'environment variable for the command (repeatable)', collectEnv, [])
     .argument('<cmd...>', 'the command and its arguments (after --)')
     .action(async (cmd: string[], opts: RunOptions) => {
       const outputs = watchBrokenOutputs();
@@ -95,6 +98,7 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<AttachResult
         ? await startVmStack({
             config,
             configPath: opts.config,
+            logLevel: chosenLogLevel(),
             accel: vm.accel,
             cpus: vm.cpus,
             memoryMiB: vm.memoryMiB,
@@ -103,7 +107,7 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<AttachResult
           }).catch((err: Error) => {
             throw withKvmHint(err, vm);
           })
-        : await startEmbeddedStack({ config, configPath: opts.config });
+        : await startEmbeddedStack({ config, configPath: opts.config, logLevel: chosenLogLevel() });
       const s = stack;
       cleanup.unshift(() => s.stop());
     }

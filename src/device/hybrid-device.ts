@@ -184,7 +184,7 @@ export class HybridVsockDevice {
       this.waiters.delete(conn);
       this.stats.refused++;
       this.log.info(`${what} not established: ${reason}${detail ? ` (${detail})` : ''}`);
-      if (waiter.kind === 'passfd') waiter.reply.fail(reason);
+      if (waiter.kind === 'passfd') waiter.reply.fail(refusalText(reason, conn.peerPort, detail));
       return;
     }
     const level = reason === 'done' || reason === 'peer-reset' || reason === 'shutdown' ? 'debug' : 'info';
@@ -198,4 +198,11 @@ export class HybridVsockDevice {
     this.endpoint.closeAll('shutdown');
     await this.transport?.close();
   }
+}
+
+/** What a passer is told (ERR line) when its connection was not established. */
+function refusalText(reason: CloseReason, guestPort: number, detail?: string): string {
+  if (reason === 'refused') return `nothing listens on guest port ${guestPort} (the guest answered RST)`;
+  if (reason === 'timeout') return `no answer from the guest for port ${guestPort} (is a guest attached?)`;
+  return `${reason}${detail ? ` (${detail})` : ''}`;
 }

@@ -45,8 +45,14 @@
 // - A parser that has thrown is poisoned: every later push rethrows the same
 //   error. A parser that has produced its result must not be pushed again.
 
-/** Maximum length of a command line or reply line, newline included. */
+/** Maximum length of a command line or OK reply line, newline included. */
 export const HYBRID_MAX_LINE = 32;
+/**
+ * Maximum length of an `ERR <reason>` reply line, newline included (this
+ * device's extension: Kata clients read any line and treat all but OK as a
+ * failure).
+ */
+export const HYBRID_MAX_ERR_LINE = 256;
 /** Maximum length of the passfd payload (the text sent with the fd). */
 export const HYBRID_MAX_PASSFD_PAYLOAD = 32;
 /** Largest vsock port value (ports are u32). */
@@ -63,6 +69,8 @@ export type HybridProtocolErrorCode =
   | 'malformed'
   /** Reply line is not "OK <port>". */
   | 'bad-reply'
+  /** Reply line is "ERR <reason>": the device refused; the message is the reason. */
+  | 'refused'
   /** The stream ended before a complete line arrived. */
   | 'unexpected-eof';
 
@@ -134,21 +142,26 @@ function stripCr(line: string): string {
 }
 
 /**
- * Accumulates bytes until a newline within the first HYBRID_MAX_LINE bytes.
- * Shared by the command and reply parsers; holds at most 31 bytes.
+ * Accumulates bytes until a newline within the first `max` bytes (default
+ * HYBRID_MAX_LINE). Shared by the command and reply parsers; holds at most
+ * `max - 1` bytes.
  */
 class LineReader {
-  private readonly buf = Buffer.alloc(HYBRID_MAX_LINE);
+  private readonly buf: Buffer;
   private len = 0;
   private error: HybridProtocolError | undefined;
   private done = false;
+
+  constructor(private readonly max = HYBRID_MAX_LINE) {
+    this.buf = Buffer.alloc(max);
+  }
 
   /** Returns [line without "\n" (latin1), rest] or null when more bytes are needed. */
   push(chunk: Buffer, what: string): [string, Buffer] | null {
     if (this.error) throw this.error;
     if (this.done) throw new Error(`${what} parser already produced its result`);
     if (chunk.length === 0) return null;
-    const room = HYBRID_MAX_LINE - this.len; // newline must land within this many bytes
+    const room = this.max - this.len; // newline must land within this many bytes
     const nl = chunk.indexOf(NL);
     if (nl !== -1 && nl < room) {
       this.done = true;
@@ -161,7 +174,7 @@ class LineReader {
     if (chunk.length >= room) {
       this.error = new HybridProtocolError(
         'line-too-long',
-        `${what}: no newline within the first ${HYBRID_MAX_LINE} bytes`,
+        `${what}: no newline within the first ${this.max} bytes`,
       );
       throw this.error;
     }
@@ -237,11 +250,12 @@ export class HybridCommandParser {
 
 /**
  * Client side: parses the device's "OK <hostport>\n" reply. A refused
- * connection shows up as the device closing the socket: call `end()` on EOF
- * to get an 'unexpected-eof' error.
+ * connection shows up as the device closing the socket (call `end()` on EOF
+ * to get an 'unexpected-eof' error), or, from this device, as an
+ * "ERR <reason>\n" line first (a 'refused' error carrying the reason).
  */
 export class OkReplyParser {
-  private readonly reader: LineReader = new LineReader();
+  private readonly reader: LineReader = new LineReader(HYBRID_MAX_ERR_LINE);
 
   /**
    * Feed the next chunk. Returns null while the line is incomplete.
@@ -252,6 +266,12 @@ export class OkReplyParser {
     if (got === null) return null;
     const [raw, rest] = got;
     const line = stripCr(raw);
+    if (line.startsWith('ERR ')) this.reader.fail('refused', line.slice(4));
+    if (raw.length >= HYBRID_MAX_LINE)
+      this.reader.fail(
+        'line-too-long',
+        `hybrid-vsock reply: no newline within the first ${HYBRID_MAX_LINE} bytes`,
+      );
     const ok = OK_RE.exec(line);
     if (!ok) this.reader.fail('bad-reply', `expected "OK <port>", got ${show(line)}`);
     const port = parsePort(ok[1]!);
@@ -312,4 +332,10 @@ export function encodePassfd(): Buffer {
 export function encodeOk(hostPort: number): Buffer {
   assertPort(hostPort, 'encodeOk');
   return Buffer.from(`OK ${hostPort}\n`, 'latin1');
+}
+
+/** "ERR <reason>\n": printable ASCII only, cut to fit HYBRID_MAX_ERR_LINE. */
+export function encodeErr(reason: string): Buffer {
+  const text = reason.replace(/[^\x20-\x7e]/g, '?').slice(0, HYBRID_MAX_ERR_LINE - 5);
+  return Buffer.from(`ERR ${text}\n`, 'latin1');
 }
