@@ -83,6 +83,14 @@ describe('run: every exit leaves nothing behind', () => {
     await new Captured(run.stdout).waitFor(/ready/, 20_000);
     const stack = await stackOf(run.pid!, 2);
     expect(privateDirs(tmp).length).toBe(2); // the stack's and the FIFOs'
+    // Private: directories 0700, every socket (notify sockets too) and FIFO 0600.
+    for (const d of privateDirs(tmp)) {
+      expect(fs.statSync(d).mode & 0o777, d).toBe(0o700);
+      for (const f of fs.readdirSync(d, { recursive: true }) as string[]) {
+        const st = fs.statSync(path.join(d, f));
+        if (st.isSocket() || st.isFIFO()) expect(st.mode & 0o777, f).toBe(0o600);
+      }
+    }
     run.kill('SIGKILL');
     await untilGone(stack.all);
     await until(() => privateDirs(tmp).length === 0, 'the private directories removed');
