@@ -21,7 +21,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
-import os from 'node:os';
+import { errnoName } from '../../native-bindings/errno-name.js';
 
 /** What `sd_notify` calls the environment; a plain object is fine in tests. */
 export type NotifyEnv = Readonly<Record<string, string | undefined>>;
@@ -118,11 +118,6 @@ async function sendToPath(path: string, payload: Buffer): Promise<void> {
   }
 }
 
-const errnoNames = new Map<number, string>();
-for (const [name, value] of Object.entries(os.constants.errno)) {
-  if (!errnoNames.has(value)) errnoNames.set(value, name);
-}
-
 /**
  * One line for an error from either transport. unix-dgram reports a negative
  * errno as `code` (`-2`), and `1` with message "congestion" when the
@@ -131,7 +126,7 @@ for (const [name, value] of Object.entries(os.constants.errno)) {
 function describe(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
   const code = (err as { code?: unknown }).code;
-  if (typeof code === 'number' && code < 0) return errnoNames.get(-code) ?? `errno ${-code}`;
+  if (typeof code === 'number' && code < 0) return errnoName(-code);
   if (code === 1 && err.message === 'congestion') return 'EAGAIN (the socket queue is full)';
   return err.message.split('\n')[0] ?? String(err);
 }
