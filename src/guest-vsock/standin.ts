@@ -35,7 +35,9 @@ export class StandinVsock implements GuestVsock {
       sock = connectUnix(this.socketPath);
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'EIO';
-      throw new VsockError(code, `vsock stand-in at ${this.socketPath}: ${code} (is the vmm running?)`);
+      throw new VsockError(code, `vsock stand-in at ${this.socketPath}: ${code} (is the vmm running?)`, {
+        cause: err,
+      });
     }
     const lines = new LineSplitter();
     const channel = new FdChannel(sock, {
