@@ -122,8 +122,18 @@ export class BrokeredProcess {
     try {
       if (this.usesPassfd) await this.passAll();
       await this.launch();
-      if (!this.usesPassfd)
-        this.rpc = new RpcCopy(this.broker, this, this.opts.config.runtime.rpc_chunk_size, this.opts.log);
+      if (!this.usesPassfd) {
+        const { stdin, stdout, stderr } = this.spec.fifos;
+        this.rpc = new RpcCopy({
+          call: (method, req) => this.broker.call(method, req),
+          containerId: this.spec.containerId,
+          execId: this.execId,
+          fifos: { stdin, stdout, ...(this.spec.terminal ? {} : { stderr }) },
+          releaseStdin: () => this.fifos.release('stdin'),
+          chunkSize: this.opts.config.runtime.rpc_chunk_size,
+          log: this.opts.log,
+        });
+      }
     } catch (err) {
       this.releaseAll();
       throw err;
