@@ -9,15 +9,8 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
-
-interface DgramSocket {
-  on(event: 'message', cb: (buf: Buffer) => void): void;
-  on(event: 'error', cb: (err: Error) => void): void;
-  bind(path: string): void;
-  close(): void;
-}
+import { type DatagramReceiver, receiveDatagrams } from './unix-dgram.js';
 
 /**
  * The CLI the children run: beside this file once built; from TypeScript sources
@@ -50,13 +43,12 @@ export function startReady(
   opts: StartReadyOptions = {},
 ): Promise<ReadyChild> {
   const notifyPath = path.join(dir, `${name}.notify`);
-  const unix = createRequire(import.meta.url)('unix-dgram') as { createSocket(t: 'unix_dgram'): DgramSocket };
-  const sock = unix.createSocket('unix_dgram');
   return new Promise((resolve, reject) => {
     let child: ChildProcess | null = null;
     let settled = false;
+    let notify: DatagramReceiver | null = null;
     const closeNotify = () => {
-      sock.close();
+      notify?.close();
       fs.rmSync(notifyPath, { force: true });
     };
     const finish = (err: Error | null) => {
@@ -73,11 +65,18 @@ export function startReady(
     const onExit = (code: number | null, sig: string | null) =>
       finish(new Error(`${name} exited before it was ready (${sig ?? `exit ${code}`})`));
     const timer = setTimeout(() => finish(new Error(`${name} not ready within ${timeoutMs} ms`)), timeoutMs);
-    sock.on('message', (buf) => {
-      if (buf.toString().split('\n').includes('READY=1')) finish(null);
-    });
-    sock.on('error', (err) => finish(err));
-    sock.bind(notifyPath);
+    try {
+      notify = receiveDatagrams(
+        notifyPath,
+        (msg) => {
+          if (msg.toString().split('\n').includes('READY=1')) finish(null);
+        },
+        (err) => finish(err),
+      );
+    } catch (err) {
+      finish(err as Error);
+      return;
+    }
     child = spawn(process.execPath, [...(opts.nodeArgs ?? []), CLI_MAIN, ...args], {
       stdio: ['ignore', 'ignore', opts.onStderr ? 'pipe' : 'inherit'],
       env: { ...process.env, NOTIFY_SOCKET: notifyPath, PASSFD_LOG: logLevel },
