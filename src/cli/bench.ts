@@ -18,7 +18,6 @@ import {
   parseScenarios,
   SCENARIOS,
 } from '../bench/options.js';
-import { loadConfig } from '../config/load.js';
 import { type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
 
 interface BenchCliOptions extends VmFlags {
@@ -116,12 +115,15 @@ export function registerBench(program: Command): void {
       const bench = benchOptionsFrom(opts);
       // Loaded here, not at the top: every role (vmm, agent) runs this binary, and the
       // charting libraries would slow down all of their starts.
-      const [{ runBench }, { writeOutputs }, { toJson }, { renderTable }] = await Promise.all([
-        import('../bench/runner.js'),
-        import('../bench/output.js'),
-        import('../bench/results.js'),
-        import('../bench/terminal-table.js'),
-      ]);
+      const [{ loadConfig }, { runBench }, { writeOutputs }, { toJson }, { renderTable }] = await Promise.all(
+        [
+          import('../config/load.js'),
+          import('../bench/runner.js'),
+          import('../bench/output.js'),
+          import('../bench/results.js'),
+          import('../bench/terminal-table.js'),
+        ],
+      );
       const report = await runBench({
         config: loadConfig(opts.config),
         bench,

@@ -18,12 +18,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { Broker, type BrokeredProcess } from '../broker/broker.js';
-import { startEmbeddedStack } from '../broker/embedded-stack.js';
-import { loadConfig } from '../config/load.js';
+import type { BrokeredProcess } from '../broker/broker.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../util/log.js';
-import { startVmStack } from '../vm/vm-stack.js';
 import { type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
 
 interface RunOptions extends VmFlags {
@@ -69,6 +66,7 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
   const log = createLogger('run');
   const vm = vmSpecFrom(opts);
   if (vm && opts.hvsock) throw new Error('--vm and --hvsock exclude each other');
+  const { loadConfig } = await import('../config/load.js');
   const config: Config = loadConfig(opts.config);
   if (opts.io) {
     if (opts.io !== 'passfd' && opts.io !== 'rpc')
@@ -81,20 +79,24 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
   const cleanup: (() => void | Promise<void>)[] = [
     () => fs.rmSync(fifoDir, { recursive: true, force: true }),
   ];
+  // The broker's modules load while the stack's processes start.
+  const brokerModule = import('../broker/broker.js');
   try {
     if (!hvsock) {
       stack = vm
-        ? await startVmStack({
-            config,
-            accel: vm.accel,
-            cpus: vm.cpus,
-            memoryMiB: vm.memoryMiB,
-            // KVM boots in seconds where it works and fails or hangs where it does not: a minute.
-            ...(vm.accel === 'kvm' ? { startTimeoutMs: 60_000 } : {}),
-          }).catch((err: Error) => {
-            throw withKvmHint(err, vm);
-          })
-        : await startEmbeddedStack({ config });
+        ? await (await import('../vm/vm-stack.js'))
+            .startVmStack({
+              config,
+              accel: vm.accel,
+              cpus: vm.cpus,
+              memoryMiB: vm.memoryMiB,
+              // KVM boots in seconds where it works and fails or hangs where it does not: a minute.
+              ...(vm.accel === 'kvm' ? { startTimeoutMs: 60_000 } : {}),
+            })
+            .catch((err: Error) => {
+              throw withKvmHint(err, vm);
+            })
+        : await (await import('../broker/embedded-stack.js')).startEmbeddedStack({ config });
       const s = stack;
       cleanup.unshift(() => s.stop());
     }
@@ -106,6 +108,7 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
     };
     for (const f of Object.values(fifos)) if (f) execFileSync('mkfifo', ['-m', '600', f]);
 
+    const { Broker } = await brokerModule;
     const broker = new Broker({ hvsockPath: hvsock ?? stack!.hvsockPath, config, log });
     cleanup.unshift(() => broker.close());
     const tty = opts.tty && process.stdout.isTTY ? process.stdout : null;
