@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config/schema.js';
-import { type ReadyChild, startReady, stopChild } from '../util/ready-child.js';
+import { startReady, stopChild } from '../util/ready-child.js';
 
 export interface EmbeddedStack {
   dir: string;
@@ -41,21 +41,25 @@ export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedSt
   const timeout = opts.startTimeoutMs ?? 20_000;
   const rt = opts.config.runtime;
   const cid = String(opts.config.hypervisor.guest_cid);
-  let vmm: ReadyChild | null = null;
-  try {
-    vmm = await startReady(
+  // Both start at once: the agent waits, event-driven, for the vmm's stand-in socket
+  // (agent --standin-wait-ms), so start-up costs the slower of the two, not their sum.
+  const giveUp = new AbortController();
+  const starting = [
+    startReady(
       ['vmm', '--hvsock', hvsockPath, '--guest-dir', guestDir, '--guest-cid', cid],
       dir,
       'vmm',
       level,
       timeout,
-      { nodeArgs: opts.nodeArgs },
-    );
-    const agent = await startReady(
+      { nodeArgs: opts.nodeArgs, signal: giveUp.signal },
+    ),
+    startReady(
       [
         'agent',
         '--guest-dir',
         guestDir,
+        '--standin-wait-ms',
+        String(timeout),
         '--passfd-port',
         String(rt.passfd_listener_port),
         '--agent-port',
@@ -68,29 +72,35 @@ export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedSt
       'agent',
       level,
       timeout,
-      { nodeArgs: opts.nodeArgs },
-    );
-    const v = vmm;
-    return {
-      dir,
-      hvsockPath,
-      guestDir,
-      vmm: v.child,
-      agent: agent.child,
-      stop: async () => {
-        await stopChild(agent.child);
-        await stopChild(v.child);
-        agent.closeNotify();
-        v.closeNotify();
-        fs.rmSync(dir, { recursive: true, force: true });
-      },
-    };
-  } catch (err) {
-    if (vmm) {
-      await stopChild(vmm.child);
-      vmm.closeNotify();
+      { nodeArgs: opts.nodeArgs, signal: giveUp.signal },
+    ),
+  ];
+  // The first failure ends the other start too (an agent would otherwise wait for a vmm that died).
+  for (const p of starting) p.catch((err: Error) => giveUp.abort(err));
+  const results = await Promise.allSettled(starting);
+  const [vmm, agent] = results.map((r) => (r.status === 'fulfilled' ? r.value : null));
+  if (!vmm || !agent) {
+    for (const c of [agent, vmm]) {
+      if (!c) continue;
+      await stopChild(c.child);
+      c.closeNotify();
     }
     fs.rmSync(dir, { recursive: true, force: true });
-    throw err;
+    // The first failure, not the abort it caused in the other start.
+    throw giveUp.signal.reason;
   }
+  return {
+    dir,
+    hvsockPath,
+    guestDir,
+    vmm: vmm.child,
+    agent: agent.child,
+    stop: async () => {
+      await stopChild(agent.child);
+      await stopChild(vmm.child);
+      agent.closeNotify();
+      vmm.closeNotify();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

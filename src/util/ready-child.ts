@@ -31,6 +31,8 @@ export interface StartReadyOptions {
   nodeArgs?: string[];
   /** Capture the child's stderr (default: it goes to ours). */
   onStderr?: (chunk: Buffer) => void;
+  /** Aborting gives up the start: the child is killed and the promise rejects with the reason. */
+  signal?: AbortSignal;
 }
 
 /** Starts `passfd-broker <args>` and resolves once it has sent READY=1. */
@@ -55,16 +57,28 @@ export function startReady(
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
       child?.off('exit', onExit);
-      if (err) {
-        closeNotify();
-        child?.kill('SIGKILL');
-        reject(err);
-      } else resolve({ child: child!, closeNotify });
+      if (!err) {
+        resolve({ child: child!, closeNotify });
+        return;
+      }
+      closeNotify();
+      // Reject once the child is gone, so a failed start leaves no process behind.
+      if (child && child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+        child.once('exit', () => reject(err));
+        child.kill('SIGKILL');
+      } else reject(err);
     };
     const onExit = (code: number | null, sig: string | null) =>
       finish(new Error(`${name} exited before it was ready (${sig ?? `exit ${code}`})`));
     const timer = setTimeout(() => finish(new Error(`${name} not ready within ${timeoutMs} ms`)), timeoutMs);
+    const onAbort = () => finish(opts.signal!.reason as Error);
+    if (opts.signal?.aborted) {
+      onAbort();
+      return;
+    }
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       notify = receiveDatagrams(
         notifyPath,
