@@ -27,7 +27,7 @@ import { cachedInitramfs } from '../../src/vm/initramfs.js';
 import { startQemu } from '../../src/vm/qemu.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const cli = path.join(root, 'dist/src/cli/main.js');
+const cli = path.join(root, 'dist/cli/passfd-broker.js');
 const kvm = process.argv.includes('--kvm');
 const keep = process.argv.includes('--keep');
 const argNum = (name: string, dflt: number) => {

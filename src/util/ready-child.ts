@@ -12,13 +12,21 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type DatagramReceiver, receiveDatagrams } from './unix-dgram.js';
 
+/** Defined (true) only inside the CLI bundle, by scripts/build-cli.mjs. */
+declare const PASSFD_CLI_BUNDLE: boolean | undefined;
+
 /**
- * The CLI the children run: beside this file once built; from TypeScript sources
- * (tests, examples under tsx) the built one in dist/, so children start fast.
+ * The CLI the children run, always the bundled one (dist/cli/passfd-broker.js,
+ * fast to start): from inside the bundle, beside this chunk; from the library
+ * build (dist/src/util/), two levels up; from TypeScript sources (tests,
+ * examples under tsx), in dist/.
  */
-export const CLI_MAIN = import.meta.filename.endsWith('.ts')
-  ? path.resolve(import.meta.dirname, '../../dist/src/cli/main.js')
-  : path.resolve(import.meta.dirname, '../cli/main.js');
+export const CLI_MAIN =
+  typeof PASSFD_CLI_BUNDLE !== 'undefined'
+    ? path.join(import.meta.dirname, 'passfd-broker.js')
+    : import.meta.filename.endsWith('.ts')
+      ? path.resolve(import.meta.dirname, '../../dist/cli/passfd-broker.js')
+      : path.resolve(import.meta.dirname, '../../cli/passfd-broker.js');
 
 export interface ReadyChild {
   child: ChildProcess;
