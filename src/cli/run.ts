@@ -106,7 +106,8 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
       stdout: path.join(fifoDir, `${id}-stdout`),
       stderr: opts.tty ? undefined : path.join(fifoDir, `${id}-stderr`),
     };
-    for (const f of Object.values(fifos)) if (f) execFileSync('mkfifo', ['-m', '600', f]);
+    // One mkfifo for all of them: each exec from this (large) process costs milliseconds.
+    execFileSync('mkfifo', ['-m', '600', ...Object.values(fifos).filter((f) => f !== undefined)]);
 
     const { Broker } = await brokerModule;
     const broker = new Broker({ hvsockPath: hvsock ?? stack!.hvsockPath, config, log });
