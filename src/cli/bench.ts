@@ -30,6 +30,7 @@ interface BenchCliOptions extends VmFlags {
   reps?: string;
   trips?: string;
   setups?: string;
+  startups?: string;
   timeout?: string;
   chunkSize?: string;
   json: boolean;
@@ -51,6 +52,7 @@ export function benchOptionsFrom(o: BenchCliOptions): BenchOptions {
   if (o.reps) b.reps = parsePositiveInt(o.reps, '--reps');
   if (o.trips) b.trips = parsePositiveInt(o.trips, '--trips');
   if (o.setups) b.setups = parsePositiveInt(o.setups, '--setups');
+  if (o.startups) b.startups = parsePositiveInt(o.startups, '--startups');
   if (o.timeout) b.timeoutMs = parsePositiveInt(o.timeout, '--timeout') * 1000;
   if (o.chunkSize) b.chunkSize = parseBytes(o.chunkSize);
   return b;
@@ -94,6 +96,10 @@ export function registerBench(program: Command): void {
     .option('--reps <n>', `repetitions per path (${defaults((b) => String(b.reps))})`)
     .option('--trips <n>', `64-byte round trips per latency repetition (${defaults((b) => String(b.trips))})`)
     .option('--setups <n>', `process starts per set-up repetition (${defaults((b) => String(b.setups))})`)
+    .option(
+      '--startups <n>',
+      `start-up scenario: runs of each CLI probe, beside node -e 0 (${defaults((b) => String(b.startups))})`,
+    )
     .option(
       '--timeout <s>',
       `bound for any one measured operation, seconds (${defaults((b) => String(b.timeoutMs / 1000))})`,
@@ -140,6 +146,6 @@ export function registerBench(program: Command): void {
         process.stdout.write(`\nwritten: ${opts.out}/results.json, results.md, chart.svg\n`);
       if (opts.cpuProf)
         process.stderr.write(`CPU profiles of vmm and agent (*.cpuprofile): ${opts.cpuProf}\n`);
-      process.exitCode = report.summary.length === 0 ? 1 : 0;
+      process.exitCode = report.summary.length === 0 && !report.startup ? 1 : 0;
     });
 }

@@ -82,4 +82,50 @@ describe('passfd-broker bench (built CLI)', () => {
     expect(functions.some((fns) => fns.has('spliceFd'))).toBe(true);
     fs.rmSync(out, { recursive: true, force: true });
   }, 120_000);
+
+  it('the start-up scenario alone: every CLI probe beside node -e 0, no stack started', async () => {
+    const child = spawn(
+      process.execPath,
+      [CLI, 'bench', '--scenarios', 'startup', '--startups', '2', '--json'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, PASSFD_LOG: 'warn' },
+      },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const { code } = await exited(child, 90_000);
+    expect(code, stderr).toBe(0);
+    const report = JSON.parse(stdout);
+    expect(report.errors, stderr).toEqual([]);
+    expect(report.summary).toEqual([]);
+    expect(report.runs).toEqual([]);
+    const rows = report.startup as {
+      key: string;
+      until: string;
+      wallP50Ms: number;
+      cpuP50Ms: number;
+      vsNode: number;
+      n: number;
+    }[];
+    expect(rows.map((r) => [r.key, r.until])).toEqual([
+      ['node', 'exit'],
+      ['help', 'exit'],
+      ['run', 'exit'],
+      ['vmm', 'ready'],
+      ['agent', 'ready'],
+    ]);
+    for (const r of rows) {
+      expect(r.n, r.key).toBe(2);
+      expect(r.wallP50Ms, r.key).toBeGreaterThan(0);
+      expect(r.cpuP50Ms, r.key).toBeGreaterThanOrEqual(0);
+    }
+    expect(rows[0]!.vsNode).toBe(1);
+  }, 120_000);
 });
