@@ -4,9 +4,11 @@
  * a QEMU guest running the agent and the container processes (sizes and
  * timeouts then default to what TCG manages). Prints a table (with a
  * progress bar on stderr while it runs), or the JSON report with `--json`;
- * `--out <dir>` also writes results.json, results.md and chart.svg. The
- * benchmark modules (and vega) are imported only when `bench` runs.
+ * `--out <dir>` also writes results.json, results.md and chart.svg (the
+ * chart needs the optional packages vega and vega-lite). The benchmark
+ * modules (and vega) are imported only when `bench` runs.
  */
+import path from 'node:path';
 import type { Command } from 'commander';
 import {
   type BenchOptions,
@@ -140,10 +142,14 @@ export function registerBench(program: Command): void {
         // Measurement failures are in the report; what escapes is a stack that did not start.
         throw vm ? withKvmHint(err, vm) : err;
       });
-      if (opts.out) await writeOutputs(opts.out, report);
+      const written = opts.out ? await writeOutputs(opts.out, report) : null;
       process.stdout.write(opts.json ? `${toJson(report)}\n` : `${renderTable(report)}\n`);
-      if (opts.out && !opts.json)
-        process.stdout.write(`\nwritten: ${opts.out}/results.json, results.md, chart.svg\n`);
+      if (written && !opts.json) {
+        const names = [written.json, written.markdown, written.chart].filter((f) => f !== null);
+        process.stdout.write(`\nwritten: ${names.map((f) => path.basename(f)).join(', ')} in ${opts.out}\n`);
+      }
+      if (written?.chartSkipped)
+        process.stderr.write(`passfd-broker bench: no chart.svg: ${written.chartSkipped}\n`);
       if (opts.cpuProf)
         process.stderr.write(`CPU profiles of vmm and agent (*.cpuprofile): ${opts.cpuProf}\n`);
       process.exitCode = report.summary.length === 0 && !report.startup ? 1 : 0;
