@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import type { BrokeredProcess } from '../broker/broker.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../util/log.js';
@@ -49,7 +49,12 @@ export function registerRun(program: Command): void {
         '--hvsock <path>',
         'use a running device (and its agent) instead of starting the embedded stack',
       )
-      .option('--io <path>', 'IO path: passfd (default, from config) or rpc (the RPC-copy baseline)'),
+      .addOption(
+        new Option(
+          '--io <path>',
+          'IO path: passfd (default, from config) or rpc (the RPC-copy baseline)',
+        ).choices(['passfd', 'rpc']),
+      ),
   )
     .option('--cwd <dir>', 'working directory of the command')
     .option('-e, --env <KEY=value>', 'environment variable for the command (repeatable)', collect, [])
@@ -68,11 +73,7 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
   if (vm && opts.hvsock) throw new Error('--vm and --hvsock exclude each other');
   const { loadConfig } = await import('../config/load.js');
   const config: Config = loadConfig(opts.config);
-  if (opts.io) {
-    if (opts.io !== 'passfd' && opts.io !== 'rpc')
-      throw new Error(`--io must be passfd or rpc, not ${opts.io}`);
-    config.runtime.use_passfd_io = opts.io === 'passfd';
-  }
+  if (opts.io) config.runtime.use_passfd_io = opts.io === 'passfd';
   const hvsock = vm ? undefined : (opts.hvsock ?? (config.hypervisor.hvsock_path || undefined));
   let stack: { hvsockPath: string; stop(): Promise<void> } | null = null;
   const fifoDir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-fifos-'));
