@@ -1,6 +1,6 @@
 /**
- * Pins down the IO semantics DESIGN.md lists, on both IO paths, through real
- * FIFOs and a real stack:
+ * Pins down the IO semantics a runtime relies on (README: "The agent and the
+ * broker"), on both IO paths, through real FIFOs and a real stack:
  * - CloseStdin after writing: every byte is read, then EOF (repeated);
  * - exit vs. output: when wait() reports the exit, every output byte is
  *   already in the FIFO (nothing can arrive later: its writers are gone);
