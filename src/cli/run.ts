@@ -80,24 +80,29 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
   const cleanup: (() => void | Promise<void>)[] = [
     () => fs.rmSync(fifoDir, { recursive: true, force: true }),
   ];
-  // The broker's modules load while the stack's processes start.
-  const brokerModule = import('../broker/broker.js');
+  let brokerModule: Promise<typeof import('../broker/broker.js')> | null = null;
+  // The broker's modules load while the stack's processes start, but only once they
+  // are spawned: evaluating those modules holds the event loop for tens of ms.
+  const loadBroker = <T>(starting: Promise<T>): Promise<T> => {
+    brokerModule = import('../broker/broker.js');
+    return starting;
+  };
   try {
     if (!hvsock) {
       stack = vm
-        ? await (await import('../vm/vm-stack.js'))
-            .startVmStack({
+        ? await loadBroker(
+            (await import('../vm/vm-stack.js')).startVmStack({
               config,
               accel: vm.accel,
               cpus: vm.cpus,
               memoryMiB: vm.memoryMiB,
               // KVM boots in seconds where it works and fails or hangs where it does not: a minute.
               ...(vm.accel === 'kvm' ? { startTimeoutMs: 60_000 } : {}),
-            })
-            .catch((err: Error) => {
-              throw withKvmHint(err, vm);
-            })
-        : await (await import('../broker/embedded-stack.js')).startEmbeddedStack({ config });
+            }),
+          ).catch((err: Error) => {
+            throw withKvmHint(err, vm);
+          })
+        : await loadBroker((await import('../broker/embedded-stack.js')).startEmbeddedStack({ config }));
       const s = stack;
       cleanup.unshift(() => s.stop());
     }
@@ -110,7 +115,7 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
     // One mkfifo for all of them: each exec from this (large) process costs milliseconds.
     execFileSync('mkfifo', ['-m', '600', ...Object.values(fifos).filter((f) => f !== undefined)]);
 
-    const { Broker } = await brokerModule;
+    const { Broker } = await (brokerModule ?? import('../broker/broker.js'));
     const broker = new Broker({ hvsockPath: hvsock ?? stack!.hvsockPath, config, log });
     cleanup.unshift(() => broker.close());
     const tty = opts.tty && process.stdout.isTTY ? process.stdout : null;
