@@ -11,7 +11,6 @@
 import type { Command } from 'commander';
 import type { GuestVsock } from '../guest-vsock/types.js';
 import { createLogger } from '../util/log.js';
-import { notifyReady, notifyStopping } from '../util/sd-notify.js';
 import { onTermination, parseMs, parsePort } from './options.js';
 
 const DEFAULT_PASSFD_PORT = 1027;
@@ -62,11 +61,14 @@ export function registerAgent(program: Command): void {
           opts.passfdPort ?? (envPort ? parsePort(envPort) : undefined) ?? DEFAULT_PASSFD_PORT;
         if (passfdPort === opts.agentPort) throw new Error('--passfd-port and --agent-port must differ');
         // The agent's modules (ttrpc, protobuf, the native bindings) load only when it runs.
-        const [{ Agent }, { AfVsock }, { StandinVsock }] = await Promise.all([
-          import('../agent/agent.js'),
-          import('../guest-vsock/af-vsock.js'),
-          import('../guest-vsock/standin.js'),
-        ]);
+        const [{ Agent }, { AfVsock }, { StandinVsock }, { notifyReady, notifyStopping }] = await Promise.all(
+          [
+            import('../agent/agent.js'),
+            import('../guest-vsock/af-vsock.js'),
+            import('../guest-vsock/standin.js'),
+            import('../util/sd-notify.js'),
+          ],
+        );
         const vsock: GuestVsock = opts.vsock
           ? new AfVsock({
               // net.Socket cannot wrap AF_VSOCK fds: ttrpc connections come bridged over AF_UNIX.

@@ -8,7 +8,6 @@ import type { Command } from 'commander';
 import type { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
 import type { VhostUserVsockTransport } from '../device/transport/vhost-user/backend-server.js';
 import { createLogger } from '../util/log.js';
-import { notifyReady, notifyStopping } from '../util/sd-notify.js';
 import { onTermination, parseCid } from './options.js';
 
 export function registerVmm(program: Command): void {
@@ -25,7 +24,10 @@ export function registerVmm(program: Command): void {
         throw new Error('give exactly one guest: --guest-dir (loopback) or --vhost-user (QEMU)');
       }
       // The device and only the guest transport asked for load when the vmm runs.
-      const { HybridVsockDevice } = await import('../device/hybrid-device.js');
+      const [{ HybridVsockDevice }, { notifyReady, notifyStopping }] = await Promise.all([
+        import('../device/hybrid-device.js'),
+        import('../util/sd-notify.js'),
+      ]);
       const device = new HybridVsockDevice({ hvsockPath: opts.hvsock, guestCid: opts.guestCid, log });
       let transport: LoopbackTransport | VhostUserVsockTransport;
       let guestStack: LoopbackTransport['stack'] | null = null;
