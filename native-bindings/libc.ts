@@ -11,6 +11,7 @@
 import os from 'node:os';
 import util from 'node:util';
 import koffi from 'koffi';
+import { errnoName } from './errno-name.js';
 
 export const libc = koffi.load('libc.so.6');
 koffi.alias('ssize_t', 'intptr_t');
@@ -54,11 +55,6 @@ export const c = {
   epoll_ctl: libc.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
 };
 
-const errnoNames = new Map<number, string>();
-for (const [name, value] of Object.entries(os.constants.errno)) {
-  if (!errnoNames.has(value)) errnoNames.set(value, name);
-}
-
 /**
  * An errno from a libc call, named (`EAGAIN`, `EBADF`, ...) as Node's own
  * errors are, with the system's description: "connect /x: ENOENT (no such
@@ -69,7 +65,7 @@ export class SysError extends Error {
   readonly errno: number;
   readonly syscall: string;
   constructor(syscall: string, errno: number, detail?: string) {
-    const code = errnoNames.get(errno) ?? `E${errno}`;
+    const code = errnoName(errno);
     const text = util.getSystemErrorMap().get(-errno)?.[1] ?? `errno ${errno}`;
     super(`${syscall}${detail ? ` ${detail}` : ''}: ${code} (${text})`);
     this.name = 'SysError';

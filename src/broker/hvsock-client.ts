@@ -22,10 +22,20 @@ import {
 } from '../protocol/hybrid-vsock.js';
 import { errnoText } from '../util/errno-text.js';
 
+/**
+ * The device could not be reached, refused, or broke the protocol. `cause`
+ * is the error underneath; `code` is its errno name (`ENOENT`: no socket at
+ * that path, `ECONNREFUSED`: nobody serving it, ...) when a system call
+ * failed, undefined for a refusal or a protocol error.
+ */
 export class HvsockError extends Error {
-  constructor(message: string) {
-    super(message);
+  readonly code: string | undefined;
+
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = 'HvsockError';
+    const code = (options?.cause as { code?: unknown } | undefined)?.code;
+    this.code = typeof code === 'string' ? code : undefined;
   }
 }
 
@@ -37,7 +47,9 @@ function socketErrorText(err: unknown): string {
 }
 
 function unreachable(hvsockPath: string, err: unknown): HvsockError {
-  return new HvsockError(`cannot reach the hybrid-vsock socket ${hvsockPath}: ${socketErrorText(err)}`);
+  return new HvsockError(`cannot reach the hybrid-vsock socket ${hvsockPath}: ${socketErrorText(err)}`, {
+    cause: err,
+  });
 }
 
 export interface PassFdOptions {
@@ -127,6 +139,7 @@ export function passFdTracked(
           fail(
             new HvsockError(
               `passfd to guest port ${port}${refused ? ' refused' : ''}: ${(err as Error).message}`,
+              { cause: err },
             ),
           );
         }
@@ -135,7 +148,7 @@ export function passFdTracked(
         fail(
           new HvsockError(`passfd to guest port ${port} refused: the device closed the socket without OK`),
         ),
-      onError: (err) => fail(new HvsockError(`passfd to guest port ${port}: ${err.message}`)),
+      onError: (err) => fail(new HvsockError(`passfd to guest port ${port}: ${err.message}`, { cause: err })),
     });
     let copy: number;
     try {
@@ -159,10 +172,10 @@ export function hybridConnect(hvsockPath: string, port: number, timeoutMs = 10_0
   return new Promise((resolve, reject) => {
     const socket = net.createConnection(hvsockPath);
     const parser = new OkReplyParser();
-    const fail = (msg: string) => {
+    const fail = (msg: string, cause?: unknown) => {
       cleanup();
       socket.destroy();
-      reject(new HvsockError(`CONNECT ${port} via ${hvsockPath}: ${msg}`));
+      reject(new HvsockError(`CONNECT ${port} via ${hvsockPath}: ${msg}`, cause ? { cause } : undefined));
     };
     const timer = setTimeout(() => fail(`no reply within ${timeoutMs} ms`), timeoutMs);
     const onData = (chunk: Buffer) => {
@@ -170,7 +183,7 @@ export function hybridConnect(hvsockPath: string, port: number, timeoutMs = 10_0
       try {
         ok = parser.push(chunk);
       } catch (err) {
-        fail((err as Error).message);
+        fail((err as Error).message, err);
         return;
       }
       if (!ok) return;
@@ -181,7 +194,7 @@ export function hybridConnect(hvsockPath: string, port: number, timeoutMs = 10_0
     };
     const onEnd = () =>
       fail('refused: the device closed the connection (nobody listening on that guest port?)');
-    const onError = (err: Error) => fail(socketErrorText(err));
+    const onError = (err: Error) => fail(socketErrorText(err), err);
     const cleanup = () => {
       clearTimeout(timer);
       socket.off('data', onData);

@@ -5,14 +5,16 @@
  * timeouts then default to what TCG manages). Prints a table (with a
  * progress bar on stderr while it runs), or the JSON report with `--json`;
  * `--out <dir>` also writes results.json, results.md and chart.svg (the
- * directory is checked before the run; the results are printed even if
- * writing them fails). Exits 1 when any measurement failed. SIGINT, SIGTERM
- * or SIGHUP stop the run: the cursor comes back, the stack and the
- * temporary directories go, exit 128+n. The benchmark modules (and vega)
- * are imported only when `bench` runs.
+ * directory is checked before the run; the chart needs the optional
+ * packages vega and vega-lite; the results are printed even if writing them
+ * fails). Exits 1 when any measurement failed. SIGINT, SIGTERM or SIGHUP
+ * stop the run: the cursor comes back, the stack and the temporary
+ * directories go, exit 128+n. The benchmark modules (and vega) are imported
+ * only when `bench` runs.
  */
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import type { Command } from 'commander';
 import {
   type BenchOptions,
@@ -24,9 +26,7 @@ import {
   parseScenarios,
   SCENARIOS,
 } from '../bench/options.js';
-import { loadConfig } from '../config/load.js';
 import { MAX_RPC_CHUNK_SIZE } from '../config/schema.js';
-import { sweepStalePrivateDirs } from '../util/private-dir.js';
 import { TERMINAL_SIGNALS, type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
 
 interface BenchCliOptions extends VmFlags {
@@ -39,6 +39,7 @@ interface BenchCliOptions extends VmFlags {
   reps?: string;
   trips?: string;
   setups?: string;
+  startups?: string;
   timeout?: string;
   chunkSize?: string;
   json: boolean;
@@ -60,6 +61,7 @@ export function benchOptionsFrom(o: BenchCliOptions): BenchOptions {
   if (o.reps) b.reps = parsePositiveInt(o.reps, '--reps');
   if (o.trips) b.trips = parsePositiveInt(o.trips, '--trips');
   if (o.setups) b.setups = parsePositiveInt(o.setups, '--setups');
+  if (o.startups) b.startups = parsePositiveInt(o.startups, '--startups');
   if (o.timeout) b.timeoutMs = parsePositiveInt(o.timeout, '--timeout') * 1000;
   if (o.chunkSize) {
     b.chunkSize = parseBytes(o.chunkSize);
@@ -129,6 +131,10 @@ export function registerBench(program: Command): void {
     .option('--trips <n>', `64-byte round trips per latency repetition (${defaults((b) => String(b.trips))})`)
     .option('--setups <n>', `process starts per set-up repetition (${defaults((b) => String(b.setups))})`)
     .option(
+      '--startups <n>',
+      `start-up scenario: runs of each CLI probe, beside node -e 0 (${defaults((b) => String(b.startups))})`,
+    )
+    .option(
       '--timeout <s>',
       `bound for any one measured operation, seconds (${defaults((b) => String(b.timeoutMs / 1000))})`,
     )
@@ -148,11 +154,13 @@ export function registerBench(program: Command): void {
         );
       const bench = benchOptionsFrom(opts);
       if (opts.out) prepareOutDir(opts.out);
-      sweepStalePrivateDirs(); // what an earlier bench or run killed with -9 could not remove
+      // What an earlier bench or run killed with -9 could not remove.
+      (await import('../util/private-dir.js')).sweepStalePrivateDirs();
       // Loaded here, not at the top: every role (vmm, agent) runs this binary, and the
       // charting libraries would slow down all of their starts.
-      const [{ runBench, BenchInterrupted }, { writeOutputs }, { toJson }, { renderTable }] =
+      const [{ loadConfig }, { runBench, BenchInterrupted }, { writeOutputs }, { toJson }, { renderTable }] =
         await Promise.all([
+          import('../config/load.js'),
           import('../bench/runner.js'),
           import('../bench/output.js'),
           import('../bench/results.js'),
@@ -192,14 +200,20 @@ export function registerBench(program: Command): void {
       }
       // The results are printed even if writing the files fails.
       process.stdout.write(opts.json ? `${toJson(report)}\n` : `${renderTable(report)}\n`);
-      let written = true;
+      let writeFailed = false;
       if (opts.out) {
         try {
-          await writeOutputs(opts.out, report);
-          if (!opts.json)
-            process.stdout.write(`\nwritten: ${opts.out}/results.json, results.md, chart.svg\n`);
+          const written = await writeOutputs(opts.out, report);
+          if (!opts.json) {
+            const names = [written.json, written.markdown, written.chart].filter((f) => f !== null);
+            process.stdout.write(
+              `\nwritten: ${names.map((f) => path.basename(f)).join(', ')} in ${opts.out}\n`,
+            );
+          }
+          if (written.chartSkipped)
+            process.stderr.write(`passfd-broker bench: no chart.svg: ${written.chartSkipped}\n`);
         } catch (err) {
-          written = false;
+          writeFailed = true;
           process.stderr.write(
             `passfd-broker: bench: cannot write --out ${opts.out}: ${(err as Error).message}\n`,
           );
@@ -210,7 +224,8 @@ export function registerBench(program: Command): void {
       // Any failed measurement (listed above the table and in the report's errors) fails the run.
       if (report.errors.length > 0)
         process.stderr.write(`bench: ${report.errors.length} measurement(s) failed\n`);
-      const code = report.summary.length === 0 || report.errors.length > 0 || !written ? 1 : 0;
+      const nothing = report.summary.length === 0 && !report.startup;
+      const code = nothing || report.errors.length > 0 || writeFailed ? 1 : 0;
       // Exit explicitly: a failed measurement may leave a handle behind (a FIFO nobody
       // will open again) that would otherwise keep the process alive. Flush first.
       await Promise.all([process.stdout, process.stderr].map((s) => new Promise((r) => s.write('', r))));

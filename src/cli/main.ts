@@ -9,8 +9,8 @@
  *   run     the end-to-end demo: a command's stdio through passfd
  *   bench   passfd vs RPC-copy, side by side
  */
-import { Command } from 'commander';
-import { type LogLevel, setLogLevel } from '../util/log.js';
+import { Command, Option } from 'commander';
+import { LOG_LEVELS, type LogLevel, setLogLevel } from '../util/log.js';
 import { packageVersion } from '../util/version.js';
 import { registerAgent } from './agent.js';
 import { registerBench } from './bench.js';
@@ -25,7 +25,7 @@ program
   .name('passfd-broker')
   .description('vsock fd passthrough for VM-isolated containers (Kata/Dragonball hybrid-vsock protocol)')
   .version(packageVersion(), '-V, --version', 'print the version')
-  .option('--log-level <level>', 'error, warn, info or debug (env PASSFD_LOG)', parseLogLevel)
+  .addOption(new Option('--log-level <level>', 'log level (env PASSFD_LOG)').choices(LOG_LEVELS))
   .hook('preAction', (cmd) => {
     // The flag wins; a bad PASSFD_LOG is an error that names it, not a silent default.
     const level = (cmd.opts().logLevel as LogLevel | undefined) ?? fromEnv('PASSFD_LOG', parseLogLevel);

@@ -11,8 +11,6 @@
  */
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import { assertPollable } from '../../native-bindings/index.js';
-import { passFd } from '../broker/hvsock-client.js';
 import { errnoText } from '../util/errno-text.js';
 import { parsePort } from './options.js';
 
@@ -29,7 +27,7 @@ function kindOf(st: fs.Stats): string {
 }
 
 /** Opens `file` for passing; throws a message that says why it cannot be passed. */
-function openPassable(file: string): number {
+function openPassable(file: string, assertPollable: (fd: number) => void): number {
   let fd: number;
   try {
     fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
@@ -61,7 +59,11 @@ export function registerPass(program: Command): void {
     .option('--keep', 'keep the connection when the fd hangs up (a writer may come back)', false)
     .argument('<file>', 'file to open and pass')
     .action(async (file: string, opts: { hvsock: string; port: number; keep: boolean }) => {
-      const fd = openPassable(file);
+      const [{ assertPollable }, { passFd }] = await Promise.all([
+        import('../../native-bindings/index.js'),
+        import('../broker/hvsock-client.js'),
+      ]);
+      const fd = openPassable(file, assertPollable);
       try {
         const hostPort = await passFd(opts.hvsock, fd, opts.port, { keep: opts.keep });
         process.stdout.write(`${hostPort}\n`);

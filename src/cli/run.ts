@@ -16,15 +16,11 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { type Command, InvalidArgumentError } from 'commander';
-import { exitBySignal } from '../../native-bindings/index.js';
-import { Broker, type BrokeredProcess, notRunnableStatus } from '../broker/broker.js';
-import { startEmbeddedStack } from '../broker/embedded-stack.js';
-import { loadConfig } from '../config/load.js';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import type { BrokeredProcess } from '../broker/broker.js';
 import type { Config } from '../config/schema.js';
 import { chosenLogLevel, createLogger } from '../util/log.js';
 import { makePrivateDir, sweepStalePrivateDirs } from '../util/private-dir.js';
-import { startVmStack } from '../vm/vm-stack.js';
 import { TERMINAL_SIGNALS, type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
 import { type AttachResult, attach, watchBrokenOutputs } from './run-attach.js';
 
@@ -55,7 +51,12 @@ export function registerRun(program: Command): void {
         '--hvsock <path>',
         'use a running device (and its agent) instead of starting the embedded stack',
       )
-      .option('--io <path>', 'IO path: passfd (default, from config) or rpc (the RPC-copy baseline)'),
+      .addOption(
+        new Option(
+          '--io <path>',
+          'IO path: passfd (default, from config) or rpc (the RPC-copy baseline)',
+        ).choices(['passfd', 'rpc']),
+      ),
   )
     .option('--cwd <dir>', 'working directory of the command')
     .option('-e, --env <KEY=value>', 'environment variable for the command (repeatable)', collectEnv, [])
@@ -63,7 +64,8 @@ export function registerRun(program: Command): void {
     .action(async (cmd: string[], opts: RunOptions) => {
       const outputs = watchBrokenOutputs();
       const { status, brokenPipe } = await runCommand(cmd, opts);
-      if (brokenPipe || outputs.broken) exitBySignal(os.constants.signals.SIGPIPE);
+      if (brokenPipe || outputs.broken)
+        (await import('../../native-bindings/index.js')).exitBySignal(os.constants.signals.SIGPIPE);
       // process.exit() drops writes still queued for a pipe: flush stdout and stderr first.
       await Promise.all([process.stdout, process.stderr].map((s) => new Promise((r) => s.write('', r))));
       process.exit(status);
@@ -74,12 +76,9 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<AttachResult
   const log = createLogger('run');
   const vm = vmSpecFrom(opts);
   if (vm && opts.hvsock) throw new Error('--vm and --hvsock exclude each other');
+  const { loadConfig } = await import('../config/load.js');
   const config: Config = loadConfig(opts.config);
-  if (opts.io) {
-    if (opts.io !== 'passfd' && opts.io !== 'rpc')
-      throw new Error(`--io must be passfd or rpc, not ${opts.io}`);
-    config.runtime.use_passfd_io = opts.io === 'passfd';
-  }
+  if (opts.io) config.runtime.use_passfd_io = opts.io === 'passfd';
   const hvsock = vm ? undefined : (opts.hvsock ?? (config.hypervisor.hvsock_path || undefined));
   let stack: { hvsockPath: string; stop(): Promise<void> } | null = null;
   sweepStalePrivateDirs(); // what an earlier run killed with -9 could not remove
@@ -92,22 +91,30 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<AttachResult
     for (const step of cleanup) await Promise.resolve(step()).catch(() => {});
     process.exit(128 + os.constants.signals[sig]);
   });
+  let brokerModule: Promise<typeof import('../broker/broker.js')> | null = null;
+  // The broker's modules load while the stack's processes start, but only once they
+  // are spawned: evaluating those modules holds the event loop for tens of ms.
+  const loadBroker = <T>(starting: Promise<T>): Promise<T> => {
+    brokerModule = import('../broker/broker.js');
+    return starting;
+  };
+  const common = { config, configPath: opts.config, logLevel: chosenLogLevel() };
   try {
     if (!hvsock) {
       stack = vm
-        ? await startVmStack({
-            config,
-            configPath: opts.config,
-            logLevel: chosenLogLevel(),
-            accel: vm.accel,
-            cpus: vm.cpus,
-            memoryMiB: vm.memoryMiB,
-            // KVM boots in seconds where it works and fails or hangs where it does not: a minute.
-            ...(vm.accel === 'kvm' ? { startTimeoutMs: 60_000 } : {}),
-          }).catch((err: Error) => {
+        ? await loadBroker(
+            (await import('../vm/vm-stack.js')).startVmStack({
+              ...common,
+              accel: vm.accel,
+              cpus: vm.cpus,
+              memoryMiB: vm.memoryMiB,
+              // KVM boots in seconds where it works and fails or hangs where it does not: a minute.
+              ...(vm.accel === 'kvm' ? { startTimeoutMs: 60_000 } : {}),
+            }),
+          ).catch((err: Error) => {
             throw withKvmHint(err, vm);
           })
-        : await startEmbeddedStack({ config, configPath: opts.config, logLevel: chosenLogLevel() });
+        : await loadBroker((await import('../broker/embedded-stack.js')).startEmbeddedStack(common));
       const s = stack;
       cleanup.unshift(() => s.stop());
     }
@@ -117,8 +124,10 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<AttachResult
       stdout: path.join(fifoDir, `${id}-stdout`),
       stderr: opts.tty ? undefined : path.join(fifoDir, `${id}-stderr`),
     };
-    for (const f of Object.values(fifos)) if (f) execFileSync('mkfifo', ['-m', '600', f]);
+    // One mkfifo for all of them: each exec from this (large) process costs milliseconds.
+    execFileSync('mkfifo', ['-m', '600', ...Object.values(fifos).filter((f) => f !== undefined)]);
 
+    const { Broker, notRunnableStatus } = await (brokerModule ?? import('../broker/broker.js'));
     const broker = new Broker({ hvsockPath: hvsock ?? stack!.hvsockPath, config, log });
     cleanup.unshift(() => broker.close());
     const tty = opts.tty && process.stdout.isTTY ? process.stdout : null;

@@ -8,17 +8,11 @@
  * (`guest_connect_ports`); see src/access/.
  * Sends READY=1 / STOPPING=1 to $NOTIFY_SOCKET (systemd Type=notify).
  */
-import fs from 'node:fs';
 import type { Command } from 'commander';
-import { installAccess } from '../access/context.js';
-import { AccessPolicy } from '../access/policy.js';
-import { loadConfig } from '../config/load.js';
-import { HybridVsockDevice } from '../device/hybrid-device.js';
-import { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
-import { VhostUserVsockTransport } from '../device/transport/vhost-user/backend-server.js';
+import type { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
+import type { VhostUserVsockTransport } from '../device/transport/vhost-user/backend-server.js';
 import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
-import { notifyReady, notifyStopping } from '../util/sd-notify.js';
 import { onTermination, parseCid } from './options.js';
 
 interface VmmOptions {
@@ -27,18 +21,6 @@ interface VmmOptions {
   vhostUser?: string;
   guestCid: number;
   config?: string;
-}
-
-/** The loopback guest's directory: created 0700 when missing (not its parents); must be a directory. */
-function makeGuestDir(dir: string): void {
-  try {
-    fs.mkdirSync(dir, { mode: 0o700 });
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new Error(`--guest-dir ${dir}: its parent directory does not exist`);
-    if (code !== 'EEXIST') throw new Error(`--guest-dir ${dir}: cannot create it (${code})`);
-    if (!fs.statSync(dir).isDirectory()) throw new Error(`--guest-dir ${dir}: not a directory`);
-  }
 }
 
 export function registerVmm(program: Command): void {
@@ -55,12 +37,21 @@ export function registerVmm(program: Command): void {
       if (!opts.guestDir === !opts.vhostUser) {
         throw new Error('give exactly one guest: --guest-dir (loopback) or --vhost-user (QEMU)');
       }
-      const config = loadConfig(opts.config);
-      installAccess(AccessPolicy.fromConfig(config.hypervisor), log.child('access'));
-      if (opts.guestDir) makeGuestDir(opts.guestDir);
+      // The device and only the guest transport asked for load when the vmm runs.
+      const [{ HybridVsockDevice }, { notifyReady, notifyStopping }, { loadConfig }, access] =
+        await Promise.all([
+          import('../device/hybrid-device.js'),
+          import('../util/sd-notify.js'),
+          import('../config/load.js'),
+          Promise.all([import('../access/context.js'), import('../access/policy.js')]),
+        ]);
+      const [{ installAccess }, { AccessPolicy }] = access;
+      installAccess(AccessPolicy.fromConfig(loadConfig(opts.config).hypervisor), log.child('access'));
       const device = new HybridVsockDevice({ hvsockPath: opts.hvsock, guestCid: opts.guestCid, log });
       let transport: LoopbackTransport | VhostUserVsockTransport;
+      let guestStack: LoopbackTransport['stack'] | null = null;
       if (opts.vhostUser) {
+        const { VhostUserVsockTransport } = await import('../device/transport/vhost-user/backend-server.js');
         transport = new VhostUserVsockTransport({
           socketPath: opts.vhostUser,
           guestCid: opts.guestCid,
@@ -71,16 +62,18 @@ export function registerVmm(program: Command): void {
           `vhost-user-vsock backend on ${opts.vhostUser} (start QEMU with -device vhost-user-vsock-pci)`,
         );
       } else {
+        const { LoopbackTransport } = await import('../device/transport/loopback/loopback-transport.js');
         const loopback = new LoopbackTransport(opts.guestCid, opts.guestDir!, log);
         transport = loopback;
+        guestStack = loopback.stack;
         device.start(loopback);
         log.info(`loopback guest: AF_VSOCK stand-in at ${loopback.standin.socketPath}`);
       }
       // SIGUSR2: log the connection tables (device, and the loopback guest's), for operators.
       process.on('SIGUSR2', () => {
         log.info(`device connections (${device.endpoint.size}):\n  ${device.endpoint.dump().join('\n  ')}`);
-        if (transport instanceof LoopbackTransport) {
-          const guest = transport.stack.endpoint;
+        if (guestStack) {
+          const guest = guestStack.endpoint;
           log.info(`guest connections (${guest.size}):\n  ${guest.dump().join('\n  ')}`);
         }
       });

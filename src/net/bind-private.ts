@@ -4,39 +4,37 @@
  * bind(2) creates the socket file with mode `0777 & ~umask`, and connect(2)
  * needs write permission on it. A chmod after bind leaves a window in which
  * any user may connect (and a connection made then survives the chmod), so
- * the file is created 0600 by bind itself, under umask 0177. The umask is
- * process-wide: it is set and restored around the one synchronous bind
- * call; a file this process's other threads (libuv's pool) create in those
- * microseconds could only come out more restrictive, never less.
+ * the file is created 0600 by bind itself, under umask 0177
+ * (util/private-umask.ts).
  *
  * A path that is already bound is taken over only when it is stale: a
  * connect to it is refused (ECONNREFUSED: nobody listens), then the file is
  * removed, which is logged, and bound again. A path where a process still
  * answers is refused with an error that says so; a path that is not a
- * socket is never touched. No directory is created.
+ * socket is never touched. No directory is created, except by
+ * `makeSocketDir` for a directory that is the caller's own (the loopback
+ * guest's): that one only, 0700, never its parents.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { closeQuietly, connectUnix, listenUnix } from '../../native-bindings/index.js';
 import { accessContext } from '../access/context.js';
-
-const PRIVATE_UMASK = 0o177;
-
-/** Runs `fn` (synchronous) with umask 0177: files and sockets it creates are at most 0600. */
-export function withPrivateUmask<T>(fn: () => T): T {
-  const old = process.umask(PRIVATE_UMASK);
-  try {
-    return fn();
-  } finally {
-    process.umask(old);
-  }
-}
+import { withPrivateUmask } from '../util/private-umask.js';
 
 /** A listening Unix stream socket at `socketPath`, mode 0600 from its creation (see module comment). */
 export function listenPrivately(socketPath: string, backlog: number): number {
   for (let attempt = 0; ; attempt++) {
     try {
-      return withPrivateUmask(() => listenUnix(socketPath, backlog));
+      const fd = withPrivateUmask(() => listenUnix(socketPath, backlog));
+      try {
+        // Already 0600: this chmod after listen(2) is for its inotify event, which tells a
+        // client waiting for the socket (connect-when-listening.ts) that a connect can now succeed.
+        fs.chmodSync(socketPath, 0o600);
+      } catch (err) {
+        closeQuietly(fd);
+        throw err;
+      }
+      return fd;
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code !== 'EADDRINUSE' || attempt >= 3) throw bindError(socketPath, err as Error);
@@ -83,4 +81,16 @@ function removeIfStale(socketPath: string): void {
   throw new Error(
     `cannot listen on ${socketPath}: another process is listening on it (stop it or choose another path; a stale socket would be replaced)`,
   );
+}
+
+/** Creates `dir` (0700) for sockets if it is missing; its parent must exist. An existing directory is used as is. */
+export function makeSocketDir(dir: string): void {
+  try {
+    fs.mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new Error(`cannot create ${dir}: its parent directory does not exist`);
+    if (code !== 'EEXIST') throw new Error(`cannot create ${dir}: ${(err as Error).message}`);
+    if (!fs.statSync(dir).isDirectory()) throw new Error(`${dir} exists and is not a directory`);
+  }
 }

@@ -99,7 +99,7 @@ describe('socket paths', () => {
     expect(r.stderr).toContain(`cannot listen on ${missing}/h.sock: directory ${missing} does not exist`);
     expect(fs.existsSync(missing)).toBe(false);
     const g = await vmmFails(['--hvsock', path.join(dir, 'h.sock'), '--guest-dir', path.join(missing, 'g')]);
-    expect(g.stderr).toContain(`--guest-dir ${missing}/g: its parent directory does not exist`);
+    expect(g.stderr).toContain(`cannot create ${missing}/g: its parent directory does not exist`);
     expect(fs.existsSync(missing)).toBe(false);
   });
 });

@@ -78,7 +78,7 @@ describe('bad input is refused up front, naming itself', () => {
     ],
     [
       ['--log-level', 'loud', 'run', '--', 'true'],
-      /--log-level <level>' argument 'loud' is invalid\. must be one of error, warn, info, debug/,
+      /--log-level <level>' argument 'loud' is invalid\. Allowed choices are error, warn, info, debug/,
     ],
     [['run', '-e', 'NOEQUALS', '--', 'true'], /argument 'NOEQUALS' is invalid\. must be KEY=value/],
     [['bench', '--chunk-size', '10GiB'], /--chunk-size 10GiB: at most 4032 KiB/],
