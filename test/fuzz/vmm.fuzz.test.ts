@@ -5,7 +5,7 @@
  * half-closes, abrupt closes) and the AF_VSOCK stand-in socket of its guest.
  *
  * After every case: the vmm is alive and its fd count is back to the
- * warmed-up baseline within 3 s (a case that leaks or kills it fails and is
+ * warmed-up baseline within 5 s (a case that leaks or kills it fails and is
  * shrunk to a minimal input; see support/runner.ts for the seed and replay).
  * After the run: a fresh passfd round trip works, fds are at the baseline,
  * RSS is within RSS_MARGIN of the warmed-up baseline.

@@ -55,7 +55,7 @@ export class ProcessHealth {
   }
 
   /** Throws unless the fd count returns to the baseline within `timeoutMs`. */
-  async assertFdsBack(timeoutMs = 3000): Promise<void> {
+  async assertFdsBack(timeoutMs = 5000): Promise<void> {
     const n = await fdsSettle(this.pid, this.baselineFds, timeoutMs);
     this.assertAlive();
     if (n > this.baselineFds) {

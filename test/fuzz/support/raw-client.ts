@@ -46,6 +46,50 @@ export class RawClient {
     }
   }
 
+  /**
+   * Sends all of `data` (waiting for room, at most `ms`), or closes the
+   * connection: the server then sees exactly the bytes meant for it, never a
+   * stream with a hole in it. False when the connection is gone.
+   */
+  async sendAll(data: Buffer, ms = 5000): Promise<boolean> {
+    let off = 0;
+    const end = Date.now() + ms;
+    while (off < data.length) {
+      if (this.closed || this.broken) return false;
+      let n: number;
+      try {
+        n = sendWithFds(this.fd, data.subarray(off), []);
+      } catch {
+        this.broken = true;
+        return false;
+      }
+      if (n !== WOULD_BLOCK) {
+        off += n;
+        continue;
+      }
+      if (Date.now() > end) {
+        this.close();
+        return false;
+      }
+      await this.writable(end - Date.now());
+      this.drain(); // the server may be waiting for us to read its replies before it reads more
+    }
+    return true;
+  }
+
+  private writable(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const finish = () => {
+        clearTimeout(timer);
+        watcher.close();
+        resolve();
+      };
+      const watcher = new FdWatcher(this.fd, finish);
+      const timer = setTimeout(finish, Math.max(1, Math.min(ms, 50)));
+      watcher.want(false, true);
+    });
+  }
+
   /** Writes `data` repeatedly until `total` bytes went out or the socket would block. Returns bytes sent. */
   flood(data: Buffer, total: number): number {
     if (this.closed || this.broken || data.length === 0) return 0;
