@@ -51,6 +51,8 @@ export type AgentStep =
       timeoutNano: bigint;
       metadata: { key: string; value: string }[];
       settle: boolean;
+      /** Wait (bounded) for the reply before the next step, as a runtime does between Create and Start. */
+      awaitReply: boolean;
     }
   | { op: 'garbage'; data: Buffer }
   /** A header declaring more than 4 MiB (the agent answers RESOURCE_EXHAUSTED and closes). */
@@ -109,7 +111,10 @@ const processInit = fc.record(
       maxLength: 3,
     }),
     Cwd: fc.constantFrom('', '/', '/tmp', '/nonexistent', 'relative'),
-    Terminal: fc.boolean(),
+    Terminal: fc.oneof(
+      { weight: 4, arbitrary: fc.constant(false) },
+      { weight: 1, arbitrary: fc.constant(true) },
+    ),
     ConsoleSize: fc.record({ Height: fc.nat({ max: 300 }), Width: fc.nat({ max: 300 }) }),
   },
   { requiredKeys: ['Args'] },
@@ -154,92 +159,169 @@ const genericPayload: fc.Arbitrary<Payload> = fc.oneof(
   }),
 );
 
-const streamRule: fc.Arbitrary<StreamIdRule> = fc.oneof(
-  { weight: 12, arbitrary: fc.constant('next' as const) },
-  {
-    weight: 1,
-    arbitrary: fc.constantFrom('even' as const, 'repeat' as const, 'zero' as const, 'max' as const),
-  },
-  { weight: 1, arbitrary: u32.map((value) => ({ value })) },
+/** `usual`, except once in `oneIn` draws something from `odd`. */
+function rarely<T>(usual: T, odd: fc.Arbitrary<T>, oneIn: number): fc.Arbitrary<T> {
+  return fc.oneof({ weight: oneIn - 1, arbitrary: fc.constant(usual) }, { weight: 1, arbitrary: odd });
+}
+
+const nextId: fc.Arbitrary<StreamIdRule> = rarely<StreamIdRule>('next', fc.constant('max'), 4);
+
+/** An odd stream id rule: each ends the orderly sequence the agent requires (ids must increase). */
+const oddStreamRule: fc.Arbitrary<StreamIdRule> = fc.oneof(
+  fc.constantFrom('even' as const, 'repeat' as const, 'zero' as const, 'max' as const),
+  u32.map((value) => ({ value })),
 );
 
-const requestStep: fc.Arbitrary<AgentStep> = fc.record({
-  op: fc.constant('request' as const),
-  stream: streamRule,
-  type: fc.oneof(
-    { weight: 12, arbitrary: fc.constant(1) },
-    { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }) },
-  ),
-  flags: fc.oneof(
-    { weight: 8, arbitrary: fc.constant(0) },
-    { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }) },
-  ),
-  service: fc.oneof(
-    { weight: 12, arbitrary: fc.constant('grpc.AgentService') },
-    {
-      weight: 1,
-      arbitrary: fc.constantFrom('', 'grpc.AgentServic', 'containerd.task.v2.Task', 'grpc.AgentService\0'),
-    },
-  ),
-  // The method name follows the payload's method unless replaced (see the runner).
-  method: fc.oneof(
-    { weight: 12, arbitrary: fc.constant('') },
-    { weight: 1, arbitrary: fc.constantFrom('ExecProces', 'execprocess', 'ListProcesses', 'Check') },
-  ),
-  payload: fc.oneof(
+/**
+ * A request step carrying `payload`; its envelope and frame are valid except,
+ * each once in `oneIn`, a bad stream id, frame type or flags, service or
+ * method name, payload bytes, header bytes, deadline or metadata.
+ */
+function requestStep(
+  payload: fc.Arbitrary<Payload>,
+  awaitReply: fc.Arbitrary<boolean>,
+  oneIn: number,
+): fc.Arbitrary<AgentStep> {
+  return fc.record({
+    awaitReply,
+    op: fc.constant('request' as const),
+    stream: rarely<StreamIdRule>('next', oddStreamRule, oneIn),
+    type: rarely(1, fc.integer({ min: 0, max: 255 }), oneIn),
+    flags: rarely(0, fc.integer({ min: 0, max: 255 }), oneIn),
+    service: rarely(
+      'grpc.AgentService',
+      fc.constantFrom('', 'grpc.AgentServic', 'containerd.task.v2.Task', 'grpc.AgentService\0'),
+      oneIn,
+    ),
+    // Empty: the payload's method (see the runner).
+    method: rarely('', fc.constantFrom('ExecProces', 'execprocess', 'ListProcesses', 'Check'), oneIn),
+    payload,
+    payloadEdits: rarely(
+      [] as Mutation[],
+      fc.array(mutationArb, { minLength: 1, maxLength: 3 }),
+      Math.ceil(oneIn / 3),
+    ),
+    // A bad length in a header ends the connection: rarer still, so that most cases get deep.
+    headerEdits: rarely([] as Mutation[], fc.array(mutationArb, { minLength: 1, maxLength: 2 }), oneIn * 3),
+    timeoutNano: rarely(
+      0n,
+      fc.oneof(
+        fc.bigInt({ min: 1n, max: 200_000_000n }),
+        fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
+      ),
+      Math.ceil(oneIn / 3),
+    ),
+    metadata: fc.array(fc.record({ key: fc.string({ maxLength: 8 }), value: fc.string({ maxLength: 8 }) }), {
+      maxLength: 2,
+    }),
+    settle: rarely(true, fc.constant(false), 4),
+  });
+}
+
+/** Requests a runtime waits on before its next one; WaitProcess and the reads may block for long. */
+const AWAITED = new Set<AgentMethodName>([
+  'CreateContainer',
+  'StartContainer',
+  'ExecProcess',
+  'RemoveContainer',
+]);
+
+/** Only requests that answer promptly are awaited: WaitProcess and the reads may block for long. */
+function awaitOnlyPrompt(step: AgentStep): AgentStep {
+  if (step.op !== 'request' || !step.awaitReply || step.payload.kind === 'junk') return step;
+  return AWAITED.has(step.payload.method) ? step : { ...step, awaitReply: false };
+}
+
+const anyRequest = requestStep(
+  fc.oneof(
     { weight: 8, arbitrary: typedPayload },
     { weight: 2, arbitrary: genericPayload },
     { weight: 1, arbitrary: junk(64).map((bytes): Payload => ({ kind: 'junk', bytes })) },
   ),
-  payloadEdits: fc.oneof(
-    { weight: 3, arbitrary: fc.constant([] as Mutation[]) },
-    { weight: 1, arbitrary: fc.array(mutationArb, { minLength: 1, maxLength: 3 }) },
-  ),
-  headerEdits: fc.oneof(
-    { weight: 10, arbitrary: fc.constant([] as Mutation[]) },
-    { weight: 1, arbitrary: fc.array(mutationArb, { minLength: 1, maxLength: 2 }) },
-  ),
-  timeoutNano: fc.oneof(
-    { weight: 8, arbitrary: fc.constant(0n) },
-    { weight: 1, arbitrary: fc.bigInt({ min: 1n, max: 200_000_000n }) },
-    { weight: 1, arbitrary: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }) },
-  ),
-  metadata: fc.array(fc.record({ key: fc.string({ maxLength: 8 }), value: fc.string({ maxLength: 8 }) }), {
-    maxLength: 2,
+  rarely(false, fc.constant(true), 3),
+  12,
+).map(awaitOnlyPrompt);
+
+/** A typed request of `method` for container `id` (ports from the case's streams, 0, or bogus). */
+function requestOn(method: AgentMethodName, id: string): fc.Arbitrary<AgentStep> {
+  return requestStep(
+    fc.tuple(typedInit[method], portRef, portRef, portRef).map(
+      ([init, a, b, c]): Payload => ({
+        kind: 'typed',
+        method,
+        init: { ...init, containerId: id },
+        ports: [a, b, c],
+      }),
+    ),
+    // Most of the time in order, as a runtime waits for each reply; sometimes all at once.
+    AWAITED.has(method) ? rarely(true, fc.constant(false), 5) : fc.constant(false),
+    40,
+  );
+}
+
+const MIDDLE: AgentMethodName[] = [
+  'WriteStdin',
+  'ReadStdout',
+  'ReadStderr',
+  'CloseStdin',
+  'SignalProcess',
+  'TtyWinResize',
+  'ExecProcess',
+  'WaitProcess',
+  'StartContainer',
+];
+
+/**
+ * A container's life as a runtime drives it (CreateContainer, StartContainer,
+ * then IO, signals, resizes, execs and waits on it, sometimes RemoveContainer),
+ * each request open to the same mutations as any other, with other steps mixed in.
+ */
+const lifecycle: fc.Arbitrary<AgentStep[]> = fc
+  .constantFrom(...CONTAINER_IDS)
+  .chain((id) =>
+    fc
+      .tuple(
+        requestOn('CreateContainer', id),
+        requestOn('StartContainer', id),
+        fc.array(fc.oneof(...MIDDLE.map((m) => requestOn(m, id))), { maxLength: 6 }),
+        requestOn('WaitProcess', id),
+        fc.option(requestOn('RemoveContainer', id), { nil: undefined }),
+      )
+      .map(([create, start, middle, wait, remove]) => [
+        create,
+        start,
+        ...middle,
+        wait,
+        ...(remove ? [remove] : []),
+      ]),
+  );
+
+/** Steps that usually end the connection (the agent closes it, or cannot find the next frame). */
+const frameBreaker: fc.Arbitrary<AgentStep> = fc.oneof(
+  fc.record({ op: fc.constant('garbage' as const), data: junk(64) }),
+  fc.record({
+    op: fc.constant('oversized' as const),
+    stream: nextId,
+    length: fc.integer({ min: (4 << 20) + 1, max: 0xffff_ffff }),
   }),
-  settle: fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
-});
+  fc.record({
+    op: fc.constant('big' as const),
+    stream: nextId,
+    bytes: fc.integer({ min: 1, max: 4 << 20 }),
+  }),
+  fc.record({
+    op: fc.constant('partial' as const),
+    stream: nextId,
+    declared: fc.integer({ min: 1, max: 4096 }),
+    sent: fc.nat({ max: 4096 }),
+  }),
+);
 
 const step: fc.Arbitrary<AgentStep> = fc.oneof(
-  { weight: 16, arbitrary: requestStep },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('garbage' as const), data: junk(64) }) },
+  { weight: 30, arbitrary: anyRequest },
+  { weight: 3, arbitrary: frameBreaker },
   {
-    weight: 1,
-    arbitrary: fc.record({
-      op: fc.constant('oversized' as const),
-      stream: streamRule,
-      length: fc.integer({ min: (4 << 20) + 1, max: 0xffff_ffff }),
-    }),
-  },
-  {
-    weight: 1,
-    arbitrary: fc.record({
-      op: fc.constant('big' as const),
-      stream: streamRule,
-      bytes: fc.integer({ min: 1, max: 4 << 20 }),
-    }),
-  },
-  {
-    weight: 1,
-    arbitrary: fc.record({
-      op: fc.constant('partial' as const),
-      stream: streamRule,
-      declared: fc.integer({ min: 1, max: 4096 }),
-      sent: fc.nat({ max: 4096 }),
-    }),
-  },
-  {
-    weight: 2,
+    weight: 3,
     arbitrary: fc.record({
       op: fc.constant('stream-data' as const),
       stream: fc.integer({ min: 0, max: 3 }),
@@ -254,14 +336,22 @@ const step: fc.Arbitrary<AgentStep> = fc.oneof(
     }),
   },
   {
-    weight: 2,
+    weight: 3,
     arbitrary: fc.record({ op: fc.constant('pause' as const), ms: fc.integer({ min: 0, max: 40 }) }),
   },
   { weight: 1, arbitrary: fc.constant({ op: 'shutdown-write' as const }) },
   { weight: 1, arbitrary: fc.constant({ op: 'close' as const }) },
 );
 
+/** A connection: random steps, or a container's lifecycle with random steps around it. */
+const connection: fc.Arbitrary<AgentStep[]> = fc.oneof(
+  fc.array(step, { minLength: 1, maxLength: 8 }),
+  fc
+    .tuple(fc.array(step, { maxLength: 2 }), lifecycle, fc.array(step, { maxLength: 3 }))
+    .map(([before, life, after]) => [...before, ...life, ...after]),
+);
+
 export const agentCaseArb: fc.Arbitrary<AgentCase> = fc.record({
   streams: fc.integer({ min: 0, max: 3 }),
-  conns: fc.array(fc.array(step, { minLength: 1, maxLength: 8 }), { minLength: 1, maxLength: 2 }),
+  conns: fc.array(connection, { minLength: 1, maxLength: 2 }),
 });

@@ -17,7 +17,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stopAll } from '../support/cli.js';
 import { type AgentCase, agentCaseArb, CONTAINER_IDS } from './agent-ttrpc-cases.js';
 import { AgentTarget, STREAM_WAIT_MS } from './support/agent-target.js';
-import { type Action, assertAgentReplies, buildConnection, scanAsAgent } from './support/agent-wire.js';
+import {
+  type Action,
+  assertAgentReplies,
+  buildConnection,
+  hasReply,
+  scanAsAgent,
+} from './support/agent-wire.js';
 import { MiB } from './support/process-health.js';
 import { RawClient } from './support/raw-client.js';
 import { fuzz, fuzzSettings, fuzzTimeout } from './support/runner.js';
@@ -46,7 +52,8 @@ async function hybridConnect(
   port: number,
   clients: RawClient[],
 ): Promise<{ client: RawClient; hostPort: number }> {
-  const client = new RawClient(target.hvsock);
+  // Replies of ReadStdout can be 1 MiB: keep enough of what the agent sends to check it whole.
+  const client = new RawClient(target.hvsock, 8 * 1024 * 1024);
   clients.push(client);
   client.send(Buffer.from(`CONNECT ${port}\n`));
   await client.waitFor(() => client.received.includes(0x0a), 5000);
@@ -65,6 +72,7 @@ async function runConnection(actions: Action[], conn: RawClient, streams: RawCli
       case 'send':
         if (!(await conn.sendAll(a.data))) return;
         if (a.settle) await conn.settled();
+        if (a.awaitId !== undefined) await conn.waitFor(() => hasReply(conn.received, a.awaitId!), 2000);
         break;
       case 'stream-data':
         streams[a.stream]?.send(a.data);

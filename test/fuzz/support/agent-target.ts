@@ -24,11 +24,17 @@ import {
   writeAndClose,
 } from '../../e2e/support.js';
 import { Captured, spawnCli, stopChild } from '../../support/cli.js';
-import { ProcessHealth } from './process-health.js';
+import { keepLog, ProcessHealth } from './process-health.js';
 import { VmmTarget } from './vmm-target.js';
 
 /** How long the agent waits for a passfd stream a request names: short, so bogus ports fail fast. */
-export const STREAM_WAIT_MS = 300;
+export const STREAM_WAIT_MS = 150;
+/**
+ * The agent registers each accepted stream this late (its test hook), so
+ * requests naming a case's streams really wait for them, and whatever else the
+ * case sends meanwhile (RemoveContainer, a second exec) races with the wait.
+ */
+export const ACCEPT_DELAY_MS = 60;
 
 export class AgentTarget {
   readonly vmm = new VmmTarget();
@@ -57,12 +63,19 @@ export class AgentTarget {
     if (agentDead) this.vmm.markDirty();
     await this.vmm.ensure();
     if (this.agent && this.vmm.restarts === restarts && !agentDead) return;
-    await this.broker?.close().catch(() => {});
-    if (this.agent) await stopChild(this.agent);
+    await this.stopAgent();
     const agent = spawnCli(
-      ['agent', '--guest-dir', this.vmm.vmm.guestDir, '--stream-wait-ms', String(STREAM_WAIT_MS)],
+      [
+        'agent',
+        '--guest-dir',
+        this.vmm.vmm.guestDir,
+        '--stream-wait-ms',
+        String(STREAM_WAIT_MS),
+        '--accept-delay-ms',
+        String(ACCEPT_DELAY_MS),
+      ],
       {
-        env: { ...process.env, PASSFD_LOG: 'info' },
+        env: { ...process.env, PASSFD_LOG: process.env.PASSFD_LOG ?? 'info' },
       },
     );
     this.agent = agent;
@@ -136,9 +149,15 @@ export class AgentTarget {
     });
   }
 
-  async stop(): Promise<void> {
+  private async stopAgent(): Promise<void> {
     await this.broker?.close().catch(() => {});
-    if (this.agent) await stopChild(this.agent);
+    if (!this.agent) return;
+    await stopChild(this.agent);
+    keepLog('agent', this.agent.pid!, this.agentLog?.text ?? '');
+  }
+
+  async stop(): Promise<void> {
+    await this.stopAgent();
     await this.vmm.stop();
   }
 }

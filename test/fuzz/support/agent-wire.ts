@@ -31,25 +31,29 @@ import { type AgentStep, type PortRef, SAFE_COMMANDS, type StreamIdRule } from '
 import { applyMutation } from './mutate.js';
 
 export type Action =
-  | { kind: 'send'; data: Buffer; settle: boolean }
+  /** `awaitId`: wait (bounded) for a response on this stream id before going on. */
+  | { kind: 'send'; data: Buffer; settle: boolean; awaitId?: number }
   | { kind: 'stream-data'; stream: number; data: Buffer }
   | { kind: 'stream-close'; stream: number }
   | { kind: 'pause'; ms: number }
   | { kind: 'shutdown-write' }
   | { kind: 'close' };
 
+/** Stream ids as a client numbers them ('next': the next odd id above every id used so far), or not. */
 class StreamIds {
-  private counter = -1;
+  private highest = -1;
   private last = 1;
 
   next(rule: StreamIdRule): number {
     let id: number;
-    if (rule === 'next') id = this.counter += 2;
-    else if (rule === 'even') id = Math.max(0, this.counter + 1);
+    if (rule === 'next') id = Math.min(0xffff_ffff, this.highest + (this.highest % 2 === 0 ? 1 : 2));
+    else if (rule === 'even') id = this.highest + (this.highest % 2 === 0 ? 2 : 1);
     else if (rule === 'repeat') id = this.last;
     else if (rule === 'zero') id = 0;
     else if (rule === 'max') id = 0xffff_ffff;
     else id = rule.value;
+    id = Math.min(0xffff_ffff, Math.max(0, id));
+    this.highest = Math.max(this.highest, id);
     this.last = id;
     return id;
   }
@@ -90,12 +94,14 @@ export function buildConnection(steps: readonly AgentStep[], streamPorts: readon
             metadata: step.metadata,
           }),
         );
-        const frame = encodeFrame(ids.next(step.stream), step.type, request, step.flags);
+        const id = ids.next(step.stream);
+        const frame = encodeFrame(id, step.type, request, step.flags);
         const header = step.headerEdits.reduce(applyMutation, frame.subarray(0, TTRPC_HEADER_SIZE));
         out.push({
           kind: 'send',
           data: Buffer.concat([header, frame.subarray(TTRPC_HEADER_SIZE)]),
           settle: step.settle,
+          ...(step.awaitReply ? { awaitId: id } : {}),
         });
         break;
       }
@@ -231,5 +237,14 @@ export function assertAgentReplies(bytes: Buffer, scan: Scan): void {
     const code = res.status?.code ?? GrpcCode.OK;
     if (!Number.isInteger(code) || code < 0 || code > 16)
       throw new Error(`agent answered status code ${code}`);
+  }
+}
+
+/** Whether the whole frames in `bytes` include a response on stream `id`. */
+export function hasReply(bytes: Buffer, id: number): boolean {
+  try {
+    return new TtrpcFrameDecoder().push(bytes).some((f) => f.streamId === id);
+  } catch {
+    return false;
   }
 }

@@ -15,6 +15,17 @@ export function rssBytes(pid: number): number {
 
 export const MiB = 1024 * 1024;
 
+/**
+ * With PASSFD_FUZZ_LOG_DIR set, keeps a fuzzed process's log there when it is
+ * stopped or replaced (with PASSFD_LOG=debug it shows every path a run took).
+ */
+export function keepLog(name: string, pid: number, text: string): void {
+  const dir = process.env.PASSFD_FUZZ_LOG_DIR;
+  if (!dir) return;
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(`${dir}/${name}-${pid}.log`, text);
+}
+
 /** Open fds of `pid` grouped by what they are ("socket", "pipe", "anon_inode:[eventpoll]", "/dev/null", ...). */
 export function fdSummary(pid: number): string {
   const kinds = new Map<string, number>();

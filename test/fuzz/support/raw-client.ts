@@ -28,7 +28,11 @@ export class RawClient {
   private closed = false;
   private readonly buf = Buffer.alloc(64 * 1024);
 
-  constructor(readonly socketPath: string) {
+  constructor(
+    readonly socketPath: string,
+    /** Bytes of what the server sends that are kept in `received`; more is read and dropped. */
+    private readonly keep = 64 * 1024,
+  ) {
     this.fd = connectUnix(socketPath, true);
   }
 
@@ -152,8 +156,8 @@ export class RawClient {
         this.eof = true;
         return;
       }
-      // Keep at most 64 KiB: enough to check the reply, bounded under a flood of echoed data.
-      if (this.received.length < 64 * 1024) {
+      // Bounded, so that a flood of echoed data does not pile up here.
+      if (this.received.length < this.keep) {
         this.received = Buffer.concat([this.received, this.buf.subarray(0, got.bytes)]);
       }
     }

@@ -16,7 +16,7 @@ import { StandinVsock } from '../../../src/guest-vsock/standin.js';
 import type { VsockListener } from '../../../src/guest-vsock/types.js';
 import { startVmm, stopChild, tmpDir, type Vmm } from '../../support/cli.js';
 import { FdZoo } from './fd-kinds.js';
-import { ProcessHealth } from './process-health.js';
+import { keepLog, ProcessHealth } from './process-health.js';
 
 /** Guest ports with a listener, by what it does with an accepted stream. */
 export const GuestPort = { ECHO: 5001, SINK: 5002, CLOSE: 5003, STALL: 5004 } as const;
@@ -80,8 +80,7 @@ export class VmmTarget {
       this.restarts++;
       this.endCase();
       this.closeListeners();
-      await stopChild(this.vmm.child);
-      fs.rmSync(this.vmm.dir, { recursive: true, force: true });
+      await this.stopVmm();
     }
     this.dirty = false;
     this.vmm = await startVmm(this.extraArgs);
@@ -200,13 +199,16 @@ export class VmmTarget {
     this.hostEcho = null;
   }
 
+  private async stopVmm(): Promise<void> {
+    await stopChild(this.vmm.child);
+    keepLog('vmm', this.vmm.pid, this.vmm.log.text);
+    fs.rmSync(this.vmm.dir, { recursive: true, force: true });
+  }
+
   async stop(): Promise<void> {
     this.endCase();
     this.closeListeners();
-    if (this.vmm) {
-      await stopChild(this.vmm.child);
-      fs.rmSync(this.vmm.dir, { recursive: true, force: true });
-    }
+    if (this.vmm) await this.stopVmm();
     fs.rmSync(this.scratch, { recursive: true, force: true });
   }
 }
