@@ -8,9 +8,9 @@
  * device's command handling and the connections behind it.
  */
 import fc from 'fast-check';
-import type { FdKindName } from './support/fd-kinds.js';
+import { type FdKindName, POLLABLE_KINDS } from './support/fd-kinds.js';
 import { mutated } from './support/mutate.js';
-import { fdKindArb, fdsArb, type Step, settleArb } from './support/script.js';
+import { commonSteps, fdKindArb, fdsArb, type Step, settleArb } from './support/script.js';
 import { GuestPort, NOBODY_PORT } from './support/vmm-target.js';
 
 export interface HybridCase {
@@ -37,24 +37,7 @@ const dataArb = fc.oneof(
 );
 
 const streamStep: fc.Arbitrary<Step> = fc.oneof(
-  {
-    weight: 4,
-    arbitrary: fc.record({ op: fc.constant('send' as const), data: dataArb, fds: fdsArb, settle: settleArb }),
-  },
-  {
-    weight: 2,
-    arbitrary: fc.record({ op: fc.constant('pause' as const), ms: fc.integer({ min: 0, max: 30 }) }),
-  },
-  {
-    weight: 1,
-    arbitrary: fc.record({
-      op: fc.constant('flood' as const),
-      data: fc.oneof(bytes(512), fc.constant(text('CONNECT 5001\n'))),
-      bytes: fc.integer({ min: 1, max: 2 * 1024 * 1024 }),
-    }),
-  },
-  { weight: 1, arbitrary: fc.constant({ op: 'shutdown-write' as const }) },
-  { weight: 1, arbitrary: fc.constant({ op: 'close' as const }) },
+  ...commonSteps(dataArb, fc.oneof(bytes(512), fc.constant(text('CONNECT 5001\n'))), 2 * 1024 * 1024),
 );
 const tail = fc.array(streamStep, { maxLength: 4 });
 
@@ -123,17 +106,6 @@ export const hybridCaseArb: fc.Arbitrary<HybridCase> = fc.record({
   ),
 });
 
-/** Fd kinds epoll can watch: the device takes them as a connection's host end. */
-const POLLABLE = new Set<FdKindName>([
-  'pipe-read',
-  'pipe-write',
-  'socketpair',
-  'fifo',
-  'pty-master',
-  'eventfd',
-  'listening-socket',
-  'device-connection',
-]);
 const LISTENED = new Set<number>(Object.values(GuestPort));
 const PORT = /^(?:0|[1-9][0-9]{0,9})$/;
 
@@ -169,5 +141,5 @@ export function expectedAnswer(steps: Step[]): 'ok' | 'refused' | null {
   const m = /^(\d+)( keep)?$/.exec(payload);
   if (!m || !PORT.test(m[1]!) || Number(m[1]) > 0xffff_ffff || fds.length === 0) return null;
   if (fds.length === 2) return 'refused';
-  return LISTENED.has(Number(m[1])) && POLLABLE.has(fds[0]!) ? 'ok' : 'refused';
+  return LISTENED.has(Number(m[1])) && POLLABLE_KINDS.has(fds[0]!) ? 'ok' : 'refused';
 }

@@ -8,7 +8,7 @@
  */
 import fc from 'fast-check';
 import { mutated } from './support/mutate.js';
-import { fdsArb, type Step, settleArb } from './support/script.js';
+import { commonSteps, fdsArb, type Step, settleArb } from './support/script.js';
 import { GuestPort, HOST_ECHO_PORT } from './support/vmm-target.js';
 
 export interface StandinCase {
@@ -37,30 +37,12 @@ const requestLine = fc.oneof(
 );
 
 const step: fc.Arbitrary<Step> = fc.oneof(
-  {
-    weight: 4,
-    arbitrary: fc.record({
-      op: fc.constant('send' as const),
-      data: fc.oneof(bytes(48), mutated(requestLine)),
-      fds: fdsArb,
-      settle: settleArb,
-    }),
-  },
+  ...commonSteps(
+    fc.oneof(bytes(48), mutated(requestLine)),
+    fc.oneof(bytes(256), fc.constant(text('LISTEN 7100\n'))),
+    512 * 1024,
+  ),
   { weight: 3, arbitrary: fc.record({ op: fc.constant('host-connect' as const), port: listenPort }) },
-  {
-    weight: 2,
-    arbitrary: fc.record({ op: fc.constant('pause' as const), ms: fc.integer({ min: 0, max: 30 }) }),
-  },
-  {
-    weight: 1,
-    arbitrary: fc.record({
-      op: fc.constant('flood' as const),
-      data: fc.oneof(bytes(256), fc.constant(text('LISTEN 7100\n'))),
-      bytes: fc.integer({ min: 1, max: 512 * 1024 }),
-    }),
-  },
-  { weight: 1, arbitrary: fc.constant({ op: 'shutdown-write' as const }) },
-  { weight: 1, arbitrary: fc.constant({ op: 'close' as const }) },
 );
 
 const script = fc

@@ -13,6 +13,7 @@
  * CI budget: HYBRID_BUDGET_MS + STANDIN_BUDGET_MS of search with the fixed
  * seed; PASSFD_FUZZ_BUDGET_MS sets each fuzzer's search time for longer runs.
  */
+import type fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseReply, STANDIN_MAX_LINE } from '../../src/protocol/vsock-standin.js';
 import { stopAll } from '../support/cli.js';
@@ -20,7 +21,7 @@ import { expectedAnswer, type HybridCase, hybridCaseArb } from './hybrid-socket-
 import { type StandinCase, standinCaseArb } from './standin-socket-cases.js';
 import { MiB } from './support/process-health.js';
 import type { RawClient } from './support/raw-client.js';
-import { fuzz, fuzzSettings, fuzzTimeout } from './support/runner.js';
+import { type FuzzSettings, fuzz, fuzzSettings, fuzzTimeout } from './support/runner.js';
 import { openClient, runScript, type ScriptContext } from './support/script.js';
 import { VmmTarget } from './support/vmm-target.js';
 
@@ -134,44 +135,42 @@ async function runStandinCase(c: StandinCase): Promise<void> {
   await target.health.assertFdsBack();
 }
 
-/** The checks after a whole run: alive, serving, no fd over the baseline, memory within the margin. */
-async function assertHealthyAfterRun(what: string, cases: number, ms: number, seed: number): Promise<void> {
+/**
+ * Fuzzes one socket of the vmm for the budget, then checks the whole run:
+ * alive, serving, no fd over the baseline, memory within the margin.
+ */
+async function fuzzVmm<Case>(
+  what: string,
+  arb: fc.Arbitrary<Case>,
+  runCase: (c: Case) => Promise<void>,
+  settings: FuzzSettings,
+): Promise<void> {
+  const r = await fuzz(what, 'test/fuzz/vmm.fuzz.test.ts', arb, (c) => guarded(() => runCase(c)), settings);
   target.health.assertAlive();
   await target.freshRequest();
   await target.health.assertFdsBack();
   const rss = target.health.assertRssWithin(RSS_MARGIN);
   expect(rss).toBeGreaterThan(0);
   console.log(
-    `${what} fuzz: ${cases} cases in ${ms} ms (seed ${seed}), ${target.restarts} restart(s); ${target.health.describe()}`,
+    `${what} fuzz: ${r.cases} cases in ${r.elapsedMs} ms (seed ${settings.seed}), ${target.restarts} restart(s); ` +
+      target.health.describe(),
   );
 }
 
 describe('vmm fuzzing', () => {
-  it('hybrid-vsock socket: mutated commands, passfd with fds of every kind, CONNECT streams, floods, crowds, closes', {
-    timeout: fuzzTimeout(hybrid),
-  }, async () => {
-    const file = 'test/fuzz/vmm.fuzz.test.ts';
-    const r = await fuzz(
-      'hybrid-vsock socket',
-      file,
-      hybridCaseArb,
-      (c) => guarded(() => runHybridCase(c)),
-      hybrid,
-    );
-    await assertHealthyAfterRun('hybrid-vsock socket', r.cases, r.elapsedMs, hybrid.seed);
-  });
+  it(
+    'hybrid-vsock socket: mutated commands, passfd with fds of every kind, CONNECT streams, floods, crowds, closes',
+    {
+      timeout: fuzzTimeout(hybrid),
+    },
+    () => fuzzVmm('hybrid-vsock socket', hybridCaseArb, runHybridCase, hybrid),
+  );
 
-  it('AF_VSOCK stand-in socket: mutated LISTEN/CONNECT, refused fds, long and partial lines, host connects', {
-    timeout: fuzzTimeout(standin),
-  }, async () => {
-    const file = 'test/fuzz/vmm.fuzz.test.ts';
-    const r = await fuzz(
-      'stand-in socket',
-      file,
-      standinCaseArb,
-      (c) => guarded(() => runStandinCase(c)),
-      standin,
-    );
-    await assertHealthyAfterRun('stand-in socket', r.cases, r.elapsedMs, standin.seed);
-  });
+  it(
+    'AF_VSOCK stand-in socket: mutated LISTEN/CONNECT, refused fds, long and partial lines, host connects',
+    {
+      timeout: fuzzTimeout(standin),
+    },
+    () => fuzzVmm('stand-in socket', standinCaseArb, runStandinCase, standin),
+  );
 });

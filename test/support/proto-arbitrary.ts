@@ -9,6 +9,7 @@
  */
 import {
   create,
+  type DescEnum,
   type DescField,
   type DescMessage,
   type MessageInitShape,
@@ -57,34 +58,29 @@ function scalarArb(t: ScalarType, o: Required<ProtoArbOptions>): fc.Arbitrary<un
   }
 }
 
+/** A list element or map value: a scalar, an enum number or (above the depth limit: none) a message. */
+function valueArb(
+  f: { scalar?: ScalarType | undefined; enum?: DescEnum | undefined; message?: DescMessage | undefined },
+  depth: number,
+  o: Required<ProtoArbOptions>,
+): fc.Arbitrary<unknown> | null {
+  if (f.scalar !== undefined) return scalarArb(f.scalar, o);
+  if (f.enum) return fc.constantFrom(...f.enum.values.map((v) => v.number));
+  return depth > 0 && f.message ? messageInitArb(f.message, depth - 1, o) : null;
+}
+
 function fieldArb(f: DescField, depth: number, o: Required<ProtoArbOptions>): fc.Arbitrary<unknown> | null {
   switch (f.fieldKind) {
     case 'scalar':
-      return scalarArb(f.scalar, o);
     case 'enum':
-      return fc.constantFrom(...f.enum.values.map((v) => v.number));
     case 'message':
-      return depth > 0 ? messageInitArb(f.message, depth - 1, o) : null;
+      return valueArb(f, depth, o);
     case 'list': {
-      const elem =
-        f.listKind === 'scalar'
-          ? scalarArb(f.scalar, o)
-          : f.listKind === 'enum'
-            ? fc.constantFrom(...f.enum.values.map((v) => v.number))
-            : depth > 0
-              ? messageInitArb(f.message, depth - 1, o)
-              : null;
+      const elem = valueArb(f, depth, o);
       return elem && fc.array(elem, { maxLength: o.maxItems });
     }
     case 'map': {
-      const value =
-        f.mapKind === 'scalar'
-          ? scalarArb(f.scalar, o)
-          : f.mapKind === 'enum'
-            ? fc.constantFrom(...f.enum.values.map((v) => v.number))
-            : depth > 0
-              ? messageInitArb(f.message, depth - 1, o)
-              : null;
+      const value = valueArb(f, depth, o);
       if (!value) return null;
       // Map keys are object keys in protobuf-es: strings, or the decimal text of an integer key.
       const key = scalarArb(f.mapKey, o).map((k) => String(k));

@@ -36,6 +36,11 @@ export const FD_KINDS = [
 ] as const;
 export type FdKindName = (typeof FD_KINDS)[number];
 
+/** The kinds epoll can watch, which the device therefore takes as a connection's host end. */
+export const POLLABLE_KINDS: ReadonlySet<FdKindName> = new Set<FdKindName>(
+  FD_KINDS.filter((k) => !['regular-file', 'dev-null', 'directory', 'memfd'].includes(k)),
+);
+
 /** Makes fds of any kind in `dir`; `closeAll()` closes every fd it made (the passed copies and the kept ends). */
 export class FdZoo {
   private readonly open = new Set<number>();

@@ -45,6 +45,38 @@ export const fdsArb = fc.oneof(
   { weight: 1, arbitrary: fc.tuple(fdKindArb, fdKindArb).map(([a, b]) => [a, b]) },
 );
 
+/**
+ * The steps every client script may take besides its protocol's own: send
+ * `data` (with fds), pause, flood with `floodData` up to `maxFlood` bytes,
+ * half-close, close. Weighted alternatives, to add to with fc.oneof.
+ */
+export function commonSteps(
+  data: fc.Arbitrary<Buffer>,
+  floodData: fc.Arbitrary<Buffer>,
+  maxFlood: number,
+): fc.WeightedArbitrary<Step>[] {
+  return [
+    {
+      weight: 4,
+      arbitrary: fc.record({ op: fc.constant('send' as const), data, fds: fdsArb, settle: settleArb }),
+    },
+    {
+      weight: 2,
+      arbitrary: fc.record({ op: fc.constant('pause' as const), ms: fc.integer({ min: 0, max: 30 }) }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        op: fc.constant('flood' as const),
+        data: floodData,
+        bytes: fc.integer({ min: 1, max: maxFlood }),
+      }),
+    },
+    { weight: 1, arbitrary: fc.constant({ op: 'shutdown-write' as const }) },
+    { weight: 1, arbitrary: fc.constant({ op: 'close' as const }) },
+  ];
+}
+
 export function openClient(ctx: ScriptContext, socketPath: string): RawClient {
   const c = new RawClient(socketPath);
   ctx.clients.push(c);
