@@ -5,7 +5,9 @@
  * The device and the loopback guest own these fds themselves (driven by
  * poll.ts) instead of handing them to `net.Socket`: a `net.Socket` reads
  * eagerly, and a read that consumes a message carrying SCM_RIGHTS silently
- * drops the fds (NODE-NOTES), so any socket that may carry fds stays raw.
+ * drops the fds (libuv reads a non-IPC stream with plain read(2), and the
+ * kernel discards the rights that arrive with it), so any socket that may
+ * carry fds stays raw.
  */
 
 import { O_CLOEXEC, O_NONBLOCK } from './fd.js';

@@ -6,7 +6,9 @@
  * (passfd and RPC-copy), then for each repetition runs every selected
  * scenario once per path, alternating which path goes first from one
  * repetition to the next so warm-up and drift do not favour either. A failed
- * run is recorded and the benchmark goes on.
+ * run is recorded and the benchmark goes on. The start-up scenario
+ * (startup.ts) runs first, before any stack exists, and needs none: a run of
+ * only `--scenarios startup` starts no stack at all.
  *
  * In a guest the FIFOs, their `dd`/`wc` clients and the kernel ceiling stay
  * on the host (containerd's side is the host's); the container processes
@@ -39,6 +41,7 @@ import {
   stdinThroughput,
   stdoutThroughput,
 } from './scenarios.js';
+import { measureStartup, type StartupRow } from './startup.js';
 
 interface Step {
   scenario: string;
@@ -175,11 +178,55 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
   const log = createLogger('bench');
   const mode: BenchMode = o.vm ? 'qemu' : 'loopback';
   const steps = plan(o.bench);
+  const withStartup = o.bench.scenarios.includes('startup');
   const progress = createProgress(
-    steps.length,
+    steps.length + (withStartup ? 1 : 0),
     o.progress,
-    o.vm ? `booting the QEMU guest (${o.vm.accel})` : 'starting vmm + agent',
+    withStartup ? 'start-up' : o.vm ? `booting the QEMU guest (${o.vm.accel})` : 'starting vmm + agent',
   );
+  const runs: RunRecord[] = [];
+  const errors: RunError[] = [];
+  // Start-up first, before the stack below exists: its processes would compete for the CPU.
+  let startup: StartupRow[] | undefined;
+  if (withStartup) {
+    progress.step(`start-up: node -e 0, --help, run -- true, vmm, agent × ${o.bench.startups}`);
+    try {
+      startup = await measureStartup({ count: o.bench.startups });
+    } catch (err) {
+      const message = (err as Error).message;
+      errors.push({ scenario: 'startup', path: 'cli', rep: 0, message });
+      progress.log(`bench: start-up failed: ${message}`);
+    }
+  }
+  const report = (stack: BenchStack | null): BenchReport => {
+    const { rows, ceilingMiBps } = summarize(runs, mode);
+    const cpus = os.cpus();
+    return {
+      meta: {
+        date: new Date().toISOString(),
+        host: os.hostname(),
+        cpus: cpus.length,
+        cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+        kernel: os.release(),
+        node: process.version,
+        clkTck: clockTicksPerSecond(),
+        durationS: (performance.now() - started) / 1000,
+        mode,
+        ...(stack?.vm ? { vm: stack.vm } : {}),
+        roles: cpuRoleLabels(mode),
+      },
+      options: { ...o.bench, rpc_chunk_size: o.bench.chunkSize ?? o.config.runtime.rpc_chunk_size },
+      summary: rows,
+      ceilingMiBps,
+      runs,
+      errors,
+      ...(startup ? { startup } : {}),
+    };
+  };
+  if (steps.length === 0) {
+    progress.done();
+    return report(null);
+  }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-bench-'));
   let stack: BenchStack;
   try {
@@ -202,8 +249,6 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
     dir,
     timeoutMs: o.bench.timeoutMs,
   };
-  const runs: RunRecord[] = [];
-  const errors: RunError[] = [];
   try {
     for (const s of steps) {
       progress.step(s.label);
@@ -222,26 +267,5 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
     await stack.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  const { rows, ceilingMiBps } = summarize(runs, mode);
-  const cpus = os.cpus();
-  return {
-    meta: {
-      date: new Date().toISOString(),
-      host: os.hostname(),
-      cpus: cpus.length,
-      cpuModel: cpus[0]?.model.trim() ?? 'unknown',
-      kernel: os.release(),
-      node: process.version,
-      clkTck: clockTicksPerSecond(),
-      durationS: (performance.now() - started) / 1000,
-      mode,
-      ...(stack.vm ? { vm: stack.vm } : {}),
-      roles: cpuRoleLabels(mode),
-    },
-    options: { ...o.bench, rpc_chunk_size: o.bench.chunkSize ?? o.config.runtime.rpc_chunk_size },
-    summary: rows,
-    ceilingMiBps,
-    runs,
-    errors,
-  };
+  return report(stack);
 }

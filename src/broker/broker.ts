@@ -25,7 +25,7 @@ import type { Config } from '../config/schema.js';
 import { agentMethods } from '../protocol/agent-api.js';
 import { TtrpcClient } from '../ttrpc/client.js';
 import type { TtrpcMethod } from '../ttrpc/common.js';
-import type { Logger } from '../util/log.js';
+import { createLogger, type Logger } from '../util/log.js';
 import { type FifoPaths, FifoSet, type StdioName } from './fifo-set.js';
 import { hybridConnect, type PassedFd, passFdTracked } from './hvsock-client.js';
 import { RpcCopy } from './rpc-copy.js';
@@ -46,7 +46,8 @@ export interface ProcessSpec {
 export interface BrokerOptions {
   hvsockPath: string;
   config: Config;
-  log: Logger;
+  /** Where warnings go (default: component "broker" on stderr, level from PASSFD_LOG). */
+  log?: Logger;
 }
 
 /** How long `wait()` waits for the device to finish delivering output after the exit. */
@@ -54,8 +55,11 @@ const OUTPUT_SETTLE_MS = 30_000;
 
 export class Broker {
   private client: TtrpcClient | null = null;
+  private readonly opts: Required<BrokerOptions>;
 
-  constructor(private readonly opts: BrokerOptions) {}
+  constructor(opts: BrokerOptions) {
+    this.opts = { ...opts, log: opts.log ?? createLogger('broker') };
+  }
 
   get config(): Config {
     return this.opts.config;
@@ -101,7 +105,7 @@ export class BrokeredProcess {
   constructor(
     private readonly broker: Broker,
     readonly spec: ProcessSpec,
-    private readonly opts: BrokerOptions,
+    private readonly opts: Required<BrokerOptions>,
   ) {
     this.fifos = new FifoSet(spec.fifos);
     this.execId = spec.execId ?? spec.containerId;
@@ -122,8 +126,18 @@ export class BrokeredProcess {
     try {
       if (this.usesPassfd) await this.passAll();
       await this.launch();
-      if (!this.usesPassfd)
-        this.rpc = new RpcCopy(this.broker, this, this.opts.config.runtime.rpc_chunk_size, this.opts.log);
+      if (!this.usesPassfd) {
+        const { stdin, stdout, stderr } = this.spec.fifos;
+        this.rpc = new RpcCopy({
+          call: (method, req) => this.broker.call(method, req),
+          containerId: this.spec.containerId,
+          execId: this.execId,
+          fifos: { stdin, stdout, ...(this.spec.terminal ? {} : { stderr }) },
+          releaseStdin: () => this.fifos.release('stdin'),
+          chunkSize: this.opts.config.runtime.rpc_chunk_size,
+          log: this.opts.log,
+        });
+      }
     } catch (err) {
       this.releaseAll();
       throw err;

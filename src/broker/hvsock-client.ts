@@ -14,10 +14,20 @@ import { closeQuietly, connectUnix, dupFd } from '../../native-bindings/index.js
 import { FdChannel } from '../net/fd-channel.js';
 import { encodeConnect, encodePassfd, encodePassfdPayload, OkReplyParser } from '../protocol/hybrid-vsock.js';
 
+/**
+ * The device could not be reached, refused, or broke the protocol. `cause`
+ * is the error underneath; `code` is its errno name (`ENOENT`: no socket at
+ * that path, `ECONNREFUSED`: nobody serving it, ...) when a system call
+ * failed, undefined for a refusal or a protocol error.
+ */
 export class HvsockError extends Error {
-  constructor(message: string) {
-    super(message);
+  readonly code: string | undefined;
+
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = 'HvsockError';
+    const code = (options?.cause as { code?: unknown } | undefined)?.code;
+    this.code = typeof code === 'string' ? code : undefined;
   }
 }
 
@@ -67,7 +77,9 @@ export function passFdTracked(
       sock = connectUnix(hvsockPath);
     } catch (err) {
       reject(
-        new HvsockError(`cannot reach the hybrid-vsock socket ${hvsockPath}: ${(err as Error).message}`),
+        new HvsockError(`cannot reach the hybrid-vsock socket ${hvsockPath}: ${(err as Error).message}`, {
+          cause: err,
+        }),
       );
       return;
     }
@@ -106,14 +118,14 @@ export function passFdTracked(
             },
           });
         } catch (err) {
-          fail(new HvsockError(`passfd to guest port ${port}: ${(err as Error).message}`));
+          fail(new HvsockError(`passfd to guest port ${port}: ${(err as Error).message}`, { cause: err }));
         }
       },
       onEnd: () =>
         fail(
           new HvsockError(`passfd to guest port ${port} refused: the device closed the socket without OK`),
         ),
-      onError: (err) => fail(new HvsockError(`passfd to guest port ${port}: ${err.message}`)),
+      onError: (err) => fail(new HvsockError(`passfd to guest port ${port}: ${err.message}`, { cause: err })),
     });
     let copy: number;
     try {
@@ -137,10 +149,10 @@ export function hybridConnect(hvsockPath: string, port: number, timeoutMs = 10_0
   return new Promise((resolve, reject) => {
     const socket = net.createConnection(hvsockPath);
     const parser = new OkReplyParser();
-    const fail = (msg: string) => {
+    const fail = (msg: string, cause?: unknown) => {
       cleanup();
       socket.destroy();
-      reject(new HvsockError(`CONNECT ${port} via ${hvsockPath}: ${msg}`));
+      reject(new HvsockError(`CONNECT ${port} via ${hvsockPath}: ${msg}`, cause ? { cause } : undefined));
     };
     const timer = setTimeout(() => fail(`no reply within ${timeoutMs} ms`), timeoutMs);
     const onData = (chunk: Buffer) => {
@@ -148,7 +160,7 @@ export function hybridConnect(hvsockPath: string, port: number, timeoutMs = 10_0
       try {
         ok = parser.push(chunk);
       } catch (err) {
-        fail((err as Error).message);
+        fail((err as Error).message, err);
         return;
       }
       if (!ok) return;
@@ -159,7 +171,7 @@ export function hybridConnect(hvsockPath: string, port: number, timeoutMs = 10_0
     };
     const onEnd = () =>
       fail('refused: the device closed the connection (nobody listening on that guest port?)');
-    const onError = (err: Error) => fail(err.message);
+    const onError = (err: Error) => fail(err.message, err);
     const cleanup = () => {
       clearTimeout(timer);
       socket.off('data', onData);

@@ -9,12 +9,8 @@
  * Sends READY=1 / STOPPING=1 to $NOTIFY_SOCKET.
  */
 import type { Command } from 'commander';
-import { Agent } from '../agent/agent.js';
-import { AfVsock } from '../guest-vsock/af-vsock.js';
-import { StandinVsock } from '../guest-vsock/standin.js';
 import type { GuestVsock } from '../guest-vsock/types.js';
 import { createLogger } from '../util/log.js';
-import { notifyReady, notifyStopping } from '../util/sd-notify.js';
 import { onTermination, parseMs, parsePort } from './options.js';
 
 const DEFAULT_PASSFD_PORT = 1027;
@@ -38,6 +34,12 @@ export function registerAgent(program: Command): void {
       parseMs,
       3000,
     )
+    .option(
+      '--standin-wait-ms <ms>',
+      'with --guest-dir: wait up to <ms> for the vmm’s stand-in socket (event-driven; default 0: fail at once)',
+      parseMs,
+      0,
+    )
     .option('--accept-delay-ms <ms>', '(testing) delay registering accepted passfd streams', parseMs, 0)
     .action(
       async (opts: {
@@ -47,6 +49,7 @@ export function registerAgent(program: Command): void {
         agentPort: number;
         streamWaitMs: number;
         drainTimeoutMs: number;
+        standinWaitMs: number;
         acceptDelayMs: number;
       }) => {
         const log = createLogger('agent');
@@ -57,13 +60,22 @@ export function registerAgent(program: Command): void {
         const passfdPort =
           opts.passfdPort ?? (envPort ? parsePort(envPort) : undefined) ?? DEFAULT_PASSFD_PORT;
         if (passfdPort === opts.agentPort) throw new Error('--passfd-port and --agent-port must differ');
+        // The agent's modules (ttrpc, protobuf, the native bindings) load only when it runs.
+        const [{ Agent }, { AfVsock }, { StandinVsock }, { notifyReady, notifyStopping }] = await Promise.all(
+          [
+            import('../agent/agent.js'),
+            import('../guest-vsock/af-vsock.js'),
+            import('../guest-vsock/standin.js'),
+            import('../util/sd-notify.js'),
+          ],
+        );
         const vsock: GuestVsock = opts.vsock
           ? new AfVsock({
               // net.Socket cannot wrap AF_VSOCK fds: ttrpc connections come bridged over AF_UNIX.
               unixBridgePorts: [opts.agentPort],
               onBridgeError: (err) => log.warn(`ttrpc vsock bridge: ${err.message}`),
             })
-          : new StandinVsock(opts.guestDir!);
+          : new StandinVsock(opts.guestDir!, { waitMs: opts.standinWaitMs });
         const agent = new Agent({
           vsock,
           passfdPort,

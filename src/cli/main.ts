@@ -9,8 +9,8 @@
  *   run     the end-to-end demo: a command's stdio through passfd
  *   bench   passfd vs RPC-copy, side by side
  */
-import { Command } from 'commander';
-import { parseLevel, setLogLevel } from '../util/log.js';
+import { Command, Option } from 'commander';
+import { type LogLevel, setLogLevel } from '../util/log.js';
 import { registerAgent } from './agent.js';
 import { registerBench } from './bench.js';
 import { registerGuest } from './guest.js';
@@ -22,9 +22,16 @@ const program = new Command();
 program
   .name('passfd-broker')
   .description('vsock fd passthrough for VM-isolated containers (Kata/Dragonball hybrid-vsock protocol)')
-  .option('--log-level <level>', 'error, warn, info or debug (env PASSFD_LOG)')
+  .addOption(
+    new Option('--log-level <level>', 'log level (env PASSFD_LOG)').choices([
+      'error',
+      'warn',
+      'info',
+      'debug',
+    ]),
+  )
   .hook('preAction', (cmd) => {
-    const level = parseLevel(cmd.opts().logLevel);
+    const level = cmd.opts().logLevel as LogLevel | undefined;
     if (level) setLogLevel(level);
   })
   .showHelpAfterError();

@@ -1,6 +1,6 @@
 /** Option parsers shared by subcommands: commander calls them and shows their errors. */
 import fs from 'node:fs';
-import { type Command, InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 
 export function parsePort(value: string): number {
   if (!/^(0|[1-9][0-9]{0,9})$/.test(value) || Number(value) > 0xffff_ffff) {
@@ -40,14 +40,16 @@ export function parseMs(value: string): number {
 
 /**
  * The real-guest flags `run` and `bench` share: `--vm qemu` and the QEMU
- * guest's `--accel`, `--cpus`, `--memory`. The parsers below are commander
- * argument parsers (a bad value exits non-zero with commander's message);
- * `vmSpecFrom` checks the combination before anything starts.
+ * guest's `--accel`, `--cpus`, `--memory`. `--vm` and `--accel` are
+ * commander choices, the numbers commander argument parsers (a bad value
+ * exits non-zero with commander's message); `vmSpecFrom` checks the
+ * combination before anything starts.
  */
-export type Accel = 'tcg' | 'kvm';
+export const ACCELS = ['tcg', 'kvm'] as const;
+export type Accel = (typeof ACCELS)[number];
 
 export interface VmFlags {
-  vm?: string;
+  vm?: 'qemu';
   accel?: Accel;
   cpus?: number;
   memory?: number;
@@ -66,11 +68,6 @@ export const VM_DEFAULTS: VmSpec = { accel: 'tcg', cpus: 1, memoryMiB: 1024 };
 export const MAX_VM_CPUS = 255;
 /** The smallest guest accepted: 128 MiB boots the kernel, the initramfs and the Node agent (checked; less is not supported). */
 export const MIN_VM_MEMORY_MIB = 128;
-
-export function parseAccel(value: string): Accel {
-  if (value !== 'tcg' && value !== 'kvm') throw new InvalidArgumentError('must be tcg or kvm');
-  return value;
-}
 
 function positiveInt(value: string): number {
   if (!/^[1-9][0-9]{0,8}$/.test(value)) throw new InvalidArgumentError('must be a positive integer');
@@ -104,16 +101,16 @@ export const VM_FLAG_HELP = {
 /** Adds `--vm`, `--accel`, `--cpus` and `--memory` (the same on `run` and `bench`). */
 export function withVmFlags(command: Command): Command {
   return command
-    .option('--vm <kind>', VM_FLAG_HELP.vm)
-    .option('--accel <tcg|kvm>', VM_FLAG_HELP.accel, parseAccel)
+    .addOption(new Option('--vm <kind>', VM_FLAG_HELP.vm).choices(['qemu']))
+    .addOption(new Option('--accel <kind>', VM_FLAG_HELP.accel).choices(ACCELS))
     .option('--cpus <n>', VM_FLAG_HELP.cpus, parseCpus)
     .option('--memory <MiB>', VM_FLAG_HELP.memory, parseMemoryMiB);
 }
 
 /**
  * The QEMU guest the flags ask for, or null without `--vm`. Throws a clear
- * error for an unknown `--vm`, for `--accel`/`--cpus`/`--memory` without
- * `--vm qemu`, and for `--accel kvm` without a usable /dev/kvm.
+ * error for `--accel`/`--cpus`/`--memory` without `--vm qemu`, and for
+ * `--accel kvm` without a usable /dev/kvm.
  */
 export function vmSpecFrom(flags: VmFlags, kvmDevice = '/dev/kvm'): VmSpec | null {
   if (flags.vm === undefined) {
@@ -124,7 +121,6 @@ export function vmSpecFrom(flags: VmFlags, kvmDevice = '/dev/kvm'): VmSpec | nul
       );
     return null;
   }
-  if (flags.vm !== 'qemu') throw new Error(`--vm must be qemu, not ${flags.vm}`);
   const spec: VmSpec = {
     accel: flags.accel ?? VM_DEFAULTS.accel,
     cpus: flags.cpus ?? VM_DEFAULTS.cpus,

@@ -5,7 +5,6 @@
  */
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import { passFd } from '../broker/hvsock-client.js';
 import { parsePort } from './options.js';
 
 export function registerPass(program: Command): void {
@@ -26,6 +25,7 @@ export function registerPass(program: Command): void {
         );
       }
       try {
+        const { passFd } = await import('../broker/hvsock-client.js');
         const hostPort = await passFd(opts.hvsock, fd, opts.port, { keep: opts.keep });
         process.stdout.write(`${hostPort}\n`);
       } finally {

@@ -17,13 +17,10 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { Command } from 'commander';
-import { Broker, type BrokeredProcess } from '../broker/broker.js';
-import { startEmbeddedStack } from '../broker/embedded-stack.js';
-import { loadConfig } from '../config/load.js';
+import { type Command, Option } from 'commander';
+import type { BrokeredProcess } from '../broker/broker.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../util/log.js';
-import { startVmStack } from '../vm/vm-stack.js';
 import { type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
 
 interface RunOptions extends VmFlags {
@@ -52,7 +49,12 @@ export function registerRun(program: Command): void {
         '--hvsock <path>',
         'use a running device (and its agent) instead of starting the embedded stack',
       )
-      .option('--io <path>', 'IO path: passfd (default, from config) or rpc (the RPC-copy baseline)'),
+      .addOption(
+        new Option(
+          '--io <path>',
+          'IO path: passfd (default, from config) or rpc (the RPC-copy baseline)',
+        ).choices(['passfd', 'rpc']),
+      ),
   )
     .option('--cwd <dir>', 'working directory of the command')
     .option('-e, --env <KEY=value>', 'environment variable for the command (repeatable)', collect, [])
@@ -69,32 +71,38 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
   const log = createLogger('run');
   const vm = vmSpecFrom(opts);
   if (vm && opts.hvsock) throw new Error('--vm and --hvsock exclude each other');
+  const { loadConfig } = await import('../config/load.js');
   const config: Config = loadConfig(opts.config);
-  if (opts.io) {
-    if (opts.io !== 'passfd' && opts.io !== 'rpc')
-      throw new Error(`--io must be passfd or rpc, not ${opts.io}`);
-    config.runtime.use_passfd_io = opts.io === 'passfd';
-  }
+  if (opts.io) config.runtime.use_passfd_io = opts.io === 'passfd';
   const hvsock = vm ? undefined : (opts.hvsock ?? (config.hypervisor.hvsock_path || undefined));
   let stack: { hvsockPath: string; stop(): Promise<void> } | null = null;
   const fifoDir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-fifos-'));
   const cleanup: (() => void | Promise<void>)[] = [
     () => fs.rmSync(fifoDir, { recursive: true, force: true }),
   ];
+  let brokerModule: Promise<typeof import('../broker/broker.js')> | null = null;
+  // The broker's modules load while the stack's processes start, but only once they
+  // are spawned: evaluating those modules holds the event loop for tens of ms.
+  const loadBroker = <T>(starting: Promise<T>): Promise<T> => {
+    brokerModule = import('../broker/broker.js');
+    return starting;
+  };
   try {
     if (!hvsock) {
       stack = vm
-        ? await startVmStack({
-            config,
-            accel: vm.accel,
-            cpus: vm.cpus,
-            memoryMiB: vm.memoryMiB,
-            // KVM boots in seconds where it works and fails or hangs where it does not: a minute.
-            ...(vm.accel === 'kvm' ? { startTimeoutMs: 60_000 } : {}),
-          }).catch((err: Error) => {
+        ? await loadBroker(
+            (await import('../vm/vm-stack.js')).startVmStack({
+              config,
+              accel: vm.accel,
+              cpus: vm.cpus,
+              memoryMiB: vm.memoryMiB,
+              // KVM boots in seconds where it works and fails or hangs where it does not: a minute.
+              ...(vm.accel === 'kvm' ? { startTimeoutMs: 60_000 } : {}),
+            }),
+          ).catch((err: Error) => {
             throw withKvmHint(err, vm);
           })
-        : await startEmbeddedStack({ config });
+        : await loadBroker((await import('../broker/embedded-stack.js')).startEmbeddedStack({ config }));
       const s = stack;
       cleanup.unshift(() => s.stop());
     }
@@ -104,8 +112,10 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
       stdout: path.join(fifoDir, `${id}-stdout`),
       stderr: opts.tty ? undefined : path.join(fifoDir, `${id}-stderr`),
     };
-    for (const f of Object.values(fifos)) if (f) execFileSync('mkfifo', ['-m', '600', f]);
+    // One mkfifo for all of them: each exec from this (large) process costs milliseconds.
+    execFileSync('mkfifo', ['-m', '600', ...Object.values(fifos).filter((f) => f !== undefined)]);
 
+    const { Broker } = await (brokerModule ?? import('../broker/broker.js'));
     const broker = new Broker({ hvsockPath: hvsock ?? stack!.hvsockPath, config, log });
     cleanup.unshift(() => broker.close());
     const tty = opts.tty && process.stdout.isTTY ? process.stdout : null;

@@ -5,11 +5,9 @@
  * Sends READY=1 / STOPPING=1 to $NOTIFY_SOCKET (systemd Type=notify).
  */
 import type { Command } from 'commander';
-import { HybridVsockDevice } from '../device/hybrid-device.js';
-import { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
-import { VhostUserVsockTransport } from '../device/transport/vhost-user/backend-server.js';
+import type { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
+import type { VhostUserVsockTransport } from '../device/transport/vhost-user/backend-server.js';
 import { createLogger } from '../util/log.js';
-import { notifyReady, notifyStopping } from '../util/sd-notify.js';
 import { onTermination, parseCid } from './options.js';
 
 export function registerVmm(program: Command): void {
@@ -25,9 +23,16 @@ export function registerVmm(program: Command): void {
       if (!opts.guestDir === !opts.vhostUser) {
         throw new Error('give exactly one guest: --guest-dir (loopback) or --vhost-user (QEMU)');
       }
+      // The device and only the guest transport asked for load when the vmm runs.
+      const [{ HybridVsockDevice }, { notifyReady, notifyStopping }] = await Promise.all([
+        import('../device/hybrid-device.js'),
+        import('../util/sd-notify.js'),
+      ]);
       const device = new HybridVsockDevice({ hvsockPath: opts.hvsock, guestCid: opts.guestCid, log });
       let transport: LoopbackTransport | VhostUserVsockTransport;
+      let guestStack: LoopbackTransport['stack'] | null = null;
       if (opts.vhostUser) {
+        const { VhostUserVsockTransport } = await import('../device/transport/vhost-user/backend-server.js');
         transport = new VhostUserVsockTransport({
           socketPath: opts.vhostUser,
           guestCid: opts.guestCid,
@@ -38,16 +43,18 @@ export function registerVmm(program: Command): void {
           `vhost-user-vsock backend on ${opts.vhostUser} (start QEMU with -device vhost-user-vsock-pci)`,
         );
       } else {
+        const { LoopbackTransport } = await import('../device/transport/loopback/loopback-transport.js');
         const loopback = new LoopbackTransport(opts.guestCid, opts.guestDir!, log);
         transport = loopback;
+        guestStack = loopback.stack;
         device.start(loopback);
         log.info(`loopback guest: AF_VSOCK stand-in at ${loopback.standin.socketPath}`);
       }
       // SIGUSR2: log the connection tables (device, and the loopback guest's), for operators.
       process.on('SIGUSR2', () => {
         log.info(`device connections (${device.endpoint.size}):\n  ${device.endpoint.dump().join('\n  ')}`);
-        if (transport instanceof LoopbackTransport) {
-          const guest = transport.stack.endpoint;
+        if (guestStack) {
+          const guest = guestStack.endpoint;
           log.info(`guest connections (${guest.size}):\n  ${guest.dump().join('\n  ')}`);
         }
       });

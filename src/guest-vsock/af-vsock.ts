@@ -54,7 +54,7 @@ export class AfVsock implements GuestVsock {
       lfd = vsockListen(port);
     } catch (err) {
       const code = errCode(err);
-      throw new VsockError(code, `listen on vsock port ${port}: ${(err as Error).message}`);
+      throw new VsockError(code, `listen on vsock port ${port}: ${(err as Error).message}`, { cause: err });
     }
     let closed = false;
     const watcher = new FdWatcher(lfd, () => {
@@ -100,14 +100,16 @@ export class AfVsock implements GuestVsock {
       fd = await vsockConnect(VMADDR_CID_HOST, port, this.opts.connectTimeoutMs ?? 10_000);
     } catch (err) {
       const code = errCode(err);
-      throw new VsockError(code, `connect to vsock port ${port}: ${code}`);
+      throw new VsockError(code, `connect to vsock port ${port}: ${code}`, { cause: err });
     }
     try {
       setNonBlocking(fd, false);
       return { fd, localPort: vsockLocalAddr(fd).port };
     } catch (err) {
       closeQuietly(fd);
-      throw new VsockError(errCode(err), `connect to vsock port ${port}: ${(err as Error).message}`);
+      throw new VsockError(errCode(err), `connect to vsock port ${port}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   }
 }

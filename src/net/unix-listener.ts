@@ -26,6 +26,8 @@ export class UnixListener {
     fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
     removeStaleSocket(socketPath);
     this.fd = listenUnix(socketPath, backlog);
+    // After listen(2), on purpose: this chmod's inotify event tells a client waiting
+    // for the socket (connect-when-listening.ts) that a connect can now succeed.
     fs.chmodSync(socketPath, 0o600);
     this.watcher = new FdWatcher(this.fd, () => this.acceptAll());
     this.watcher.want(true, false);

@@ -1,7 +1,8 @@
 /**
  * Boots a QEMU guest wired to a vhost-user-vsock backend (the device's
- * `vmm --vhost-user <socket>`), with the command line verified in
- * VHOST-USER.md: TCG by default (KVM hangs on these machines at guest boot),
+ * `vmm --vhost-user <socket>`), with a command line verified on this
+ * project's machine kind: TCG by default (KVM fails or hangs at guest boot
+ * under nested virtualisation),
  * shared memfd guest memory (vhost-user needs it), the host root read-only
  * over 9p, no network, serial console on stdout.
  *

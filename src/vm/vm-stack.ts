@@ -39,10 +39,10 @@ import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CLI_MAIN, type ReadyChild, startReady, stopChild } from '../broker/embedded-stack.js';
 import { hybridConnect } from '../broker/hvsock-client.js';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../util/log.js';
+import { CLI_MAIN, type ReadyChild, startReady, stopChild } from '../util/ready-child.js';
 import { cachedInitramfs, findGuestKernel, type GuestKernel } from './initramfs.js';
 import { type QemuHandle, startQemu } from './qemu.js';
 
@@ -138,7 +138,7 @@ async function waitForAgent(hvsockPath: string, port: number, qemu: QemuHandle, 
 type VmmChild = ReadyChild;
 
 /**
- * Starts `passfd-broker vmm <args>` (embedded-stack.ts's startReady: ready on
+ * Starts `passfd-broker vmm <args>` (ready-child.ts's startReady: ready on
  * READY=1) with its stderr captured: written synchronously to `logFile`
  * (complete whenever it is copied) and handed to `onLog`.
  */

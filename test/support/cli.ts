@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-export const CLI = path.resolve(import.meta.dirname, '../../dist/src/cli/main.js');
+export const CLI = path.resolve(import.meta.dirname, '../../dist/cli/passfd-broker.js');
 
 const started = new Set<ChildProcess>();
 
