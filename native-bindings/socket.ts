@@ -165,6 +165,18 @@ export function getSocketBuffer(fd: number, which: 'snd' | 'rcv'): number {
   return out.readInt32LE(0);
 }
 
+const SIOCOUTQ = 0x5411;
+/**
+ * What the peer has not read yet of what was sent on `fd` (SIOCOUTQ). For
+ * AF_UNIX this counts queued buffers in kernel memory (not payload bytes),
+ * so only "zero: the peer has read everything" is exact.
+ */
+export function unreadBySendPeer(fd: number): number {
+  const out = Buffer.alloc(4);
+  check(c.ioctl(fd, SIOCOUTQ, out), 'ioctl(SIOCOUTQ)', `fd ${fd}`);
+  return out.readInt32LE(0);
+}
+
 const getxattr = libc.func(
   'ssize_t getxattr(const char *path, const char *name, _Out_ uint8_t *value, size_t size)',
 );

@@ -11,7 +11,10 @@
  * is the container id (an empty exec id means the init process); an exec
  * process is forgotten once WaitProcess has returned its status; the init
  * process lives until RemoveContainer. In terminal mode stdout and stderr
- * share one stream and stderr_port is 0.
+ * share one stream and stderr_port is 0. A request waiting for its streams
+ * holds its container id (CreateContainer) or exec id (ExecProcess); if
+ * RemoveContainer comes meanwhile, the request fails with NOT_FOUND, closes
+ * what it claimed and starts nothing.
  *
  * "Containers" here are process groups in the agent's own root: isolation is
  * the VM's job in this project; what matters is the IO wiring.
@@ -44,7 +47,11 @@ interface Container {
   id: string;
   /** Set by CreateContainer, consumed by StartContainer. */
   pending: { process: Process; fds: (number | null)[] } | null;
+  /** CreateContainer is still waiting for the container's passfd streams. */
+  creating: boolean;
   execs: Map<string, ExecEntry>;
+  /** Exec ids of ExecProcess requests still waiting for their streams or their spawn. */
+  startingExecs: Set<string>;
 }
 
 const MAX_READ = 1 << 20;
@@ -75,19 +82,34 @@ export class AgentService {
       const process = req.OCI?.Process;
       if (!process || process.Args.length === 0) throw invalid('OCI.Process.Args is empty');
       // Reserve the id before awaiting streams so a duplicate create fails at once.
-      const c: Container = { id: req.containerId, pending: null, execs: new Map() };
+      const c: Container = {
+        id: req.containerId,
+        pending: null,
+        creating: true,
+        execs: new Map(),
+        startingExecs: new Set(),
+      };
       this.containers.set(c.id, c);
+      let fds: (number | null)[];
       try {
-        c.pending = { process, fds: await this.claim(req, process.Terminal) };
+        fds = await this.claim(req, process.Terminal);
       } catch (err) {
-        this.containers.delete(c.id);
+        // RemoveContainer may have dropped the reservation meanwhile and another create taken the id.
+        if (this.containers.get(c.id) === c) this.containers.delete(c.id);
         throw err;
       }
+      c.creating = false;
+      if (this.containers.get(c.id) !== c) {
+        for (const fd of fds) closeQuietly(fd);
+        throw removedMeanwhile(c.id);
+      }
+      c.pending = { process, fds };
       this.log.debug(`created container ${c.id}`);
       return {};
     });
     server.registerTyped(m.StartContainer, async (req) => {
       const c = this.container(req.containerId);
+      if (c.creating) throw precondition(`container ${c.id} is still being created`);
       if (!c.pending) throw precondition(`container ${c.id} was already started`);
       const { process, fds } = c.pending;
       c.pending = null;
@@ -97,11 +119,19 @@ export class AgentService {
     server.registerTyped(m.ExecProcess, async (req) => {
       const c = this.container(req.containerId);
       if (!req.execId) throw invalid('exec_id is empty');
-      if (c.execs.has(req.execId)) throw exists(`exec ${req.execId} already exists in ${c.id}`);
+      if (c.execs.has(req.execId) || c.startingExecs.has(req.execId)) {
+        throw exists(`exec ${req.execId} already exists in ${c.id}`);
+      }
       const process = req.process;
       if (!process || process.Args.length === 0) throw invalid('process.Args is empty');
-      const fds = await this.claim(req, process.Terminal);
-      await this.start(c, req.execId, process, fds);
+      // Reserved while its streams are awaited, so a second exec with this id fails at once.
+      c.startingExecs.add(req.execId);
+      try {
+        const fds = await this.claim(req, process.Terminal);
+        await this.start(c, req.execId, process, fds);
+      } finally {
+        c.startingExecs.delete(req.execId);
+      }
       return {};
     });
     server.registerTyped(m.WaitProcess, async (req, ctx) => {
@@ -176,7 +206,16 @@ export class AgentService {
     return results.map((r) => (r as PromiseFulfilledResult<number | null>).value);
   }
 
+  /**
+   * Spawns a container's process. The container may have been removed while
+   * the request waited for its streams or for the spawn: then nothing is left
+   * running (nobody could kill it) and the caller gets NOT_FOUND.
+   */
   private async start(c: Container, execId: string, process: Process, fds: (number | null)[]): Promise<void> {
+    if (this.containers.get(c.id) !== c) {
+      for (const fd of fds) closeQuietly(fd);
+      throw removedMeanwhile(c.id);
+    }
     let proc: ContainerProcess;
     try {
       proc = await spawnContainerProcess({
@@ -195,6 +234,11 @@ export class AgentService {
     } catch (err) {
       // The launcher owns the fds from the call on and has closed them.
       throw startError(err, process.Args[0]!, process.Cwd || undefined);
+    }
+    if (this.containers.get(c.id) !== c) {
+      proc.signal('SIGKILL', { group: true });
+      proc.destroy();
+      throw removedMeanwhile(c.id);
     }
     c.execs.set(execId, { process: proc, readChain: new Map() });
     this.guardian?.track(proc.pid);
@@ -246,6 +290,9 @@ function invalid(msg: string): TtrpcError {
 }
 function exists(msg: string): TtrpcError {
   return new TtrpcError(GrpcCode.ALREADY_EXISTS, msg);
+}
+function removedMeanwhile(id: string): TtrpcError {
+  return new TtrpcError(GrpcCode.NOT_FOUND, `container ${id} was removed while the request was in progress`);
 }
 function precondition(msg: string): TtrpcError {
   return new TtrpcError(GrpcCode.FAILED_PRECONDITION, msg);

@@ -10,8 +10,9 @@
  *                    CONNECT <port>\n     stack → client: OK <local port>\n + fd, or
  *                                         ERR <ERRNO> <text>\n (ECONNREFUSED, ETIMEDOUT, ...)
  *
- * A LISTEN lasts as long as its control socket. Lines are at most 128 bytes.
- * Pure codec: no I/O.
+ * A LISTEN lasts as long as its control socket. Lines are at most 128 bytes
+ * (newline not counted); an ERR reason is printable ASCII, shortened so its
+ * line fits. Pure codec: no I/O.
  */
 
 export const STANDIN_SOCKET_NAME = 'vsock.sock';
@@ -57,10 +58,11 @@ export function encodeReply(reply: StandinReply): Buffer {
       return Buffer.from(`OK ${reply.port}\n`);
     case 'accept':
       return Buffer.from(`ACCEPT ${reply.peerPort} ${reply.peerCid}\n`);
-    case 'err':
-      return Buffer.from(
-        `ERR ${reply.code} ${reply.message.replace(/\n/g, ' ')}\n`.slice(0, STANDIN_MAX_LINE),
-      );
+    case 'err': {
+      // Printable ASCII only, so that characters are bytes and the cut keeps the newline.
+      const line = `ERR ${reply.code} ${reply.message}`.replace(/\s/g, ' ').replace(/[^\x20-\x7e]/g, '?');
+      return Buffer.from(`${line.slice(0, STANDIN_MAX_LINE)}\n`, 'latin1');
+    }
   }
 }
 
@@ -76,22 +78,28 @@ export function parseReply(line: string): StandinReply {
   throw new StandinProtocolError(`unknown reply ${JSON.stringify(line)}`);
 }
 
-/** Splits a byte stream into lines (without the newline), refusing lines over STANDIN_MAX_LINE. */
+/**
+ * Splits a byte stream into lines (without the newline), refusing lines over
+ * STANDIN_MAX_LINE bytes. The lines before an over-long one are still
+ * returned, so the result does not depend on how the stream was split; the
+ * splitter is then refused for good: the call that finds the over-long line
+ * throws when it has no line to return, and every later call throws.
+ */
 export class LineSplitter {
   private pending = '';
+  private error: StandinProtocolError | undefined;
 
   push(chunk: Buffer): string[] {
-    const text = this.pending + chunk.toString('latin1');
-    const lines = text.split('\n');
+    if (this.error) throw this.error;
+    const lines = (this.pending + chunk.toString('latin1')).split('\n');
     this.pending = lines.pop()!;
-    if (this.pending.length > STANDIN_MAX_LINE) {
-      throw new StandinProtocolError(`line longer than ${STANDIN_MAX_LINE} bytes`);
-    }
-    for (const l of lines) {
-      if (l.length > STANDIN_MAX_LINE)
-        throw new StandinProtocolError(`line longer than ${STANDIN_MAX_LINE} bytes`);
-    }
-    return lines;
+    const bad = lines.findIndex((l) => l.length > STANDIN_MAX_LINE);
+    if (bad === -1 && this.pending.length <= STANDIN_MAX_LINE) return lines;
+    this.error = new StandinProtocolError(`line longer than ${STANDIN_MAX_LINE} bytes`);
+    this.pending = '';
+    const before = bad === -1 ? lines : lines.slice(0, bad);
+    if (before.length === 0) throw this.error;
+    return before;
   }
 
   get buffered(): number {

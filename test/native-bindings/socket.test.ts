@@ -26,6 +26,7 @@ import {
   sockaddrUn,
   socketPair,
   socketProtocolName,
+  unreadBySendPeer,
   WOULD_BLOCK,
   writeFd,
 } from '../../native-bindings/index.js';
@@ -240,6 +241,16 @@ describe('shutdownFd / socket buffers', () => {
     expect(writeFd(b, Buffer.from('back'))).toBe(4);
     expect(readFd(a, buf)).toBe(4);
     expect(() => writeFd(a, Buffer.from('x'))).toThrow(SysError);
+  });
+
+  it('unreadBySendPeer is non-zero while the peer has not read what was sent, zero once it has', () => {
+    const [a, b] = socketPair(true);
+    track(a, b);
+    expect(unreadBySendPeer(a)).toBe(0);
+    writeFd(a, Buffer.from('pending'));
+    expect(unreadBySendPeer(a)).toBeGreaterThan(0);
+    expect(readFd(b, Buffer.alloc(16))).toBe(7);
+    expect(unreadBySendPeer(a)).toBe(0);
   });
 
   it('shutdownFd on a closed fd throws EBADF', () => {
