@@ -14,6 +14,8 @@
  * Pure codec: no I/O.
  */
 
+import { LineReader } from './line-reader.js';
+
 export const STANDIN_SOCKET_NAME = 'vsock.sock';
 export const STANDIN_MAX_LINE = 128;
 
@@ -76,25 +78,18 @@ export function parseReply(line: string): StandinReply {
   throw new StandinProtocolError(`unknown reply ${JSON.stringify(line)}`);
 }
 
-/** Splits a byte stream into lines (without the newline), refusing lines over STANDIN_MAX_LINE. */
+/** Splits the control stream into lines (without the newline) of at most STANDIN_MAX_LINE bytes (line-reader.ts). */
 export class LineSplitter {
-  private pending = '';
+  readonly #reader = new LineReader(
+    STANDIN_MAX_LINE,
+    () => new StandinProtocolError(`line longer than ${STANDIN_MAX_LINE} bytes`),
+  );
 
   push(chunk: Buffer): string[] {
-    const text = this.pending + chunk.toString('latin1');
-    const lines = text.split('\n');
-    this.pending = lines.pop()!;
-    if (this.pending.length > STANDIN_MAX_LINE) {
-      throw new StandinProtocolError(`line longer than ${STANDIN_MAX_LINE} bytes`);
-    }
-    for (const l of lines) {
-      if (l.length > STANDIN_MAX_LINE)
-        throw new StandinProtocolError(`line longer than ${STANDIN_MAX_LINE} bytes`);
-    }
-    return lines;
+    return this.#reader.push(chunk).lines;
   }
 
   get buffered(): number {
-    return this.pending.length;
+    return this.#reader.buffered;
   }
 }
