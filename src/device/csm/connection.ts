@@ -398,7 +398,6 @@ export class VsockConnection {
 
   private resetReason: CloseReason = 'done';
   private resetDetail: string | undefined;
-
   /** Sends RST to the peer (next pull) and closes once it is out. */
   reset(reason: CloseReason, detail?: string): void {
     if (this.state === 'closed' || this.pending & P_RST) return;
@@ -457,14 +456,9 @@ export class VsockConnection {
     // SHUTDOWN(RCV) alone the peer is still sending and a slow local reader is just slow.
     // An end whose slow reader is backpressure (a FIFO) has no drain clock at all: a dead
     // reader surfaces as EPIPE instead.
-    if (
-      this.peerShutSend &&
-      !this.txbuf.isEmpty &&
-      !this.deadline.drain &&
-      !this.end.slowReaderIsBackpressure
-    ) {
+    const drainable = !this.end.slowReaderIsBackpressure && !this.deadline.drain;
+    if (drainable && this.peerShutSend && !this.txbuf.isEmpty)
       this.startWait('drain', SHUTDOWN_DRAIN_TIMEOUT_MS);
-    }
   }
 
   private startWait(wait: keyof VsockConnection['deadline'], ms: number): void {

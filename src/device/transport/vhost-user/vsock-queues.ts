@@ -216,8 +216,12 @@ export class VsockQueues {
   }
 }
 
-/** Copies `len` bytes of `src` into the segments from stream offset `at`. */
-function scatter(segs: readonly Buffer[], at: number, src: Buffer, len: number): void {
+/**
+ * Copies `len` bytes between a flat buffer and a chain's segments, starting
+ * at stream offset `at` of the segments: into them (`scatter`) or out of them
+ * (`gather`).
+ */
+function copySegments(segs: readonly Buffer[], at: number, flat: Buffer, len: number, into: boolean): void {
   let done = 0;
   for (const seg of segs) {
     if (done >= len) return;
@@ -226,24 +230,14 @@ function scatter(segs: readonly Buffer[], at: number, src: Buffer, len: number):
       continue;
     }
     const n = Math.min(seg.length - at, len - done);
-    src.copy(seg, at, done, done + n);
+    if (into) flat.copy(seg, at, done, done + n);
+    else seg.copy(flat, done, at, at + n);
     done += n;
     at = 0;
   }
 }
 
-/** Copies `len` bytes from the segments, starting at stream offset `at`, into `dst`. */
-function gather(segs: readonly Buffer[], at: number, dst: Buffer, len: number): void {
-  let done = 0;
-  for (const seg of segs) {
-    if (done >= len) return;
-    if (at >= seg.length) {
-      at -= seg.length;
-      continue;
-    }
-    const n = Math.min(seg.length - at, len - done);
-    seg.copy(dst, done, at, at + n);
-    done += n;
-    at = 0;
-  }
-}
+const scatter = (segs: readonly Buffer[], at: number, src: Buffer, len: number) =>
+  copySegments(segs, at, src, len, true);
+const gather = (segs: readonly Buffer[], at: number, dst: Buffer, len: number) =>
+  copySegments(segs, at, dst, len, false);
