@@ -119,14 +119,11 @@ export class HybridVsockDevice {
     const ctl = new HvsockControl(
       fd,
       {
-        connect: (port, socketFd, preRead) => {
-          const end = this.makeEnd(socketFd, () => new FdEnd(socketFd, { preRead }));
-          if (end) this.hostConnect(port, end, { kind: 'connect', end });
-        },
+        connect: (port, socketFd, preRead) =>
+          this.hostConnect(port, socketFd, () => new FdEnd(socketFd, { preRead }), { kind: 'connect' }),
         passfd: (port, passed, keep, reply) => {
           this.log.debug(`passfd fd=${passed} to guest port ${port}${keep ? ' (keep)' : ''}`);
-          const end = this.makeEnd(passed, () => passedFdEnd(passed, keep), reply);
-          if (end) this.hostConnect(port, end, { kind: 'passfd', reply }, keep);
+          this.hostConnect(port, passed, () => passedFdEnd(passed, keep), { kind: 'passfd', reply }, keep);
         },
         invalid: (reason) => {
           this.stats.invalidRequests++;
@@ -138,28 +135,31 @@ export class HybridVsockDevice {
     this.controls.add(ctl);
   }
 
-  /** The local end for `fd`, or null (fd closed, passer told) when it cannot be made (the keeper would not open). */
-  private makeEnd(fd: number, make: () => FdEnd, reply?: PassfdReply): FdEnd | null {
-    try {
-      return make();
-    } catch (err) {
-      const why = (err as Error).message;
-      this.stats.refused++;
-      this.log.warn(`refusing fd ${fd}: ${why}`);
-      closeQuietly(fd);
-      reply?.fail(why);
-      return null;
-    }
-  }
-
-  /** Opens a host-initiated connection with `end` as its host end. Never leaks the end or a port. */
-  private hostConnect(guestPort: number, end: FdEnd, waiter: Waiter, keep = false): void {
+  /**
+   * Opens a host-initiated connection to `guestPort` whose host end is made
+   * from `fd` by `open`. Never leaks the fd, its end or a port.
+   */
+  private hostConnect(
+    guestPort: number,
+    fd: number,
+    open: () => FdEnd,
+    request: { kind: 'connect' } | { kind: 'passfd'; reply: PassfdReply },
+    keep = false,
+  ): void {
+    let end: FdEnd | null = null;
     const refuse = (why: string) => {
       this.stats.refused++;
-      this.log.warn(`refusing ${waiter.kind} to guest port ${guestPort}: ${why}`);
-      end.close();
-      if (waiter.kind === 'passfd') waiter.reply.fail(why);
+      this.log.warn(`refusing ${request.kind} to guest port ${guestPort}: ${why}`);
+      if (end) end.close();
+      else closeQuietly(fd);
+      if (request.kind === 'passfd') request.reply.fail(why);
     };
+    try {
+      end = open(); // a FIFO's keeper may fail to open
+    } catch (err) {
+      refuse((err as Error).message);
+      return;
+    }
     if (this.endpoint.isFull) {
       refuse(`connection table full (${this.endpoint.maxConnections} connections)`);
       return;
@@ -177,7 +177,7 @@ export class HybridVsockDevice {
       refuse((err as Error).message);
       return;
     }
-    this.waiters.set(conn, waiter);
+    this.waiters.set(conn, request.kind === 'connect' ? { kind: 'connect', end } : request);
   }
 
   private onEstablished(conn: VsockConnection): void {
