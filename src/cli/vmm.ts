@@ -10,7 +10,7 @@
  */
 import type { Command } from 'commander';
 import type { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
-import type { VhostUserVsockTransport } from '../device/transport/vhost-user/backend-server.js';
+import type { VhostUserVsockTransport } from '../device/transport/vhost-user/vsock-transport.js';
 import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
 import { onTermination, parseCid } from './options.js';
@@ -51,7 +51,7 @@ export function registerVmm(program: Command): void {
       let transport: LoopbackTransport | VhostUserVsockTransport;
       let guestStack: LoopbackTransport['stack'] | null = null;
       if (opts.vhostUser) {
-        const { VhostUserVsockTransport } = await import('../device/transport/vhost-user/backend-server.js');
+        const { VhostUserVsockTransport } = await import('../device/transport/vhost-user/vsock-transport.js');
         transport = new VhostUserVsockTransport({
           socketPath: opts.vhostUser,
           guestCid: opts.guestCid,

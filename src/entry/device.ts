@@ -9,4 +9,4 @@
 export * from '../device/hybrid-device.js';
 export * from '../device/transport/loopback/loopback-transport.js';
 export type * from '../device/transport/transport.js';
-export * from '../device/transport/vhost-user/backend-server.js';
+export * from '../device/transport/vhost-user/vsock-transport.js';

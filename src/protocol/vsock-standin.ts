@@ -15,6 +15,8 @@
  * line fits. Pure codec: no I/O.
  */
 
+import { LineReader } from './line-reader.js';
+
 export const STANDIN_SOCKET_NAME = 'vsock.sock';
 export const STANDIN_MAX_LINE = 128;
 
@@ -78,31 +80,18 @@ export function parseReply(line: string): StandinReply {
   throw new StandinProtocolError(`unknown reply ${JSON.stringify(line)}`);
 }
 
-/**
- * Splits a byte stream into lines (without the newline), refusing lines over
- * STANDIN_MAX_LINE bytes. The lines before an over-long one are still
- * returned, so the result does not depend on how the stream was split; the
- * splitter is then refused for good: the call that finds the over-long line
- * throws when it has no line to return, and every later call throws.
- */
+/** Splits the control stream into lines (without the newline) of at most STANDIN_MAX_LINE bytes (line-reader.ts). */
 export class LineSplitter {
-  private pending = '';
-  private error: StandinProtocolError | undefined;
+  readonly #reader = new LineReader(
+    STANDIN_MAX_LINE,
+    () => new StandinProtocolError(`line longer than ${STANDIN_MAX_LINE} bytes`),
+  );
 
   push(chunk: Buffer): string[] {
-    if (this.error) throw this.error;
-    const lines = (this.pending + chunk.toString('latin1')).split('\n');
-    this.pending = lines.pop()!;
-    const bad = lines.findIndex((l) => l.length > STANDIN_MAX_LINE);
-    if (bad === -1 && this.pending.length <= STANDIN_MAX_LINE) return lines;
-    this.error = new StandinProtocolError(`line longer than ${STANDIN_MAX_LINE} bytes`);
-    this.pending = '';
-    const before = bad === -1 ? lines : lines.slice(0, bad);
-    if (before.length === 0) throw this.error;
-    return before;
+    return this.#reader.push(chunk).lines;
   }
 
   get buffered(): number {
-    return this.pending.length;
+    return this.#reader.buffered;
   }
 }

@@ -17,6 +17,7 @@ import {
   decodeVringFd,
   decodeVringState,
   encodeConfig,
+  encodeConfigReply,
   encodeMemoryTable,
   encodeMessage,
   encodeU64,
@@ -32,8 +33,8 @@ import {
   VHOST_USER_VERSION,
   type VhostUserMessage,
   VhostUserProtocolError,
-  vsockConfigReply,
 } from '../../../src/device/transport/vhost-user/messages.js';
+import { vsockConfigSpace } from '../../../src/device/transport/vhost-user/vsock-device.js';
 import { bytesArb, cutsArb, propParams, splitAt, thrown } from '../../support/prop.js';
 
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
@@ -259,7 +260,10 @@ describe('payload codec properties', () => {
   it('GET_CONFIG replies carry the requested window of the guest CID, or an empty payload outside it', () => {
     fc.assert(
       fc.property(u32, u32, u64, (offset, size, cid) => {
-        const reply = vsockConfigReply({ offset, size, flags: 0, payload: Buffer.alloc(0) }, cid);
+        const reply = encodeConfigReply(
+          { offset, size, flags: 0, payload: Buffer.alloc(0) },
+          vsockConfigSpace(cid),
+        );
         const d = new MessageDecoder();
         d.push(reply);
         const cfg = decodeConfig(d.next()!.payload);
