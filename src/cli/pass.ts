@@ -16,18 +16,22 @@ import { parsePort } from './options.js';
 
 const USABLE = 'passfd needs an fd the device can poll: a FIFO, a socket or a terminal';
 
-/** What kind of file `st` is, in words. */
-function kindOf(st: fs.Stats): string {
-  if (st.isFIFO()) return 'a FIFO';
-  if (st.isSocket()) return 'a socket';
-  if (st.isCharacterDevice()) return 'a character device';
-  if (st.isBlockDevice()) return 'a block device';
-  if (st.isDirectory()) return 'a directory';
-  return 'a regular file';
-}
+type Bindings = typeof import('../../native-bindings/index.js');
+
+/** An fd's kind (native-bindings fdKind), in words. */
+const KIND_WORDS: Record<ReturnType<Bindings['fdKind']>, string> = {
+  fifo: 'a FIFO',
+  socket: 'a socket',
+  char: 'a character device',
+  file: 'a regular file',
+  dir: 'a directory',
+  block: 'a block device',
+  symlink: 'a symlink',
+  other: 'a special file',
+};
 
 /** Opens `file` for passing; throws a message that says why it cannot be passed. */
-function openPassable(file: string, assertPollable: (fd: number) => void): number {
+function openPassable(file: string, nb: Pick<Bindings, 'assertPollable' | 'fdKind'>): number {
   let fd: number;
   try {
     fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
@@ -35,13 +39,13 @@ function openPassable(file: string, assertPollable: (fd: number) => void): numbe
     throw new Error(`cannot open ${file}: ${errnoText(err)}`);
   }
   try {
-    const st = fs.fstatSync(fd);
-    if (st.isFile() || st.isBlockDevice()) throw new Error(`${file} is ${kindOf(st)}: ${USABLE}`);
+    const kind = nb.fdKind(fd);
+    if (kind === 'file' || kind === 'block') throw new Error(`${file} is ${KIND_WORDS[kind]}: ${USABLE}`);
     try {
-      assertPollable(fd);
+      nb.assertPollable(fd);
     } catch (err) {
       const code = (err as { code?: string }).code ?? (err as Error).message;
-      throw new Error(`${file} is ${kindOf(st)} that epoll cannot watch (${code}): ${USABLE}`);
+      throw new Error(`${file} is ${KIND_WORDS[kind]} that epoll cannot watch (${code}): ${USABLE}`);
     }
     return fd;
   } catch (err) {
@@ -59,11 +63,11 @@ export function registerPass(program: Command): void {
     .option('--keep', 'keep the connection when the fd hangs up (a writer may come back)', false)
     .argument('<file>', 'file to open and pass')
     .action(async (file: string, opts: { hvsock: string; port: number; keep: boolean }) => {
-      const [{ assertPollable }, { passFd }] = await Promise.all([
+      const [nb, { passFd }] = await Promise.all([
         import('../../native-bindings/index.js'),
         import('../broker/hvsock-client.js'),
       ]);
-      const fd = openPassable(file, assertPollable);
+      const fd = openPassable(file, nb);
       try {
         const hostPort = await passFd(opts.hvsock, fd, opts.port, { keep: opts.keep });
         process.stdout.write(`${hostPort}\n`);
