@@ -5,10 +5,14 @@
  * `uv_poll_t`): callbacks run on the main loop with no thread hop, which keeps
  * a 64-byte round trip through the device in tens of microseconds. libuv
  * aborts the whole process if asked to poll an fd epoll refuses (a regular
- * file, /dev/null) or one it already watches, so the constructor first asks
- * epoll itself (a private epoll instance, `epoll_ctl(ADD)`) and throws a
- * SysError instead. The watcher never closes the fd; its owner must call
- * `close()` on the watcher *before* closing the fd, or libuv would keep
+ * file, /dev/null) or one it already watches (through koffi, a failed
+ * `uv_poll_init` ends in a FATAL ERROR), so the constructor first asks epoll
+ * itself and throws a SysError instead. It asks as libuv's own check does
+ * (`epoll_ctl` ADD then DEL), on one probe epoll instance kept for the
+ * process's life: a watcher costs no fd of its own, at creation or after
+ * (libuv polls every watched fd on the loop's one epoll), so creating one
+ * cannot fail with EMFILE. The watcher never closes the fd; its owner must
+ * call `close()` on the watcher *before* closing the fd, or libuv would keep
  * watching whatever file next reuses that number.
  */
 import koffi, { type node as KoffiNode } from 'koffi';
@@ -23,20 +27,22 @@ export interface Readiness {
 }
 
 const EPOLL_CTL_ADD = 1;
+const EPOLL_CTL_DEL = 2;
 const EPOLLIN = 1;
+
+/** The probe epoll instance (see the module comment), made by the process's first watcher or check. */
+let probe = -1;
+const probeEvent = Buffer.alloc(12);
+probeEvent.writeUInt32LE(EPOLLIN, 0);
 
 /** Throws a SysError (EPERM for regular files) when epoll cannot watch `fd`. */
 export function assertPollable(fd: number): void {
-  const ep = check(c.epoll_create1(O_CLOEXEC), 'epoll_create1');
-  try {
-    const ev = Buffer.alloc(12);
-    ev.writeUInt32LE(EPOLLIN, 0);
-    if (c.epoll_ctl(ep, EPOLL_CTL_ADD, fd, ev) < 0) {
-      throw new SysError('epoll_ctl', errno(), `fd ${fd} cannot be polled`);
-    }
-  } finally {
-    c.close(ep);
+  if (probe < 0) probe = check(c.epoll_create1(O_CLOEXEC), 'epoll_create1');
+  const ev = probeEvent;
+  if (c.epoll_ctl(probe, EPOLL_CTL_ADD, fd, ev) < 0) {
+    throw new SysError('epoll_ctl', errno(), `fd ${fd} cannot be polled`);
   }
+  c.epoll_ctl(probe, EPOLL_CTL_DEL, fd, ev);
 }
 
 /** Fds with a live watcher: libuv aborts the process on a second poll handle for one fd. */

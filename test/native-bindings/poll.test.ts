@@ -141,6 +141,30 @@ describe('FdWatcher', () => {
     expect(fs.fstatSync(fd).isFile()).toBe(true);
   });
 
+  it("costs no fd: a hundred watchers (created, armed, closed) leave the process's fd count as it was", () => {
+    const pairs = Array.from({ length: 100 }, () => pipe());
+    // The probe epoll is made by the process's first check; take the count after one.
+    assertPollable(pairs[0]![0]);
+    const before = fs.readdirSync('/proc/self/fd').length;
+    const ws = pairs.map(([r]) => watch(r).w);
+    for (const w of ws) w.want(true, false);
+    expect(fs.readdirSync('/proc/self/fd').length).toBe(before);
+    for (const w of ws) w.close();
+    expect(fs.readdirSync('/proc/self/fd').length).toBe(before);
+  });
+
+  it('creates, fires and closes watchers in a process out of fds (EMFILE)', () => {
+    const fixture = fileURLToPath(new URL('./fixtures/watch-at-emfile.ts', import.meta.url));
+    const res = spawnSync('prlimit', ['--nofile=64:64', process.execPath, '--import', 'tsx', fixture], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(res.stderr).not.toContain('FATAL ERROR');
+    expect(res.stdout).toMatch(/^emfile \d+$/m);
+    expect(res.stdout).toContain('watched');
+    expect(res.status).toBe(0);
+  });
+
   it('refuses an fd number that is not open with SysError EBADF', () => {
     // Not a just-closed number: assertPollable's own epoll_create1 would reuse
     // the lowest free fd, and epoll_ctl on the epoll fd itself says EINVAL.
