@@ -28,6 +28,15 @@ export const REQUEST_TIMEOUT_MS = 2000;
 export const SHUTDOWN_DRAIN_TIMEOUT_MS = 2000;
 /** Connections per device (Firecracker/Dragonball MAX_CONNECTIONS). */
 export const MAX_CONNECTIONS = 1023;
+/**
+ * Clients of the hybrid-vsock socket (or of the loopback guest's stand-in
+ * socket) that have connected but not sent their whole request yet, at
+ * once. Beyond it new connections wait in the listening socket's backlog
+ * (src/net/unix-listener.ts) until one of these sends its request or is
+ * dropped (5 s of silence on the hybrid socket, 10 s on the stand-in): a
+ * crowd of idle clients holds at most this many fds of the device.
+ */
+export const MAX_WAITING_CLIENTS = 256;
 /** Host ports for host-initiated connections: round-robin in [2^30, 2^31). */
 export const HOST_PORT_MIN = 2 ** 30;
 export const HOST_PORT_END = 2 ** 31;

@@ -42,6 +42,8 @@ export interface HvsockRequestHandler {
   /** passfd: `fd` is the passed fd (now owned by the handler); `reply` writes OK or closes. */
   passfd(guestPort: number, fd: number, keep: boolean, reply: PassfdReply): void;
   invalid(reason: string): void;
+  /** A well-formed request the device cannot take (its fd could not be received): answered `ERR <reason>`. */
+  unserved(reason: string): void;
 }
 
 export interface PassfdReply {
@@ -66,6 +68,8 @@ export class HvsockControl {
     fd: number,
     private readonly handler: HvsockRequestHandler,
     private readonly onDone: (ctl: HvsockControl) => void,
+    /** The client no longer waits for its command: handed over, waiting for the guest, or dropped. */
+    private readonly onCommandRead: () => void = () => {},
   ) {
     this.channel = new FdChannel(fd, {
       onData: (bytes, fds) => this.onData(bytes, fds),
@@ -74,6 +78,7 @@ export class HvsockControl {
           this.phase === 'payload' ? 'no fd: client closed before sending one' : 'client closed mid-command',
         ),
       onError: (err) => this.reject(err.message),
+      onFdsLost: () => this.fdsLost(),
     });
     this.timer = setTimeout(
       () => this.reject(`no complete request within ${COMMAND_TIMEOUT_MS} ms`),
@@ -135,6 +140,7 @@ export class HvsockControl {
       }
       this.phase = 'waiting';
       clearTimeout(this.timer);
+      this.onCommandRead();
       this.channel.pause();
       this.handler.passfd(parsed.port, fd, parsed.keep, {
         ok: (okLine) => {
@@ -158,6 +164,20 @@ export class HvsockControl {
     for (const fd of fds) closeQuietly(fd);
   }
 
+  /**
+   * The client sent an fd this process could not receive (out of fds): its
+   * request cannot be served, whatever it was. Told why, then closed.
+   */
+  private fdsLost(): void {
+    if (this.phase !== 'command' && this.phase !== 'payload') return;
+    const reason = 'the device could not receive the fd (MSG_CTRUNC: out of file descriptors)';
+    this.phase = 'done';
+    this.handler.unserved(reason);
+    this.channel.send(encodeErr(reason));
+    this.channel.close();
+    this.finish();
+  }
+
   private reject(reason: string): void {
     if (this.phase === 'done') return;
     const waiting = this.phase === 'waiting' || this.phase === 'linger';
@@ -170,6 +190,7 @@ export class HvsockControl {
 
   private finish(): void {
     clearTimeout(this.timer);
+    this.onCommandRead();
     this.onDone(this);
   }
 

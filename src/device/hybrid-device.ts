@@ -32,7 +32,7 @@ import { HOST_CID } from '../protocol/vsock-packet.js';
 import type { Logger } from '../util/log.js';
 import type { VsockConnection } from './csm/connection.js';
 import type { CloseReason } from './csm/types.js';
-import { HOST_PORT_END, HOST_PORT_MIN } from './defaults.js';
+import { HOST_PORT_END, HOST_PORT_MIN, MAX_WAITING_CLIENTS } from './defaults.js';
 import { VsockEndpoint } from './endpoint.js';
 import { FdEnd } from './fd-end.js';
 import { HvsockControl, type PassfdReply } from './hvsock-control.js';
@@ -101,18 +101,19 @@ export class HybridVsockDevice {
   start(transport: GuestTransport): void {
     this.transport = transport;
     transport.attach(this.endpoint);
-    this.listener = new UnixListener(
-      this.options.hvsockPath,
-      (fd) => this.serveControl(fd),
-      // EMFILE and friends: logged; the next readiness event retries.
-      (err) => this.log.warn(`accept on ${this.options.hvsockPath}: ${err.message}`),
-    );
+    this.listener = new UnixListener(this.options.hvsockPath, {
+      onAccept: (fd, commandRead) => this.serveControl(fd, commandRead),
+      log: this.log,
+      maxClients: MAX_WAITING_CLIENTS,
+      clientsAre: 'clients waiting for a command',
+    });
     this.log.info(
       `hybrid-vsock device on ${this.options.hvsockPath}, guest cid ${this.options.guestCid} (${transport.kind})`,
     );
   }
 
-  private serveControl(fd: number): void {
+  /** A client of the hybrid-vsock socket; `commandRead` once it no longer waits for its command. */
+  private serveControl(fd: number, commandRead: () => void): void {
     this.stats.controls++;
     const ctl = new HvsockControl(
       fd,
@@ -127,8 +128,13 @@ export class HybridVsockDevice {
           this.stats.invalidRequests++;
           this.log.warn(`invalid hybrid-vsock request: ${reason}`);
         },
+        unserved: (reason) => {
+          this.stats.refused++;
+          this.log.warn(`refusing a hybrid-vsock request: ${reason}`);
+        },
       },
       (done) => this.controls.delete(done),
+      commandRead,
     );
     this.controls.add(ctl);
   }

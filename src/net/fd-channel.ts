@@ -9,6 +9,10 @@
  * Receiving: every read is a `recvmsg` with room for fds; a message that
  * carried more fds than the channel accepts (`maxFds`) or lost fds to
  * truncation is reported as an error and its fds are closed, never leaked.
+ * Truncation (MSG_CTRUNC) with room for 253 fds means the kernel could not
+ * install them: this process is out of fds (EMFILE/ENFILE). An owner that
+ * wants to answer that (`onFdsLost`) gets the message's bytes instead, and
+ * the channel stays open.
  * Sending: messages queue in order; an fd attached to a message is closed
  * here once the message is out (the receiver has its own copy), or when the
  * channel closes before it went out.
@@ -33,6 +37,12 @@ export interface FdChannelHandlers {
    * with too many or truncated fds. The channel is closed after this.
    */
   onError(err: Error): void;
+  /**
+   * The kernel could not give us a message's fds (MSG_CTRUNC: out of fds);
+   * `bytes` came with them. The fds that did arrive are closed already.
+   * Without this handler, that is an error (`onError`).
+   */
+  onFdsLost?(bytes: Buffer): void;
 }
 
 interface Outgoing {
@@ -128,6 +138,11 @@ export class FdChannel {
         return;
       }
       if (got === null) return;
+      if (got.truncated && got.surplus === 0 && this.handlers.onFdsLost) {
+        for (const fd of got.fds) closeQuietly(fd);
+        this.handlers.onFdsLost(this.buf.subarray(0, got.bytes));
+        continue;
+      }
       if (got.truncated || got.surplus > 0) {
         for (const fd of got.fds) closeQuietly(fd);
         this.fail(

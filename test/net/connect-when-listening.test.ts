@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { closeQuietly, listenUnix } from '../../native-bindings/index.js';
 import { connectWhenListening } from '../../src/net/connect-when-listening.js';
 import { UnixListener } from '../../src/net/unix-listener.js';
+import { createLogger } from '../../src/util/log.js';
 import { fdCount, tempDir } from '../native-bindings/helpers.js';
 
 const cleanups: (() => void)[] = [];
@@ -28,16 +29,13 @@ function listener(socketPath: string): { accepted: Promise<number> } {
   const accepted = new Promise<number>((r) => {
     got = r;
   });
-  const l = new UnixListener(
-    socketPath,
-    (fd) => {
+  const l = new UnixListener(socketPath, {
+    onAccept: (fd) => {
       cleanups.push(() => closeQuietly(fd));
       got(fd);
     },
-    (err) => {
-      throw err;
-    },
-  );
+    log: createLogger('listener', () => {}),
+  });
   cleanups.push(() => l.close());
   return { accepted };
 }

@@ -23,6 +23,7 @@ import {
   type StandinRequest,
 } from '../../../protocol/vsock-standin.js';
 import type { Logger } from '../../../util/log.js';
+import { MAX_WAITING_CLIENTS } from '../../defaults.js';
 import type { GuestListener, LoopbackGuestStack } from './guest-stack.js';
 
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -42,23 +43,23 @@ export class StandinServer {
 
   start(): void {
     makeSocketDir(path.dirname(this.socketPath));
-    this.listener = new UnixListener(
-      this.socketPath,
-      (fd) => this.serve(fd),
-      (err) => this.log.warn(`stand-in accept: ${err.message}`),
-    );
+    this.listener = new UnixListener(this.socketPath, {
+      onAccept: (fd, requestRead) => this.serve(fd, requestRead),
+      log: this.log,
+      maxClients: MAX_WAITING_CLIENTS,
+      clientsAre: 'guest processes waiting to send a request',
+    });
   }
 
-  private serve(fd: number): void {
+  /** One guest process's control socket; `requestRead` once it no longer waits for its request line. */
+  private serve(fd: number, requestRead: () => void): void {
     const lines = new LineSplitter();
     let request: StandinRequest | null = null;
     let listener: (GuestListener & { port: number }) | null = null;
-    const timer = setTimeout(() => {
-      if (!request) drop('no request within 10 s');
-    }, REQUEST_TIMEOUT_MS);
-    timer.unref();
+    let timer: NodeJS.Timeout | undefined;
     const finish = () => {
       clearTimeout(timer);
+      requestRead();
       this.clients.delete(channel);
       if (listener) this.stack.unlisten(listener.port, listener);
       listener = null;
@@ -94,6 +95,7 @@ export class StandinServer {
           return;
         }
         clearTimeout(timer);
+        requestRead();
         if (request.kind === 'listen') listener = this.startListening(request.port, channel);
         else this.startConnect(request.port, channel, finish);
       },
@@ -107,6 +109,11 @@ export class StandinServer {
       },
     });
     this.clients.add(channel);
+    // Armed once the channel exists: if its constructor threw, nothing is left behind.
+    timer = setTimeout(() => {
+      if (!request) drop('no request within 10 s');
+    }, REQUEST_TIMEOUT_MS);
+    timer.unref();
   }
 
   private startListening(port: number, channel: FdChannel): (GuestListener & { port: number }) | null {

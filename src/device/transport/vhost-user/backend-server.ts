@@ -58,7 +58,11 @@ class FrontEnd {
         if (got === null) return;
         if (got.truncated || got.surplus > 0) {
           for (const f of got.fds) closeQuietly(f);
-          throw new VhostUserProtocolError('too many fds with one message');
+          throw new VhostUserProtocolError(
+            got.surplus > 0
+              ? 'too many fds with one message'
+              : "a message's fds could not be received (MSG_CTRUNC: out of file descriptors)",
+          );
         }
         if (got.bytes === 0 && got.fds.length === 0) {
           this.session.end('QEMU disconnected');
@@ -99,39 +103,32 @@ export class VhostUserServer {
 
   /** Starts listening on the socket path (a stale socket file there is replaced). */
   listen(): void {
-    // Backlog 8: one front-end is served at a time; the next waits here.
-    this.#listener = new UnixListener(
-      this.socketPath,
-      (fd) => this.#accept(fd),
-      (err) => this.#log.error(`accept: ${err.message}`),
-      8,
-    );
+    // One front-end at a time (until its session ends); the next waits in the backlog (8).
+    this.#listener = new UnixListener(this.socketPath, {
+      onAccept: (fd, sessionEnded) => this.#accept(fd, sessionEnded),
+      log: this.#log,
+      backlog: 8,
+      maxClients: 1,
+    });
   }
 
-  #accept(fd: number): void {
-    if (this.#closed || this.#current) {
+  #accept(fd: number, sessionEnded: () => void): void {
+    if (this.#closed) {
       closeQuietly(fd);
+      sessionEnded();
       return;
     }
-    this.#listener?.pause(); // one front-end at a time: the next waits in the backlog
     this.sessions++;
     this.#log.info(`QEMU connected (session ${this.sessions})`);
     try {
-      this.#current = new FrontEnd(fd, this.device, this.#log, (f) => this.#ended(f));
+      this.#current = new FrontEnd(fd, this.device, this.#log, (f) => {
+        if (this.#current === f) this.#current = null;
+        sessionEnded();
+      });
     } catch (err) {
       closeQuietly(fd);
+      sessionEnded();
       this.#log.error(`cannot serve QEMU: ${(err as Error).message}`);
-      this.#listener?.resume();
-    }
-  }
-
-  #ended(f: FrontEnd): void {
-    if (this.#current !== f) return;
-    this.#current = null;
-    if (!this.#closed) {
-      this.#listener?.resume();
-      // A front-end may already be waiting in the backlog.
-      setImmediate(() => this.#listener?.acceptAll());
     }
   }
 
