@@ -15,7 +15,9 @@
  *   4. the listener's credentials (SO_PEERCRED of the connected socket: who
  *      called listen(2)) must be allowed.
  * Nobody listening (ENOENT, ECONNREFUSED) is not an access matter: the
- * guest gets a reset, as before, without a warning.
+ * guest gets a reset, as before, without a warning. Any other failure to
+ * open or connect (EMFILE/ENFILE: this process is out of fds; the check
+ * needs two at once) is a reset too, with a warning saying why.
  */
 import fs from 'node:fs';
 import { closeQuietly, connectUnix } from '../../native-bindings/index.js';
@@ -33,12 +35,17 @@ export function connectForGuest(hvsockPath: string, port: number): number | stri
     log.warn(msg);
     return msg;
   };
+  const failed = (err: unknown): string => {
+    const code = (err as { code?: string }).code;
+    if (code === 'ENOENT' || code === 'ECONNREFUSED') return `no host listener at ${target} (${code})`;
+    return refuse((err as Error).message);
+  };
   if (!policy.allowsGuestPort(port)) return refuse('the port is not in hypervisor.guest_connect_ports');
   let pathFd: number;
   try {
     pathFd = fs.openSync(target, O_PATH | fs.constants.O_NOFOLLOW); // libuv adds O_CLOEXEC
   } catch (err) {
-    return `no host listener at ${target} (${(err as { code?: string }).code ?? err})`;
+    return failed(err);
   }
   let fd: number;
   try {
@@ -50,7 +57,7 @@ export function connectForGuest(hvsockPath: string, port: number): number | stri
     try {
       fd = connectUnix(`/proc/self/fd/${pathFd}`);
     } catch (err) {
-      return `no host listener at ${target} (${(err as { code?: string }).code ?? err})`;
+      return failed(err);
     }
   } finally {
     closeQuietly(pathFd);

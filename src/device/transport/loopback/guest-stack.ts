@@ -12,7 +12,11 @@
  *   start above the reserved ports and counts up), sends REQUEST, and
  *   completes on RESPONSE, fails with ECONNREFUSED on RST, ETIMEDOUT after
  *   the request timeout;
- * - credit, SHUTDOWN and RST follow the shared connection state machine.
+ * - credit, SHUTDOWN and RST follow the shared connection state machine;
+ * - out of file descriptors (each connection costs the stack one socketpair,
+ *   whose other end goes to the guest process), a REQUEST is answered with
+ *   RST and a process's connect() fails with EMFILE/ENFILE, with one log
+ *   line each: this process is the guest kernel too, and must not die of it.
  */
 import { closeQuietly, setNonBlocking, socketPair } from '../../../../native-bindings/index.js';
 import type { VsockHeader } from '../../../protocol/vsock-packet.js';
@@ -44,7 +48,7 @@ const LAST_RESERVED_PORT = 1023;
 
 export class ConnectError extends Error {
   constructor(
-    readonly code: 'ECONNREFUSED' | 'ETIMEDOUT' | 'ECONNRESET' | 'EAGAIN',
+    readonly code: 'ECONNREFUSED' | 'ETIMEDOUT' | 'ECONNRESET' | 'EAGAIN' | 'EMFILE' | 'ENFILE',
     message: string,
   ) {
     super(message);
@@ -96,7 +100,15 @@ export class LoopbackGuestStack {
   private onRequest(hdr: VsockHeader) {
     const listener = this.listeners.get(hdr.dstPort);
     if (!listener) return `nobody listens on guest port ${hdr.dstPort}`;
-    const [mine, theirs] = guestSocketPair();
+    let pair: [number, number];
+    try {
+      pair = guestSocketPair();
+    } catch (err) {
+      const why = `cannot accept a connection on guest port ${hdr.dstPort}: ${(err as Error).message}`;
+      this.log.warn(why);
+      return why;
+    }
+    const [mine, theirs] = pair;
     listener.deliver(theirs, hdr.srcPort, hdr.srcCid);
     return { localPort: hdr.dstPort, peerPort: hdr.srcPort, end: new FdEnd(mine) };
   }
@@ -108,7 +120,16 @@ export class LoopbackGuestStack {
       done(new ConnectError('EAGAIN', 'no free local vsock port'));
       return;
     }
-    const [mine, theirs] = guestSocketPair();
+    let pair: [number, number];
+    try {
+      pair = guestSocketPair();
+    } catch (err) {
+      const code = (err as { code?: string }).code === 'ENFILE' ? 'ENFILE' : 'EMFILE';
+      this.log.warn(`a guest process's connect to host port ${port}: ${(err as Error).message}`);
+      done(new ConnectError(code, `connect to host port ${port}: ${(err as Error).message}`));
+      return;
+    }
+    const [mine, theirs] = pair;
     const end = new FdEnd(mine);
     let conn: VsockConnection;
     try {
@@ -155,6 +176,12 @@ export class LoopbackGuestStack {
  */
 function guestSocketPair(): [number, number] {
   const [mine, theirs] = socketPair(false);
-  setNonBlocking(mine, true);
+  try {
+    setNonBlocking(mine, true);
+  } catch (err) {
+    closeQuietly(mine);
+    closeQuietly(theirs);
+    throw err;
+  }
   return [mine, theirs];
 }
