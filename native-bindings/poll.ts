@@ -8,8 +8,8 @@
  * file, /dev/null) or one it already watches (through koffi, a failed
  * `uv_poll_init` ends in a FATAL ERROR), so the constructor first asks epoll
  * itself and throws a SysError instead. It asks as libuv's own check does
- * (`epoll_ctl` ADD then DEL), on one probe epoll instance kept for the
- * process's life: a watcher costs no fd of its own, at creation or after
+ * (`epoll_ctl` ADD then DEL), on one probe epoll instance made at load and
+ * kept for the process's life: a watcher costs no fd of its own, at creation or after
  * (libuv polls every watched fd on the loop's one epoll), so creating one
  * cannot fail with EMFILE. The watcher never closes the fd; its owner must
  * call `close()` on the watcher *before* closing the fd, or libuv would keep
@@ -30,14 +30,17 @@ const EPOLL_CTL_ADD = 1;
 const EPOLL_CTL_DEL = 2;
 const EPOLLIN = 1;
 
-/** The probe epoll instance (see the module comment), made by the process's first watcher or check. */
-let probe = -1;
+/**
+ * The probe epoll instance (see the module comment), made when this module
+ * loads: while the process still has fds to spare, and not in the middle of
+ * somebody's fd accounting.
+ */
+const probe = check(c.epoll_create1(O_CLOEXEC), 'epoll_create1');
 const probeEvent = Buffer.alloc(12);
 probeEvent.writeUInt32LE(EPOLLIN, 0);
 
 /** Throws a SysError (EPERM for regular files) when epoll cannot watch `fd`. */
 export function assertPollable(fd: number): void {
-  if (probe < 0) probe = check(c.epoll_create1(O_CLOEXEC), 'epoll_create1');
   const ev = probeEvent;
   if (c.epoll_ctl(probe, EPOLL_CTL_ADD, fd, ev) < 0) {
     throw new SysError('epoll_ctl', errno(), `fd ${fd} cannot be polled`);
