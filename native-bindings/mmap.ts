@@ -38,6 +38,14 @@ export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
 export const MFD_CLOEXEC = 0x1;
 export const MFD_ALLOW_SEALING = 0x2;
+/** File seals (fcntl F_ADD_SEALS / F_GET_SEALS). */
+export const F_SEAL_SEAL = 0x1;
+export const F_SEAL_SHRINK = 0x2;
+export const F_SEAL_GROW = 0x4;
+export const F_SEAL_WRITE = 0x8;
+const F_ADD_SEALS = 1033;
+const F_GET_SEALS = 1034;
+const EINVAL = 22;
 const _SC_PAGESIZE = 30;
 /** mmap's MAP_FAILED ((void *) -1) as koffi returns it: an unsigned bigint. */
 const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
@@ -78,6 +86,24 @@ export function memfdCreate(name: string, size?: number, flags = MFD_CLOEXEC): n
 export function truncateFd(fd: number, size: number): void {
   if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`bad size ${size}`);
   check(fns.ftruncate(fd, size), 'ftruncate', `fd ${fd}`);
+}
+
+/**
+ * fcntl(F_GET_SEALS): the file's seals, or null when the file cannot carry
+ * any (EINVAL: not shmem/hugetlbfs, e.g. a regular file). A memfd created
+ * without MFD_ALLOW_SEALING (and any other tmpfs file) reports F_SEAL_SEAL.
+ */
+export function fileSeals(fd: number): number | null {
+  const r = c.fcntl(fd, F_GET_SEALS, 0) as number;
+  if (r >= 0) return r;
+  const e = errno();
+  if (e === EINVAL) return null;
+  throw new SysError('fcntl(F_GET_SEALS)', e, `fd ${fd}`);
+}
+
+/** fcntl(F_ADD_SEALS): adds `seals` to the file (EPERM once F_SEAL_SEAL is set). */
+export function addFileSeals(fd: number, seals: number): void {
+  check(c.fcntl(fd, F_ADD_SEALS, seals), 'fcntl(F_ADD_SEALS)', `fd ${fd}`);
 }
 
 // Releases a placeholder's address range once no Buffer over it is reachable.

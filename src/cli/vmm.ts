@@ -19,6 +19,7 @@ interface VmmOptions {
   hvsock: string;
   guestDir?: string;
   vhostUser?: string;
+  allowUnsealedMemory?: boolean;
   guestCid: number;
   config?: string;
 }
@@ -30,6 +31,11 @@ export function registerVmm(program: Command): void {
     .requiredOption('--hvsock <path>', 'hybrid-vsock Unix socket to serve (CONNECT and passfd)')
     .option('--guest-dir <dir>', 'loopback guest: directory for the AF_VSOCK stand-in socket (vsock.sock)')
     .option('--vhost-user <socket>', 'serve a real guest instead: vhost-user-vsock backend socket for QEMU')
+    .option(
+      '--allow-unsealed-memory',
+      'vhost-user: take guest memory that cannot be sealed against shrinking (memory-backend-file); ' +
+        'a front-end that truncates it then crashes the vmm',
+    )
     .option('--guest-cid <cid>', 'guest CID', parseCid, 3)
     .option('--config <toml>', 'configuration file: the [hypervisor] access keys (see config.toml.example)')
     .action(async (opts: VmmOptions) => {
@@ -56,6 +62,7 @@ export function registerVmm(program: Command): void {
           socketPath: opts.vhostUser,
           guestCid: opts.guestCid,
           log: log.child('vhost-user'),
+          allowUnsealedMemory: opts.allowUnsealedMemory ?? false,
         });
         device.start(transport);
         log.info(

@@ -1,7 +1,22 @@
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { memfdCreate, mmapShared } from '../../../native-bindings/index.js';
+import {
+  F_SEAL_SHRINK,
+  fileSeals,
+  MFD_ALLOW_SEALING,
+  MFD_CLOEXEC,
+  memfdCreate,
+  mmapShared,
+  truncateFd,
+} from '../../../native-bindings/index.js';
+
+/** Sealable, as QEMU's guest RAM is (the backend adds F_SEAL_SHRINK). */
+const SEALABLE = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+
 import { GuestMemory, GuestMemoryError } from '../../../src/device/transport/vhost-user/memory.js';
+import { createLogger } from '../../../src/util/log.js';
 
 const MiB = 1 << 20;
 const UVA = 0x7f00_0000_0000;
@@ -12,7 +27,7 @@ function fdIsOpen(fd: number): boolean {
 
 /** A 4 MiB "guest" laid out as QEMU 7.2 does: two regions of one memfd with a hole (0xa0000-0xc0000). */
 function qemuLikeGuest(): { mem: GuestMemory; backing: ReturnType<typeof mmapShared>; fds: number[] } {
-  const fd = memfdCreate('guest-ram', 4 * MiB);
+  const fd = memfdCreate('guest-ram', 4 * MiB, SEALABLE);
   const backing = mmapShared(fd, 0, 4 * MiB);
   const fds = [fd, fs.openSync(`/proc/self/fd/${fd}`, 'r+')];
   const mem = GuestMemory.map(
@@ -75,8 +90,8 @@ describe('GuestMemory', () => {
   });
 
   it('refuses inconsistent tables and still closes every fd', () => {
-    const a = memfdCreate('a', MiB);
-    const b = memfdCreate('b', MiB);
+    const a = memfdCreate('a', MiB, SEALABLE);
+    const b = memfdCreate('b', MiB, SEALABLE);
     expect(() =>
       GuestMemory.map(
         [
@@ -92,12 +107,12 @@ describe('GuestMemory', () => {
       ),
     ).toThrow(/overlaps/);
     expect(fdIsOpen(a) || fdIsOpen(b)).toBe(false);
-    const c = memfdCreate('c', MiB);
+    const c = memfdCreate('c', MiB, SEALABLE);
     expect(() =>
       GuestMemory.map([{ guestPhysAddr: 0n, memorySize: 0n, userspaceAddr: 0n, mmapOffset: 0n }], [c]),
     ).toThrow(/empty/);
     expect(fdIsOpen(c)).toBe(false);
-    const d = memfdCreate('d', MiB);
+    const d = memfdCreate('d', MiB, SEALABLE);
     expect(() => GuestMemory.map([], [d])).toThrow(/0 memory regions but 1 fds/);
     expect(fdIsOpen(d)).toBe(false);
   });
@@ -118,5 +133,63 @@ describe('GuestMemory', () => {
   it('an empty table translates nothing', () => {
     const mem = GuestMemory.empty();
     expect(() => mem.guest(0, 1)).toThrow(GuestMemoryError);
+  });
+
+  describe('a front-end cannot make the backend fault (SIGBUS)', () => {
+    const region = (size: number, mmapOffset = 0) => ({
+      guestPhysAddr: 0n,
+      memorySize: BigInt(size),
+      userspaceAddr: 0x10000000n,
+      mmapOffset: BigInt(mmapOffset),
+    });
+
+    it('refuses a region larger than its fd, or an mmap_offset past its end, and closes the fd', () => {
+      const a = memfdCreate('small', MiB, SEALABLE);
+      expect(() => GuestMemory.map([region(2 * MiB)], [a])).toThrow(/ends past its fd's 0x100000 bytes/);
+      expect(fdIsOpen(a)).toBe(false);
+      const b = memfdCreate('small', MiB, SEALABLE);
+      expect(() => GuestMemory.map([region(4096, 2 * MiB)], [b])).toThrow(/mmap_offset 0x200000/);
+      expect(fdIsOpen(b)).toBe(false);
+      const c = memfdCreate('small', MiB, SEALABLE);
+      expect(() => GuestMemory.map([region(MiB, 4096)], [c])).toThrow(/ends past/);
+      expect(fdIsOpen(c)).toBe(false);
+    });
+
+    it('seals a sealable memfd against shrinking, so a later truncate fails instead of faulting', () => {
+      const fd = memfdCreate('ram', MiB, SEALABLE);
+      const own = fs.openSync(`/proc/self/fd/${fd}`, 'r+');
+      const lines: string[] = [];
+      const mem = GuestMemory.map([region(MiB)], [fd], { log: createLogger('t', (l) => lines.push(l)) });
+      cleanups.push(() => {
+        mem.close();
+        fs.closeSync(own);
+      });
+      expect(fileSeals(own)! & F_SEAL_SHRINK).toBe(F_SEAL_SHRINK);
+      expect(() => truncateFd(own, 4096)).toThrow(/EPERM/);
+      truncateFd(own, 2 * MiB); // growing is the front-end's business
+      mem.guest(MiB - 1, 1)[0] = 7; // still mapped and usable
+      expect(lines.join('')).toMatch(/sealed its memfd against shrinking/);
+    });
+
+    it('refuses memory that cannot be sealed, unless unsealed memory is allowed (then says so)', () => {
+      const plain = memfdCreate('unsealable', MiB); // no MFD_ALLOW_SEALING: F_SEAL_SEAL is set
+      expect(() => GuestMemory.map([region(MiB)], [plain])).toThrow(/cannot be sealed against shrinking/);
+      expect(fdIsOpen(plain)).toBe(false);
+      const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'mem-')), 'ram');
+      fs.writeFileSync(file, Buffer.alloc(MiB));
+      const lines: string[] = [];
+      const fd = fs.openSync(file, 'r+');
+      const mem = GuestMemory.map([region(MiB)], [fd], {
+        allowUnsealed: true,
+        log: createLogger('t', (l) => lines.push(l)),
+      });
+      cleanups.push(() => {
+        mem.close();
+        fs.rmSync(path.dirname(file), { recursive: true });
+      });
+      expect(lines.join('')).toMatch(
+        /region\(s\) 0 cannot be sealed.*a front-end that truncates them will crash/,
+      );
+    });
   });
 });

@@ -7,13 +7,19 @@
  * (a 44-byte header descriptor plus a payload descriptor).
  */
 import {
+  addFileSeals,
   closeQuietly,
   connectUnix,
   dupFd,
   eventfd,
   eventfdRead,
   eventfdWrite,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
   type Mapping,
+  MFD_ALLOW_SEALING,
+  MFD_CLOEXEC,
   memfdCreate,
   mmapShared,
   readFd,
@@ -33,6 +39,7 @@ import {
   encodeVringState,
   FLAG_REPLY,
   HEADER_SIZE,
+  type MemoryRegion,
   Req,
 } from '../../../src/device/transport/vhost-user/messages.js';
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../../src/device/transport/vhost-user/virtqueue.js';
@@ -156,19 +163,39 @@ export interface Reply {
   payload: Buffer;
 }
 
+/** How the fake guest RAM's memfd is made: as QEMU's memory-backend-memfd (sealed), sealable, or unsealable. */
+export type RamSeals = 'qemu' | 'sealable' | 'none';
+
+/** The memory table QEMU 7.2's pc machine sends: two regions of one memfd around the VGA hole. */
+export function qemuMemoryTable(): MemoryRegion[] {
+  return [
+    { guestPhysAddr: 0n, memorySize: BigInt(HOLE_START), userspaceAddr: BigInt(UVA), mmapOffset: 0n },
+    {
+      guestPhysAddr: BigInt(HOLE_END),
+      memorySize: BigInt(RAM - HOLE_END),
+      userspaceAddr: BigInt(UVA + HOLE_END),
+      mmapOffset: BigInt(HOLE_END),
+    },
+  ];
+}
+
 /** QEMU plus the guest driver. */
 export class FakeQemu {
   readonly sock: number;
   readonly memfd: number;
+  /** The err eventfds given with SET_VRING_ERR, per queue: the backend signals them when the device needs a reset. */
+  readonly errFds: number[] = [];
   readonly map: Mapping;
   readonly rx: DriverQueue;
   readonly tx: DriverQueue;
   /** Next free guest-physical address for packet buffers. */
   #bufTop = 0x100000;
 
-  constructor(socketPath: string) {
+  constructor(socketPath: string, seals: RamSeals = 'qemu') {
     this.sock = connectUnix(socketPath, true);
-    this.memfd = memfdCreate('fake-guest-ram', RAM);
+    this.memfd = memfdCreate('fake-guest-ram', RAM, MFD_CLOEXEC | (seals === 'none' ? 0 : MFD_ALLOW_SEALING));
+    // As QEMU's memory-backend-memfd (seal=on) makes guest RAM.
+    if (seals === 'qemu') addFileSeals(this.memfd, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
     this.map = mmapShared(this.memfd, 0, RAM);
     this.rx = new DriverQueue(this.ram, HOLE_END);
     this.tx = new DriverQueue(this.ram, HOLE_END + 0x4000);
@@ -244,6 +271,7 @@ export class FakeQemu {
   /** QEMU 7.2's start-up messages, then the guest driver's set-up of both rings, in the order QEMU sends them. */
   async boot(
     features = bits(Feature.VIRTIO_F_VERSION_1, Feature.VHOST_USER_F_PROTOCOL_FEATURES),
+    memoryTable = qemuMemoryTable(),
   ): Promise<void> {
     await this.call(Req.GET_FEATURES);
     await this.call(Req.GET_PROTOCOL_FEATURES);
@@ -260,25 +288,19 @@ export class FakeQemu {
       closeQuietly(early);
       const err = eventfd();
       this.send(Req.SET_VRING_ERR, encodeVringFd({ index: q, noFd: false }), [err]);
-      closeQuietly(err);
+      this.errFds.push(err);
     }
     await this.getConfigCid();
     // The guest driver loads.
     this.send(Req.SET_FEATURES, encodeU64(features));
-    const low = this.memfd;
-    const high = dupFd(this.memfd);
-    const table = encodeMemoryTable([
-      { guestPhysAddr: 0n, memorySize: BigInt(HOLE_START), userspaceAddr: BigInt(UVA), mmapOffset: 0n },
-      {
-        guestPhysAddr: BigInt(HOLE_END),
-        memorySize: BigInt(RAM - HOLE_END),
-        userspaceAddr: BigInt(UVA + HOLE_END),
-        mmapOffset: BigInt(HOLE_END),
-      },
-    ]);
-    const st = await this.acked(Req.SET_MEM_TABLE, table, [low, high]);
-    closeQuietly(high);
-    if (st !== 0n) throw new Error(`SET_MEM_TABLE failed: ${st}`);
+    // One fd per region (all the same memfd), as QEMU sends them.
+    const fds = memoryTable.map((_, i) => (i === 0 ? this.memfd : dupFd(this.memfd)));
+    try {
+      const st = await this.acked(Req.SET_MEM_TABLE, encodeMemoryTable(memoryTable), fds);
+      if (st !== 0n) throw new Error(`SET_MEM_TABLE failed: ${st}`);
+    } finally {
+      for (const fd of fds.slice(1)) closeQuietly(fd);
+    }
     for (const [i, q] of [this.rx, this.tx].entries()) {
       this.send(Req.SET_VRING_NUM, encodeVringState({ index: i, num: QSIZE }));
       this.send(Req.SET_VRING_BASE, encodeVringState({ index: i, num: 0 }));
@@ -359,6 +381,7 @@ export class FakeQemu {
     this.disconnect();
     this.rx.close();
     this.tx.close();
+    for (const fd of this.errFds.splice(0)) closeQuietly(fd);
     closeQuietly(this.memfd);
     this.map.unmap();
   }

@@ -17,6 +17,7 @@ import { closeQuietly, FdWatcher, recvWithFds } from '../../../../native-binding
 import { UnixListener } from '../../../net/unix-listener.js';
 import type { Logger } from '../../../util/log.js';
 import type { VhostUserDevice } from './device.js';
+import type { MapOptions } from './memory.js';
 import { MAX_FDS_PER_MESSAGE, MAX_PAYLOAD_SIZE, MessageDecoder, VhostUserProtocolError } from './messages.js';
 import { VhostUserSession } from './session.js';
 import { nativeSessionEnv } from './session-env.js';
@@ -32,11 +33,12 @@ class FrontEnd {
     readonly fd: number,
     device: VhostUserDevice,
     log: Logger,
+    memory: MapOptions,
     onEnd: (f: FrontEnd) => void,
   ) {
     this.#watcher = new FdWatcher(fd, () => this.#onReadable());
     try {
-      this.session = new VhostUserSession(device, nativeSessionEnv(fd), log, () => {
+      this.session = new VhostUserSession(device, nativeSessionEnv(fd, memory), log, () => {
         this.#watcher.close();
         for (const f of this.#decoder.takeFds()) closeQuietly(f);
         closeQuietly(fd);
@@ -92,6 +94,8 @@ export class VhostUserServer {
     readonly socketPath: string,
     private readonly device: VhostUserDevice,
     log: Logger,
+    /** Guest memory tables: unsealed memory refused unless `allowUnsealed` (memory.ts). */
+    private readonly memory: { allowUnsealed?: boolean } = {},
   ) {
     this.#log = log;
   }
@@ -121,7 +125,7 @@ export class VhostUserServer {
     this.sessions++;
     this.#log.info(`QEMU connected (session ${this.sessions})`);
     try {
-      this.#current = new FrontEnd(fd, this.device, this.#log, (f) => {
+      this.#current = new FrontEnd(fd, this.device, this.#log, { ...this.memory, log: this.#log }, (f) => {
         if (this.#current === f) this.#current = null;
         sessionEnded();
       });

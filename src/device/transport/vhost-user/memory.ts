@@ -20,11 +20,33 @@
  * crashing). A new SET_MEM_TABLE replaces the whole table: map the new one,
  * swap, close the old one.
  *
+ * A hostile or broken front-end must not be able to fault this process
+ * (SIGBUS kills it without a log line): each region's `mmap_offset +
+ * memory_size` must lie within its fd's size (fstat) at SET_MEM_TABLE, and
+ * the file must not be able to shrink later. A memfd sealed with
+ * F_SEAL_SHRINK (QEMU's memory-backend-memfd seals by default) is taken; a
+ * sealable one without it gets F_SEAL_SHRINK added here (the seal is on the
+ * file, so the front-end's later ftruncate to a smaller size fails with
+ * EPERM instead of faulting us); a file that cannot be sealed (a regular or
+ * tmpfs file, a memfd without MFD_ALLOW_SEALING) is refused, unless the
+ * operator allowed unsealed memory (`allowUnsealed`): then not truncating
+ * it is the front-end's responsibility, and it is logged once per table.
+ *
  * Sizes: a Node Buffer is limited to `buffer.constants.MAX_LENGTH` bytes
  * (4 GiB on 64-bit Node 20); a larger region is refused with an error.
  */
 import { constants as bufferConstants } from 'node:buffer';
-import { closeQuietly, type Mapping, mmapShared } from '../../../../native-bindings/index.js';
+import fs from 'node:fs';
+import {
+  addFileSeals,
+  closeQuietly,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  fileSeals,
+  type Mapping,
+  mmapShared,
+} from '../../../../native-bindings/index.js';
+import type { Logger } from '../../../util/log.js';
 import type { MemoryRegion } from './messages.js';
 
 export class GuestMemoryError extends Error {
@@ -35,6 +57,13 @@ export class GuestMemoryError extends Error {
 }
 
 export type AddressSpace = 'guest' | 'user';
+
+export interface MapOptions {
+  /** Take regions whose file cannot be sealed against shrinking (default: refuse them). */
+  allowUnsealed?: boolean;
+  /** Where a seal added or an unsealed region taken is said. */
+  log?: Logger;
+}
 
 interface Region {
   gpa: number;
@@ -68,10 +97,12 @@ export class GuestMemory {
   /**
    * Maps a SET_MEM_TABLE: `fds[i]` backs `regions[i]`. Consumes (closes) every fd.
    * Throws GuestMemoryError for an inconsistent table (count mismatch, zero or
-   * overlapping regions), SysError when mmap fails.
+   * overlapping regions, a region past its fd's end, a file that can shrink
+   * under us), SysError when mmap fails.
    */
-  static map(regions: readonly MemoryRegion[], fds: readonly number[]): GuestMemory {
+  static map(regions: readonly MemoryRegion[], fds: readonly number[], opts: MapOptions = {}): GuestMemory {
     const mapped: Region[] = [];
+    const unsealed: number[] = [];
     try {
       if (regions.length !== fds.length) {
         throw new GuestMemoryError(`${regions.length} memory regions but ${fds.length} fds`);
@@ -95,8 +126,30 @@ export class GuestMemory {
             throw new GuestMemoryError(`memory region ${i} overlaps another in user space`);
           }
         }
-        mapped.push({ gpa, uva, size, map: mmapShared(fds[i]!, offset, size) });
+        const fd = fds[i]!;
+        const fileSize = fs.fstatSync(fd).size;
+        if (offset + size > fileSize) {
+          throw new GuestMemoryError(
+            `memory region ${i} (mmap_offset ${hex(offset)} + size ${hex(size)}) ends past its fd's ${hex(fileSize)} bytes`,
+          );
+        }
+        if (!sealAgainstShrink(fd, i, opts.log)) {
+          if (!opts.allowUnsealed) {
+            throw new GuestMemoryError(
+              `memory region ${i}: its file cannot be sealed against shrinking (use a sealed memfd, ` +
+                'as memory-backend-memfd gives, or allow unsealed memory)',
+            );
+          }
+          unsealed.push(i);
+        }
+        mapped.push({ gpa, uva, size, map: mmapShared(fd, offset, size) });
       });
+      if (unsealed.length > 0) {
+        opts.log?.warn(
+          `memory region(s) ${unsealed.join(', ')} cannot be sealed against shrinking (unsealed memory allowed): ` +
+            'a front-end that truncates them will crash this process',
+        );
+      }
     } catch (err) {
       for (const r of mapped) r.map.unmap();
       throw err;
@@ -152,4 +205,18 @@ export class GuestMemory {
     }
     throw new GuestMemoryError(`${space} address ${hex(a)} (+${hex(len)}) is outside guest memory`);
   }
+}
+
+/**
+ * Makes sure the file under region `i` cannot shrink: true when it is sealed
+ * with F_SEAL_SHRINK (already, or by us now), false when it cannot be.
+ */
+function sealAgainstShrink(fd: number, i: number, log?: Logger): boolean {
+  const seals = fileSeals(fd);
+  if (seals === null) return false;
+  if (seals & F_SEAL_SHRINK) return true;
+  if (seals & F_SEAL_SEAL) return false;
+  addFileSeals(fd, F_SEAL_SHRINK);
+  log?.info(`memory region ${i}: sealed its memfd against shrinking (F_SEAL_SHRINK)`);
+  return true;
 }

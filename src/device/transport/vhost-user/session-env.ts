@@ -15,7 +15,7 @@ import {
   WOULD_BLOCK,
   writeFd,
 } from '../../../../native-bindings/index.js';
-import { GuestMemory } from './memory.js';
+import { GuestMemory, type MapOptions } from './memory.js';
 import { type MemoryRegion, VhostUserProtocolError } from './messages.js';
 import type { GuestMemoryAccess } from './virtqueue.js';
 
@@ -39,7 +39,8 @@ export interface SessionEnv {
   close(fd: number): void;
 }
 
-export function nativeSessionEnv(sock: number): SessionEnv {
+/** The real environment on the front-end's socket `sock`; `memory` says how a memory table is taken. */
+export function nativeSessionEnv(sock: number, memory: MapOptions = {}): SessionEnv {
   return {
     send(reply) {
       const n = writeFd(sock, reply);
@@ -54,7 +55,7 @@ export function nativeSessionEnv(sock: number): SessionEnv {
     },
     readKick: (fd) => void eventfdRead(fd),
     signal: (fd) => void eventfdWrite(fd),
-    mapMemory: (regions, fds) => GuestMemory.map(regions, fds),
+    mapMemory: (regions, fds) => GuestMemory.map(regions, fds, memory),
     close: (fd) => closeQuietly(fd),
   };
 }

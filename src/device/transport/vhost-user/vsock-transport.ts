@@ -15,6 +15,8 @@ export interface VhostUserVsockOptions {
   socketPath: string;
   guestCid: number;
   log: Logger;
+  /** Take guest memory that cannot be sealed against shrinking (memory.ts); default false. */
+  allowUnsealedMemory?: boolean;
 }
 
 export class VhostUserVsockTransport implements GuestTransport {
@@ -22,6 +24,7 @@ export class VhostUserVsockTransport implements GuestTransport {
   readonly guestCid: number;
   readonly socketPath: string;
   readonly #log: Logger;
+  readonly #allowUnsealedMemory: boolean;
   #device: VhostUserVsockDevice | null = null;
   #server: VhostUserServer | null = null;
 
@@ -29,6 +32,7 @@ export class VhostUserVsockTransport implements GuestTransport {
     this.guestCid = opts.guestCid;
     this.socketPath = opts.socketPath;
     this.#log = opts.log;
+    this.#allowUnsealedMemory = opts.allowUnsealedMemory ?? false;
   }
 
   /** Whether a QEMU is connected. */
@@ -50,7 +54,9 @@ export class VhostUserVsockTransport implements GuestTransport {
   attach(backend: VsockBackend): void {
     if (this.#device) throw new Error('vhost-user transport already attached');
     this.#device = new VhostUserVsockDevice(this.guestCid, backend, this.#log);
-    this.#server = new VhostUserServer(this.socketPath, this.#device, this.#log);
+    this.#server = new VhostUserServer(this.socketPath, this.#device, this.#log, {
+      allowUnsealed: this.#allowUnsealedMemory,
+    });
     this.#server.listen();
     this.#log.info(`vhost-user-vsock backend listening on ${this.socketPath} (guest CID ${this.guestCid})`);
   }
