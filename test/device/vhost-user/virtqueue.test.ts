@@ -5,7 +5,13 @@
  * addresses guest-physical).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Mapping, memfdCreate, mmapShared } from '../../../native-bindings/index.js';
+import {
+  type Mapping,
+  MFD_ALLOW_SEALING,
+  MFD_CLOEXEC,
+  memfdCreate,
+  mmapShared,
+} from '../../../native-bindings/index.js';
 import { GuestMemory } from '../../../src/device/transport/vhost-user/memory.js';
 import {
   SplitVirtqueue,
@@ -89,7 +95,7 @@ afterEach(() => {
 });
 
 function setup(size = 8, opts: { indirect?: boolean; eventIdx?: boolean; base?: number } = {}) {
-  const fd = memfdCreate('guest', RAM);
+  const fd = memfdCreate('guest', RAM, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   const backing = mmapShared(fd, 0, RAM);
   // GuestMemory consumes (closes) the fd; `backing` is the test's own view as the guest.
   const mem = GuestMemory.map(
@@ -179,15 +185,22 @@ describe('SplitVirtqueue', () => {
     drv.writeDesc(0, { addr: 0x10000, len: 1, flags: VIRTQ_DESC_F_NEXT, next: 9 });
     drv.publish(0);
     expect(() => vq.popChain()).toThrow(/descriptor index 9/);
-    drv.publish(7);
-    expect(() => vq.popChain()).toThrow(/head index 7/);
     drv.offer(0, [
       { addr: 0x10000, len: 1, flags: VIRTQ_DESC_F_WRITE },
       { addr: 0x10000, len: 1 },
     ]);
     expect(() => vq.popChain()).toThrow(/readable descriptor after a writable/);
     expect(vq.popChain()).toBeNull();
-    expect(vq.lastAvailIdx).toBe(5);
+    expect(vq.lastAvailIdx).toBe(4);
+  });
+
+  it('breaks the queue on a head index outside the table (no chain to give back)', () => {
+    const { drv, vq } = setup(4);
+    drv.publish(7);
+    expect(() => vq.popChain()).toThrow(/head index 7 outside a queue of 4/);
+    expect(vq.broken).toMatch(/head index 7/);
+    drv.offer(0, [{ addr: 0x10000, len: 1 }]);
+    expect(() => vq.popChain()).toThrow(/head index 7/);
   });
 
   it('breaks the queue when avail.idx runs more than size ahead', () => {

@@ -97,6 +97,8 @@ export class VhostUserSession {
   #mem: MappedMemory | null = null;
   #features = 0n;
   #protocolFeatures = 0n;
+  /** Why the device needs a reset (the driver broke the virtio rules), or null. */
+  #brokenBy: string | null = null;
   /** The guest has used the device since it was set up: stopping it is "the guest went away". */
   #live = false;
   #closed = false;
@@ -107,7 +109,10 @@ export class VhostUserSession {
     private readonly log: Logger,
     private readonly onEnd: () => void = () => {},
   ) {
-    this.#vrings = Array.from({ length: device.queueCount }, (_, i) => new Vring(i, env, log));
+    this.#vrings = Array.from(
+      { length: device.queueCount },
+      (_, i) => new Vring(i, env, log, (reason) => this.#needsReset(reason)),
+    );
     this.#scheduled = this.#vrings.map(() => false);
     this.#offered = offeredFeatures(device);
     this.#offeredProtocol = offeredProtocolFeatures(device);
@@ -150,6 +155,7 @@ export class VhostUserSession {
           // Stopping a ring the guest was using: the guest is going away.
           if (this.#live) this.#guestGone('guest stopped the device');
           const base = v.stop();
+          this.#clearNeedsReset();
           this.env.send(encodeReply(req, encodeVringState({ index: s.index, num: base })));
           break;
         }
@@ -192,6 +198,7 @@ export class VhostUserSession {
       case Req.RESET_DEVICE:
         if (this.#live) this.#guestGone(requestName(req));
         for (const v of this.#vrings) v.reset();
+        this.#clearNeedsReset();
         return;
       case Req.SET_MEM_TABLE:
         this.#setMemTable(msg);
@@ -299,6 +306,7 @@ export class VhostUserSession {
     this.#scheduled[index] = false;
     if (this.#closed) return;
     const v = this.#vrings[index]!;
+    if (this.#brokenBy !== null) return;
     if (!v.queue) {
       if (!v.ready(this.#mem, this.#features)) return;
       this.#live = true;
@@ -318,6 +326,32 @@ export class VhostUserSession {
   }
 
   // ─── teardown ──────────────────────────────────────────────────────────
+
+  /**
+   * The guest driver broke the virtio rules (a ring whose indices cannot be
+   * trusted): the device needs a reset, as virtio's DEVICE_NEEDS_RESET. One
+   * log line; every ring's err eventfd signalled (QEMU then sets
+   * NEEDS_RESET for the guest); every connection of this guest reset (the
+   * device's guestGone: fds closed); no queue served until the front-end
+   * stops or resets the rings (the guest driver's reset does that). The
+   * session, the front-end's socket and everybody else carry on.
+   */
+  #needsReset(reason: string): void {
+    if (this.#brokenBy !== null) return;
+    this.#brokenBy = reason;
+    this.log.error(
+      `the guest driver broke the virtio rules (${reason}): device needs reset; every connection of this guest is reset`,
+    );
+    for (const v of this.#vrings) v.signalError();
+    if (this.#live) this.#guestGone(`device needs reset: ${reason}`);
+  }
+
+  /** The front-end stopped or reset the rings: a broken device starts afresh. */
+  #clearNeedsReset(): void {
+    if (this.#brokenBy === null) return;
+    this.log.info(`device reset by the front-end after: ${this.#brokenBy}`);
+    this.#brokenBy = null;
+  }
 
   #guestGone(reason: string): void {
     this.#live = false;

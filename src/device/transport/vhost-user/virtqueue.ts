@@ -13,8 +13,10 @@
  *
  * Trust: the guest owns every byte here, so nothing read from it is
  * believed. `popChain()` checks that avail.idx does not run more than `size`
- * ahead (else the queue is `broken`: a VirtqueueError with no head, stop
- * using the queue), and for each chain: head and `next` indices inside the
+ * ahead and that the head index in the available ring is inside the table
+ * (else the queue is `broken`: a VirtqueueError with no head, since there is
+ * no chain that could be given back; stop using the queue), and for each
+ * chain: `next` indices inside the
  * table, buffers inside guest memory (GuestMemoryError from the translation),
  * readable descriptors never after writable ones, and at most `size`
  * descriptors per chain, which also catches a `next` cycle. A bad chain is
@@ -180,8 +182,11 @@ export class SplitVirtqueue {
     const head = this.#avail.readUInt16LE(4 + 2 * (this.#lastAvail % this.size));
     this.#lastAvail = (this.#lastAvail + 1) & 0xffff;
     if (this.eventIdx) this.#writeAvailEvent(this.#lastAvail);
-    if (head >= this.size)
-      throw new VirtqueueError(`head index ${head} outside a queue of ${this.size}`, head);
+    if (head >= this.size) {
+      // No chain can be given back under that id: the ring itself is wrong.
+      this.#broken = `head index ${head} outside a queue of ${this.size}`;
+      throw new VirtqueueError(this.#broken);
+    }
     try {
       return this.#walk(head);
     } catch (err) {

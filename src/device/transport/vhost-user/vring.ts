@@ -17,7 +17,9 @@
  * it, give it back used; with no chain left, re-enable kicks and look once
  * more for chains that arrived meanwhile; a chain the ring cannot hand out
  * intact is returned used with length 0 (the handler counts it); a ring
- * whose indices are broken is logged once and left alone. After the run the
+ * whose indices are broken (the driver broke the virtio rules: nothing in it
+ * can be trusted or given back) is left alone and reported to the session
+ * (`onBroken`), which marks the whole device as needing a reset. After the run the
  * call eventfd is signalled if the driver asked for it (EVENT_IDX aware).
  * A chain the handler had nothing for is held (not returned empty, which
  * would cost the guest a buffer until it refills) and given back to the old
@@ -43,13 +45,14 @@ export class Vring {
   #queue: SplitVirtqueue | null = null;
   /** The view could not be built: down until the set-up changes. */
   #failed = false;
-  #reportedBroken = false;
   #held: DescriptorChain | null = null;
 
   constructor(
     readonly index: number,
     private readonly env: SessionEnv,
     private readonly log: Logger,
+    /** The ring's indices are broken: the device needs a reset (session.ts). */
+    private readonly onBroken: (reason: string) => void = () => {},
   ) {}
 
   get queue(): SplitVirtqueue | null {
@@ -91,7 +94,6 @@ export class Vring {
     }
     this.base = q.lastAvailIdx;
     this.#queue = null;
-    this.#reportedBroken = false;
   }
 
   /** GET_VRING_BASE: stops the ring; returns the index to resume from. */
@@ -126,7 +128,7 @@ export class Vring {
     } catch (err) {
       this.#failed = true;
       this.log.error(`queue ${this.index} cannot be set up: ${(err as Error).message}`);
-      this.#signal('err');
+      this.signalError();
       return null;
     }
     return this.#queue;
@@ -151,6 +153,7 @@ export class Vring {
           continue;
         }
         if (chain === null) {
+          if (q.broken) break;
           // Nothing available: the driver kicks when it adds more.
           if (q.enableNotification()) continue;
           break;
@@ -182,6 +185,11 @@ export class Vring {
     this.#signal('call');
   }
 
+  /** Signals the err eventfd: QEMU then marks the device DEVICE_NEEDS_RESET for the guest (virtio_error). */
+  signalError(): void {
+    this.#signal('err');
+  }
+
   #signal(kind: 'call' | 'err'): void {
     const fd = this.#fds[kind];
     if (fd < 0) return;
@@ -210,10 +218,7 @@ export class Vring {
         return undefined;
       }
       if (err instanceof VirtqueueError || err instanceof GuestMemoryError) {
-        if (!this.#reportedBroken) {
-          this.#reportedBroken = true;
-          this.log.error(`${handler.name} queue stopped: ${err.message}`);
-        }
+        this.onBroken(`${handler.name} queue: ${err.message}`);
         return null;
       }
       throw err;
