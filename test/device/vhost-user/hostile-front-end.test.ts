@@ -18,7 +18,6 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventfdRead, truncateFd } from '../../../native-bindings/index.js';
 import { encodeVringState, Req } from '../../../src/device/transport/vhost-user/messages.js';
-import { makeHeader, VsockOp } from '../../../src/protocol/vsock-packet.js';
 import {
   Captured,
   fdCount,
@@ -78,23 +77,10 @@ function alive(): void {
   expect(vmm.signalCode).toBeNull();
 }
 
-/** A guest connection to HOST_PORT from `guestPort`, established (RESPONSE seen); returns the host's socket. */
+/** A guest connection to HOST_PORT from `guestPort`, established; returns the host's socket. */
 async function connectFromGuest(q: FakeQemu, guestPort: number): Promise<net.Socket> {
   const before = hostSide.length;
-  const buf = q.postRx(4096);
-  q.rx.doorbell();
-  q.sendPacket(
-    makeHeader({
-      srcCid: CID,
-      dstCid: 2,
-      srcPort: guestPort,
-      dstPort: HOST_PORT,
-      op: VsockOp.REQUEST,
-      bufAlloc: 64 * 1024,
-    }),
-  );
-  await until(() => q.rx.takeUsed().length > 0, 'the RESPONSE in the guest');
-  expect(q.readRx(buf).hdr.op).toBe(VsockOp.RESPONSE);
+  await q.connectToHost(CID, guestPort, HOST_PORT);
   await until(() => hostSide.length > before, 'the host listener to accept');
   return hostSide.at(-1)!;
 }

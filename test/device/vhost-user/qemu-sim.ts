@@ -46,8 +46,10 @@ import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../../src/device/trans
 import {
   decodeHeader,
   encodeHeader,
+  makeHeader,
   VSOCK_HDR_SIZE,
   type VsockHeader,
+  VsockOp,
 } from '../../../src/protocol/vsock-packet.js';
 
 export const RAM = 2 << 20;
@@ -370,6 +372,29 @@ export class FakeQemu {
   readRx(buf: { at: number; dataAt: number }): { hdr: VsockHeader; data: Buffer } {
     const hdr = decodeHeader(this.ram, buf.at);
     return { hdr, data: Buffer.from(this.ram.subarray(buf.dataAt, buf.dataAt + hdr.len)) };
+  }
+
+  /**
+   * A guest connection from `guestPort` to host port `hostPort`, up to the
+   * device's RESPONSE (the host listener at `<hvsock>_<hostPort>` has
+   * accepted by then). Throws if the device answers anything else.
+   */
+  async connectToHost(cid: number, guestPort: number, hostPort: number): Promise<void> {
+    const buf = this.postRx(4096);
+    this.rx.doorbell();
+    this.sendPacket(
+      makeHeader({
+        srcCid: cid,
+        dstCid: 2,
+        srcPort: guestPort,
+        dstPort: hostPort,
+        op: VsockOp.REQUEST,
+        bufAlloc: 64 * 1024,
+      }),
+    );
+    await until(() => this.rx.takeUsed().length > 0, 'the RESPONSE in the guest');
+    const { hdr } = this.readRx(buf);
+    if (hdr.op !== VsockOp.RESPONSE) throw new Error(`the device answered op ${hdr.op} to a REQUEST`);
   }
 
   /** Drops the connection, as a QEMU that exits or is killed. */
