@@ -1,3 +1,4 @@
+import type { SoakResult } from './soak.js';
 import type { StartupRow } from './startup.js';
 
 /**
@@ -56,5 +57,29 @@ export function startupNote(rows: StartupRow[]): string {
   return (
     `p50 of ${rows[0]?.n ?? 0} runs each, probes interleaved; wall: spawn → exit or READY=1; ` +
     'CPU: the process and what it reaped (run: its vmm and agent too), in 10 ms ticks'
+  );
+}
+
+export const SOAK_COLUMNS = ['vmm', 'RSS MiB', 'fds'];
+
+/** The soak scenario's rows, in SOAK_COLUMNS order: each phase, then the cost of one connection and what was left. */
+export function soakCells(s: SoakResult): string[][] {
+  const row = (label: string, p: { rssMiB: number; fds: number }) => [label, fmt(p.rssMiB), String(p.fds)];
+  return [
+    row('baseline (warmed up)', s.baseline),
+    ['storm peak', fmt(s.stormPeakMiB), ''],
+    row('settled after the storm', s.settled),
+    row(`${s.held} connections open`, s.holding),
+    row('after release', s.after),
+    ['per open connection', `${fmt(s.perConnectionKiB)} KiB`, fmt(s.perConnectionFds)],
+    ['left behind (after − baseline)', fmt(s.leftMiB), String(s.leftFds)],
+  ];
+}
+
+/** What the soak figures are, in one line (both renderers). */
+export function soakNote(s: SoakResult): string {
+  return (
+    `${s.cycles} CONNECT/close cycles to the agent's port (16 at a time), then ${s.held} connections held ` +
+    'open and released; 3 s of quiet before each settled figure'
   );
 }

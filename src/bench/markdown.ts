@@ -4,7 +4,18 @@
  * run's machine and options, and any run that failed. Pure: report in, text
  * out.
  */
-import { COLUMNS, fmt, fmtPct, fmtRatio, STARTUP_COLUMNS, startupCells, startupNote } from './format.js';
+import {
+  COLUMNS,
+  fmt,
+  fmtPct,
+  fmtRatio,
+  SOAK_COLUMNS,
+  STARTUP_COLUMNS,
+  soakCells,
+  soakNote,
+  startupCells,
+  startupNote,
+} from './format.js';
 import type { BenchMeta, BenchReport, SummaryRow } from './results.js';
 
 const SECTION_TITLE: Record<string, string> = {
@@ -100,6 +111,18 @@ export function renderMarkdown(report: BenchReport): string {
       `|${STARTUP_COLUMNS.map((_, i) => (i < 2 ? ' --- ' : ' ---: ')).join('|')}|`,
     );
     for (const r of report.startup) lines.push(`| ${startupCells(r).map(escapeCell).join(' | ')} |`);
+    lines.push('');
+  }
+  if (report.soak) {
+    lines.push(
+      "## Soak (the vmm's memory and fds under connection load)",
+      '',
+      `${soakNote(report.soak)}.`,
+      '',
+      `| ${SOAK_COLUMNS.join(' | ')} |`,
+      `|${SOAK_COLUMNS.map((_, i) => (i < 1 ? ' --- ' : ' ---: ')).join('|')}|`,
+    );
+    for (const c of soakCells(report.soak)) lines.push(`| ${c.map(escapeCell).join(' | ')} |`);
     lines.push('');
   }
   lines.push('## Options', '', '```json', JSON.stringify(report.options, null, 2), '```', '');

@@ -9,11 +9,12 @@
  * of the kernel pipe-relay ceiling measured in the same run.
  */
 import type { BenchMode } from './options.js';
+import type { SoakResult } from './soak.js';
 import type { StartupRow } from './startup.js';
 import { median, ratio } from './stats.js';
 
-/** What a record measured: one IO path, the kernel alone (ceiling), or the CLI's start-up. */
-export type Path = 'passfd' | 'rpc' | 'kernel' | 'cli';
+/** What a record measured: one IO path, the kernel alone (ceiling), the CLI's start-up, or the vmm alone (soak). */
+export type Path = 'passfd' | 'rpc' | 'kernel' | 'cli' | 'vmm';
 
 export interface RunRecord {
   scenario: string;
@@ -88,6 +89,8 @@ export interface BenchReport {
   errors: RunError[];
   /** The start-up scenario's rows (absent when it was not selected or failed). */
   startup?: StartupRow[];
+  /** The soak scenario's figures (absent when it was not selected or failed). */
+  soak?: SoakResult;
 }
 
 interface MetricInfo {

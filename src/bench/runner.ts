@@ -8,7 +8,9 @@
  * repetition to the next so warm-up and drift do not favour either. A failed
  * run is recorded and the benchmark goes on. The start-up scenario
  * (startup.ts) runs first, before any stack exists, and needs none: a run of
- * only `--scenarios startup` starts no stack at all.
+ * only `--scenarios startup` starts no stack at all. The soak scenario
+ * (soak.ts) runs once, last, on the same stack: it is about what the load
+ * before it and its own left in the vmm.
  *
  * In a guest the FIFOs, their `dd`/`wc` clients and the kernel ceiling stay
  * on the host (containerd's side is the host's); the container processes
@@ -42,6 +44,7 @@ import {
   stdinThroughput,
   stdoutThroughput,
 } from './scenarios.js';
+import { type SoakResult, soak } from './soak.js';
 import { measureStartup, type StartupRow } from './startup.js';
 
 interface Step {
@@ -191,8 +194,9 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
   const mode: BenchMode = o.vm ? 'qemu' : 'loopback';
   const steps = plan(o.bench);
   const withStartup = o.bench.scenarios.includes('startup');
+  const withSoak = o.bench.scenarios.includes('soak');
   const progress = createProgress(
-    steps.length + (withStartup ? 1 : 0),
+    steps.length + (withStartup ? 1 : 0) + (withSoak ? 1 : 0),
     o.progress,
     withStartup ? 'start-up' : o.vm ? `booting the QEMU guest (${o.vm.accel})` : 'starting vmm + agent',
   );
@@ -210,6 +214,7 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
   const errors: RunError[] = [];
   // Start-up first, before the stack below exists: its processes would compete for the CPU.
   let startup: StartupRow[] | undefined;
+  let soaked: SoakResult | undefined;
   if (withStartup) {
     progress.step(`start-up: node -e 0, --help, run -- true, vmm, agent × ${o.bench.startups}`);
     try {
@@ -243,9 +248,10 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
       runs,
       errors,
       ...(startup ? { startup } : {}),
+      ...(soaked ? { soak: soaked } : {}),
     };
   };
-  if (o.abort?.aborted || steps.length === 0) {
+  if (o.abort?.aborted || (steps.length === 0 && !withSoak)) {
     progress.done();
     o.abort?.removeEventListener('abort', onAbort);
     if (o.abort?.aborted) throw new BenchInterrupted(o.abort.reason as NodeJS.Signals);
@@ -295,6 +301,27 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
         errors.push({ scenario: s.scenario, path: s.path, rep: s.rep, message });
         progress.log(`bench: ${s.label} failed: ${message}`);
       }
+    }
+    if (!withSoak || o.abort?.aborted) return;
+    const { soakCycles: cycles, soakHeld: held } = o.bench;
+    progress.step(`soak: ${cycles} CONNECT/close cycles, then ${held} connections held`);
+    try {
+      soaked = await soak({
+        hvsockPath: stack.hvsockPath,
+        vmmPid: stack.roles.vmm!,
+        port: o.config.runtime.agent_port,
+        warmup: Math.min(500, cycles),
+        cycles,
+        concurrency: 16,
+        held,
+        settleMs: 3000,
+        timeoutMs: o.bench.timeoutMs,
+      });
+    } catch (err) {
+      if (o.abort?.aborted) return;
+      const message = (err as Error).message;
+      errors.push({ scenario: 'soak', path: 'vmm', rep: 0, message });
+      progress.log(`bench: soak failed: ${message}`);
     }
   };
   // Once torn down after an interruption, the step in flight is not waited for.

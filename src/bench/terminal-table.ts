@@ -2,7 +2,16 @@
  * The summary as a plain-text table for the terminal: one block per
  * section, columns padded to width, numbers right-aligned.
  */
-import { COLUMNS, fmt, STARTUP_COLUMNS, startupCells, startupNote } from './format.js';
+import {
+  COLUMNS,
+  fmt,
+  SOAK_COLUMNS,
+  STARTUP_COLUMNS,
+  soakCells,
+  soakNote,
+  startupCells,
+  startupNote,
+} from './format.js';
 import { modeSummary, rowCells } from './markdown.js';
 import type { BenchReport } from './results.js';
 
@@ -31,6 +40,12 @@ export function renderTable(report: BenchReport): string {
     const cells = report.startup.map(startupCells);
     const { line, rule } = columns(STARTUP_COLUMNS, cells);
     out.push('', `[startup] ${startupNote(report.startup)}`, line(STARTUP_COLUMNS), rule);
+    for (const c of cells) out.push(line(c));
+  }
+  if (report.soak) {
+    const cells = soakCells(report.soak);
+    const { line, rule } = columns(SOAK_COLUMNS, cells);
+    out.push('', `[soak] ${soakNote(report.soak)}`, line(SOAK_COLUMNS), rule);
     for (const c of cells) out.push(line(c));
   }
   for (const e of report.errors) out.push(`FAILED ${e.scenario} ${e.path} rep ${e.rep}: ${e.message}`);

@@ -27,6 +27,7 @@ import {
   SCENARIOS,
 } from '../bench/options.js';
 import { MAX_RPC_CHUNK_SIZE } from '../config/schema.js';
+import { MAX_CONNECTIONS } from '../device/defaults.js';
 import { TERMINAL_SIGNALS, type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
 
 interface BenchCliOptions extends VmFlags {
@@ -40,6 +41,8 @@ interface BenchCliOptions extends VmFlags {
   trips?: string;
   setups?: string;
   startups?: string;
+  soakCycles?: string;
+  soakHeld?: string;
   timeout?: string;
   chunkSize?: string;
   json: boolean;
@@ -62,6 +65,14 @@ export function benchOptionsFrom(o: BenchCliOptions): BenchOptions {
   if (o.trips) b.trips = parsePositiveInt(o.trips, '--trips');
   if (o.setups) b.setups = parsePositiveInt(o.setups, '--setups');
   if (o.startups) b.startups = parsePositiveInt(o.startups, '--startups');
+  if (o.soakCycles) b.soakCycles = parsePositiveInt(o.soakCycles, '--soak-cycles');
+  if (o.soakHeld) {
+    b.soakHeld = parsePositiveInt(o.soakHeld, '--soak-held');
+    if (b.soakHeld > MAX_CONNECTIONS - 1)
+      throw new Error(
+        `--soak-held ${o.soakHeld}: at most ${MAX_CONNECTIONS - 1} (the device's connection cap)`,
+      );
+  }
   if (o.timeout) b.timeoutMs = parsePositiveInt(o.timeout, '--timeout') * 1000;
   if (o.chunkSize) {
     b.chunkSize = parseBytes(o.chunkSize);
@@ -133,6 +144,14 @@ export function registerBench(program: Command): void {
     .option(
       '--startups <n>',
       `start-up scenario: runs of each CLI probe, beside node -e 0 (${defaults((b) => String(b.startups))})`,
+    )
+    .option(
+      '--soak-cycles <n>',
+      `soak scenario: CONNECT/close cycles of the storm (${defaults((b) => String(b.soakCycles))})`,
+    )
+    .option(
+      '--soak-held <n>',
+      `soak scenario: connections held open at once (${defaults((b) => String(b.soakHeld))})`,
     )
     .option(
       '--timeout <s>',
@@ -224,7 +243,7 @@ export function registerBench(program: Command): void {
       // Any failed measurement (listed above the table and in the report's errors) fails the run.
       if (report.errors.length > 0)
         process.stderr.write(`bench: ${report.errors.length} measurement(s) failed\n`);
-      const nothing = report.summary.length === 0 && !report.startup;
+      const nothing = report.summary.length === 0 && !report.startup && !report.soak;
       const code = nothing || report.errors.length > 0 || writeFailed ? 1 : 0;
       // Exit explicitly: a failed measurement may leave a handle behind (a FIFO nobody
       // will open again) that would otherwise keep the process alive. Flush first.

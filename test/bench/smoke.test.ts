@@ -111,4 +111,26 @@ describe('passfd-broker bench (built CLI)', () => {
     }
     expect(rows[0]!.vsNode).toBe(1);
   }, 120_000);
+
+  it("the soak scenario alone: the vmm's RSS and fds through a storm, held connections and release", async () => {
+    const report = await bench(['--scenarios', 'soak', '--soak-cycles', '600', '--soak-held', '100']);
+    expect(report.errors).toEqual([]);
+    const s = report.soak as {
+      cycles: number;
+      held: number;
+      baseline: { rssMiB: number; fds: number };
+      holding: { rssMiB: number; fds: number };
+      after: { rssMiB: number; fds: number };
+      stormPeakMiB: number;
+      perConnectionFds: number;
+      leftFds: number;
+    };
+    expect([s.cycles, s.held]).toEqual([600, 100]);
+    expect(s.baseline.rssMiB).toBeGreaterThan(10);
+    expect(s.stormPeakMiB).toBeGreaterThanOrEqual(s.baseline.rssMiB);
+    // An idle CONNECT stream costs the loopback vmm its client socket and the guest-side socketpair end.
+    expect(s.perConnectionFds).toBe(2);
+    expect(s.holding.fds - s.baseline.fds).toBe(200);
+    expect(s.leftFds, JSON.stringify(s)).toBe(0);
+  }, 180_000);
 });

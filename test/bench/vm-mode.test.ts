@@ -33,8 +33,8 @@ const MiB = 1024 * 1024;
 describe('VM defaults', () => {
   it('a full VM run is sized for TCG: 64 MiB, 32 MiB per concurrency level, 1 and 4 containers', () => {
     expect(defaultOptions(false, 'qemu')).toEqual({
-      // Every scenario but the host CLI's start-up (it can be asked for by name).
-      scenarios: SCENARIOS.filter((s) => s !== 'startup'),
+      // Every scenario but the host CLI's start-up and the vmm's soak (both can be asked for by name).
+      scenarios: SCENARIOS.filter((s) => s !== 'startup' && s !== 'soak'),
       bytes: 64 * MiB,
       concurrencyBytes: 32 * MiB,
       concurrency: [1, 4],
@@ -42,6 +42,8 @@ describe('VM defaults', () => {
       trips: 1000,
       setups: 10,
       startups: 20,
+      soakCycles: 10_000,
+      soakHeld: 1000,
       timeoutMs: 300_000,
     });
   });
