@@ -23,13 +23,12 @@ import {
   encodeMemoryTable,
   encodeRequest,
   encodeU64,
-  encodeVringAddr,
   encodeVringFd,
   encodeVringState,
   Req,
 } from '../../src/device/transport/vhost-user/messages.js';
 import { encodeHeader, makeHeader, VSOCK_HDR_SIZE, type VsockOp } from '../../src/protocol/vsock-packet.js';
-import { FakeQemu, QSIZE, qemuMemoryTable, RAM, UVA } from '../device/vhost-user/qemu-sim.js';
+import { FakeQemu, QSIZE, qemuMemoryTable, RAM, vringAddrOf } from '../device/vhost-user/qemu-sim.js';
 import { stopAll } from '../support/cli.js';
 import { MiB } from './support/process-health.js';
 import { fuzz, fuzzSettings, fuzzTimeout } from './support/runner.js';
@@ -91,17 +90,7 @@ function startUp(q: FakeQemu): Message[] {
     ...queues.flatMap((dq, i) => [
       m(Req.SET_VRING_NUM, encodeVringState({ index: i, num: QSIZE })),
       m(Req.SET_VRING_BASE, encodeVringState({ index: i, num: 0 })),
-      m(
-        Req.SET_VRING_ADDR,
-        encodeVringAddr({
-          index: i,
-          flags: 0,
-          descUserAddr: BigInt(UVA + dq.desc),
-          usedUserAddr: BigInt(UVA + dq.used),
-          availUserAddr: BigInt(UVA + dq.avail),
-          logGuestAddr: 0n,
-        }),
-      ),
+      m(Req.SET_VRING_ADDR, vringAddrOf(i, dq)),
       m(Req.SET_VRING_KICK, encodeVringFd({ index: i, noFd: false }), [dq.kick]),
     ]),
     ...[0, 1].map((i) => m(Req.SET_VRING_ENABLE, encodeVringState({ index: i, num: 1 }))),

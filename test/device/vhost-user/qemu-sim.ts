@@ -181,6 +181,18 @@ export function qemuMemoryTable(): MemoryRegion[] {
   ];
 }
 
+/** SET_VRING_ADDR's payload for queue `index` laid out as `q` (QEMU's user addresses of its three areas). */
+export function vringAddrOf(index: number, q: DriverQueue): Buffer {
+  return encodeVringAddr({
+    index,
+    flags: 0,
+    descUserAddr: BigInt(UVA + q.desc),
+    usedUserAddr: BigInt(UVA + q.used),
+    availUserAddr: BigInt(UVA + q.avail),
+    logGuestAddr: 0n,
+  });
+}
+
 /** QEMU plus the guest driver. */
 export class FakeQemu {
   readonly sock: number;
@@ -306,17 +318,7 @@ export class FakeQemu {
     for (const [i, q] of [this.rx, this.tx].entries()) {
       this.send(Req.SET_VRING_NUM, encodeVringState({ index: i, num: QSIZE }));
       this.send(Req.SET_VRING_BASE, encodeVringState({ index: i, num: 0 }));
-      this.send(
-        Req.SET_VRING_ADDR,
-        encodeVringAddr({
-          index: i,
-          flags: 0,
-          descUserAddr: BigInt(UVA + q.desc),
-          usedUserAddr: BigInt(UVA + q.used),
-          availUserAddr: BigInt(UVA + q.avail),
-          logGuestAddr: 0n,
-        }),
-      );
+      this.send(Req.SET_VRING_ADDR, vringAddrOf(i, q));
       this.send(Req.SET_VRING_KICK, encodeVringFd({ index: i, noFd: false }), [q.kick]);
     }
     for (const i of [0, 1]) this.send(Req.SET_VRING_ENABLE, encodeVringState({ index: i, num: 1 }));
