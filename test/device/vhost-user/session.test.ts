@@ -324,6 +324,43 @@ describe('serving rings', () => {
   });
 });
 
+describe('a driver that breaks a ring', () => {
+  it('head index outside the queue: one error line, every err fd signalled, the device reset, nothing served until the rings are stopped', async () => {
+    const t = setup();
+    boot(t);
+    offer(t, 1, 1); // the device is live
+    await settle();
+    expect(t.queues[1]!.takeUsed()).toHaveLength(1);
+    const dq = t.queues[1]!;
+    dq.ram.writeUInt16LE(50, dq.avail + 4 + 2 * (dq.availIdx % QSIZE));
+    dq.availIdx = (dq.availIdx + 1) & 0xffff;
+    dq.ram.writeUInt16LE(dq.availIdx, dq.avail + 2);
+    t.env.kick(101);
+    await settle();
+    expect(
+      logLines.filter((l) =>
+        /broke the virtio rules \(q1 queue: head index 50 outside a queue of 8\): device needs reset/.test(l),
+      ),
+    ).toHaveLength(1);
+    expect(t.env.signals).toEqual(expect.arrayContaining([300, 301]));
+    expect(t.device.resets).toEqual([expect.stringMatching(/^device needs reset: q1 queue: head index 50/)]);
+    // The other queue is not served either until the front-end resets: the device as a whole needs it.
+    offer(t, 0, 1);
+    t.env.kick(101);
+    await settle();
+    expect(t.queues[0]!.takeUsed()).toEqual([]);
+    expect(logLines.filter((l) => /broke the virtio rules/.test(l))).toHaveLength(1);
+    expect(t.session.closed).toBe(false);
+    expect(t.ended()).toBe(0);
+    // The guest resets the device: QEMU stops the rings; the session serves again once they are set up.
+    for (const index of [0, 1])
+      t.session.handle(msg(Req.GET_VRING_BASE, encodeVringState({ index, num: 0 })));
+    expect(logLines.some((l) => /device reset by the front-end after: q1 queue: head index 50/.test(l))).toBe(
+      true,
+    );
+  });
+});
+
 describe('stopping and ending', () => {
   it('GET_VRING_BASE stops a used ring, returns its next index, and resets the live device once', async () => {
     const t = setup();
