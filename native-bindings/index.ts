@@ -4,6 +4,7 @@ export * from './ctty-exec.js';
 export * from './errno-name.js';
 export * from './eventfd.js';
 export * from './fd.js';
+export * from './iov.js';
 export { SysError } from './libc.js';
 export * from './mmap.js';
 export * from './poll.js';
