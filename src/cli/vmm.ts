@@ -3,12 +3,26 @@
  * SIGTERM/SIGINT, then removes its sockets. With the default loopback guest,
  * guest processes reach vsock through `<guest-dir>/vsock.sock`.
  * Sends READY=1 / STOPPING=1 to $NOTIFY_SOCKET (systemd Type=notify).
+ * `--credit` / `--buf-alloc` set every connection's receive window and
+ * CREDIT_UPDATE rule; SIGUSR2 logs the connection tables (and the vhost-user
+ * rings) and, with `--metrics <file>`, rewrites the metrics file
+ * (src/device/metrics.ts), which is also written once more at exit.
  */
 import type { Command } from 'commander';
 import type { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
 import type { VhostUserVsockTransport } from '../device/transport/vhost-user/vsock-transport.js';
 import { createLogger } from '../util/log.js';
-import { onTermination, parseCid } from './options.js';
+import { onTermination, parseCid, parseCreditPolicy, parseSize } from './options.js';
+
+interface VmmOptions {
+  hvsock: string;
+  guestDir?: string;
+  vhostUser?: string;
+  guestCid: number;
+  credit: 'linux' | 'firecracker';
+  bufAlloc?: number;
+  metrics?: string;
+}
 
 export function registerVmm(program: Command): void {
   program
@@ -18,17 +32,35 @@ export function registerVmm(program: Command): void {
     .option('--guest-dir <dir>', 'loopback guest: directory for the AF_VSOCK stand-in socket (vsock.sock)')
     .option('--vhost-user <socket>', 'serve a real guest instead: vhost-user-vsock backend socket for QEMU')
     .option('--guest-cid <cid>', 'guest CID', parseCid, 3)
-    .action(async (opts: { hvsock: string; guestDir?: string; vhostUser?: string; guestCid: number }) => {
+    .option(
+      '--credit <policy>',
+      'per-connection receive window and CREDIT_UPDATE rule: linux (256 KiB, an update every 64 KiB forwarded or when the guest sees under 64 KiB free) or firecracker (64 KiB, an update when the guest sees under 4 KiB free; default)',
+      parseCreditPolicy,
+      'firecracker',
+    )
+    .option(
+      '--buf-alloc <size>',
+      'receive window per connection (buf_alloc), e.g. 128KiB; updates as for linux, scaled',
+      parseSize,
+    )
+    .option('--metrics <file>', 'write the device counters as JSON to <file> on SIGUSR2 and at exit')
+    .action(async (opts: VmmOptions) => {
       const log = createLogger('vmm');
       if (!opts.guestDir === !opts.vhostUser) {
         throw new Error('give exactly one guest: --guest-dir (loopback) or --vhost-user (QEMU)');
       }
       // The device and only the guest transport asked for load when the vmm runs.
-      const [{ HybridVsockDevice }, { notifyReady, notifyStopping }] = await Promise.all([
+      const [{ HybridVsockDevice }, { notifyReady, notifyStopping }, defaults, metrics] = await Promise.all([
         import('../device/hybrid-device.js'),
         import('../util/sd-notify.js'),
+        import('../device/defaults.js'),
+        import('../device/metrics.js'),
       ]);
-      const device = new HybridVsockDevice({ hvsockPath: opts.hvsock, guestCid: opts.guestCid, log });
+      const credit =
+        opts.bufAlloc === undefined
+          ? defaults.CREDIT_POLICIES[opts.credit]
+          : defaults.creditWithWindow(opts.bufAlloc);
+      const device = new HybridVsockDevice({ hvsockPath: opts.hvsock, guestCid: opts.guestCid, log, credit });
       let transport: LoopbackTransport | VhostUserVsockTransport;
       let guestStack: LoopbackTransport['stack'] | null = null;
       if (opts.vhostUser) {
@@ -50,15 +82,42 @@ export function registerVmm(program: Command): void {
         device.start(loopback);
         log.info(`loopback guest: AF_VSOCK stand-in at ${loopback.standin.socketPath}`);
       }
-      // SIGUSR2: log the connection tables (device, and the loopback guest's), for operators.
+      const vhostUser = opts.vhostUser ? (transport as VhostUserVsockTransport) : null;
+      let seq = 0;
+      const writeMetrics = () => {
+        if (!opts.metrics) return;
+        const doc = metrics.collectMetrics(
+          {
+            device,
+            ...(guestStack ? { guest: guestStack.endpoint } : {}),
+            ...(vhostUser ? { vhostUser } : {}),
+          },
+          ++seq,
+        );
+        try {
+          metrics.writeJsonAtomically(opts.metrics, doc);
+        } catch (err) {
+          log.warn(`metrics file ${opts.metrics}: ${(err as Error).message}`);
+        }
+      };
+      // SIGUSR2: log the connection tables (device, the loopback guest's, the vhost-user rings), write the metrics.
       process.on('SIGUSR2', () => {
         log.info(`device connections (${device.endpoint.size}):\n  ${device.endpoint.dump().join('\n  ')}`);
         if (guestStack) {
           const guest = guestStack.endpoint;
           log.info(`guest connections (${guest.size}):\n  ${guest.dump().join('\n  ')}`);
         }
+        if (vhostUser?.connected)
+          log.info(
+            `vhost-user rings:\n  ${vhostUser
+              .rings()
+              .map((r) => r.describe())
+              .join('\n  ')}`,
+          );
+        writeMetrics();
       });
       onTermination(async () => {
+        writeMetrics();
         await notifyStopping();
         await device.stop();
         log.info('stopped');

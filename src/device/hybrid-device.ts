@@ -29,6 +29,7 @@ import { encodeOk } from '../protocol/hybrid-vsock.js';
 import { HOST_CID } from '../protocol/vsock-packet.js';
 import type { Logger } from '../util/log.js';
 import type { VsockConnection } from './csm/connection.js';
+import type { CreditPolicy } from './csm/credit.js';
 import type { CloseReason } from './csm/types.js';
 import { HOST_PORT_END, HOST_PORT_MIN } from './defaults.js';
 import { VsockEndpoint } from './endpoint.js';
@@ -44,6 +45,8 @@ export interface HybridDeviceOptions {
   guestCid: number;
   log: Logger;
   maxConnections?: number;
+  /** Every connection's receive window and CREDIT_UPDATE rule (default DEVICE_CREDIT: Linux's window). */
+  credit?: CreditPolicy;
 }
 
 /** Counters for operators and tests. */
@@ -95,7 +98,10 @@ export class HybridVsockDevice {
         onClosed: (conn, reason, detail) => this.onClosed(conn, reason, detail),
       },
       this.log,
-      options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections },
+      {
+        ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
+        ...(options.credit ? { credit: options.credit } : {}),
+      },
     );
   }
 

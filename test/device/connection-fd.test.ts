@@ -24,7 +24,7 @@ import {
   WOULD_BLOCK,
   writeFd,
 } from '../../native-bindings/index.js';
-import { BUF_ALLOC } from '../../src/device/defaults.js';
+import { DEVICE_CREDIT } from '../../src/device/defaults.js';
 import { FdEnd } from '../../src/device/fd-end.js';
 import { ShutdownFlag, VsockOp } from '../../src/protocol/vsock-packet.js';
 import {
@@ -45,6 +45,8 @@ import {
   RecordingOwner,
   SocketHarness,
 } from './unit/conn-harness.js';
+
+const BUF_ALLOC = DEVICE_CREDIT.bufAlloc;
 
 const harnesses: SocketHarness[] = [];
 const cleanups: (() => void)[] = [];

@@ -2,27 +2,32 @@
 // payloads never larger than the pull buffer or the peer's credit
 // `buf_alloc - (tx_cnt - fwd_cnt)`; one CREDIT_REQUEST when it runs out (and
 // no read interest meanwhile), resumed by CREDIT_UPDATE; CREDIT_REQUEST
-// answered with our fwd_cnt; an unsolicited CREDIT_UPDATE once the free
-// space the peer saw drops under 4 KiB; peer bytes the local reader cannot
-// take buffered up to our buf_alloc (the policy's: 64 KiB for the device,
-// 256 KiB for the loopback guest) with fwd_cnt counting only delivered
-// bytes; more than the credit is a protocol error; a failing local write
-// is a local error carrying the errno name.
+// answered with our fwd_cnt; an unsolicited CREDIT_UPDATE after a quarter of
+// the window was forwarded (the default, Linux's 256 KiB window), or as soon
+// as anything is forwarded while the peer sees under 64 KiB free, or (the
+// Firecracker policy) once it sees under 4 KiB; peer bytes the local reader
+// cannot take buffered up to our buf_alloc with fwd_cnt counting only
+// delivered bytes; more than the credit is a protocol error; a failing local
+// write is a local error carrying the errno name.
 
 import { afterEach, describe, expect, it } from 'vitest';
-import { BUF_ALLOC, GUEST_BUF_ALLOC, GUEST_CREDIT } from '../../../src/device/defaults.js';
+import { FIRECRACKER_CREDIT, GUEST_CREDIT, LINUX_CREDIT } from '../../../src/device/defaults.js';
 import { VsockOp } from '../../../src/protocol/vsock-packet.js';
 import { patternBytes } from '../../native-bindings/helpers.js';
 import { fakeHarness, type Harness, type HarnessOptions, ops, payload } from './conn-harness.js';
 import { errnoError, type FakeEnd } from './fake-end.js';
+
+const BUF_ALLOC = LINUX_CREDIT.bufAlloc;
+const GUEST_BUF_ALLOC = GUEST_CREDIT.bufAlloc;
 
 const harnesses: Harness[] = [];
 afterEach(() => {
   for (const h of harnesses.splice(0)) h.dispose();
 });
 
+/** An established connection with Linux's credit policy (unless `opts.credit` says otherwise). */
 function established(opts: HarnessOptions = {}): Harness<FakeEnd> {
-  const h = fakeHarness({ initiator: 'peer', ...opts }).establish();
+  const h = fakeHarness({ initiator: 'peer', credit: LINUX_CREDIT, ...opts }).establish();
   harnesses.push(h);
   return h;
 }
@@ -105,11 +110,40 @@ describe('peer → local', () => {
     expect(upd.hdr).toMatchObject({ op: VsockOp.CREDIT_UPDATE, fwdCnt: 8, bufAlloc: BUF_ALLOC });
   });
 
-  it('sends a CREDIT_UPDATE on its own once the free space the peer saw drops under 4 KiB', () => {
+  it('sends a CREDIT_UPDATE on its own once a quarter of the window was forwarded since the peer last heard', () => {
     const h = established();
     const chunk = Buffer.alloc(8192, 1);
+    const quarter = LINUX_CREDIT.updateAfter;
+    expect(quarter).toBe(BUF_ALLOC / 4);
+    for (let round = 1; round <= 3; round++) {
+      for (let sent = chunk.length; sent < quarter; sent += chunk.length) {
+        h.send(VsockOp.RW, chunk);
+        expect(h.conn.hasPendingRx()).toBe(false);
+      }
+      h.send(VsockOp.RW, chunk);
+      const upd = h.pullAll();
+      expect(ops(upd)).toEqual([VsockOp.CREDIT_UPDATE]);
+      expect(upd[0]!.hdr.fwdCnt).toBe(round * quarter);
+    }
+  });
+
+  it('a slow reader: an update as soon as anything is forwarded while the peer sees under 64 KiB free', () => {
+    const h = established();
+    h.end.room = 0;
+    // The peer fills the window but one packet; nothing is forwarded, so there is no news.
+    for (let sent = 0; sent < BUF_ALLOC - 60_000; sent += 4096) h.send(VsockOp.RW, Buffer.alloc(4096));
+    expect(h.conn.hasPendingRx()).toBe(false);
+    h.end.drain(2000); // the reader takes 2000 bytes: far less than a quarter, but the peer is nearly blocked
+    const upd = h.pullAll();
+    expect(ops(upd)).toEqual([VsockOp.CREDIT_UPDATE]);
+    expect(upd[0]!.hdr.fwdCnt).toBe(2000);
+  });
+
+  it('the Firecracker policy: a 64 KiB window and an update only once the peer sees under 4 KiB free', () => {
+    const h = established({ credit: FIRECRACKER_CREDIT });
+    const chunk = Buffer.alloc(8192, 1);
     let sent = 0;
-    while (sent + chunk.length <= BUF_ALLOC - 4096) {
+    while (sent + chunk.length <= FIRECRACKER_CREDIT.bufAlloc - 4096) {
       h.send(VsockOp.RW, chunk);
       sent += chunk.length;
       expect(h.conn.hasPendingRx()).toBe(false);
@@ -118,7 +152,7 @@ describe('peer → local', () => {
     sent += chunk.length;
     const upd = h.pullAll();
     expect(ops(upd)).toEqual([VsockOp.CREDIT_UPDATE]);
-    expect(upd[0]!.hdr.fwdCnt).toBe(sent);
+    expect(upd[0]!.hdr).toMatchObject({ fwdCnt: sent, bufAlloc: 64 * 1024 });
   });
 
   it('buffers what the end cannot take, up to buf_alloc; credit comes back only for delivered bytes', () => {
@@ -129,7 +163,7 @@ describe('peer → local', () => {
     expect(h.conn.buffered).toBe(BUF_ALLOC);
     expect(h.conn.state).toBe('established');
     expect(h.end.interest.write).toBe(true);
-    // 1000 delivered: the free space the peer sees is under 4 KiB, and there is news.
+    // 1000 delivered: the free space the peer sees is under 64 KiB, and there is news.
     expect(ops(h.pullAll())).toEqual([VsockOp.CREDIT_UPDATE]);
     h.end.drain(); // the reader takes everything
     expect(h.conn.buffered).toBe(0);

@@ -97,6 +97,11 @@ export class VhostUserServer {
     return this.#current !== null;
   }
 
+  /** The connected front-end's session (null without one). */
+  get session(): VhostUserSession | null {
+    return this.#current?.session ?? null;
+  }
+
   /** Starts listening on the socket path (a stale socket file there is replaced). */
   listen(): void {
     // Backlog 8: one front-end is served at a time; the next waits here.
