@@ -34,9 +34,9 @@ export function registerVmm(program: Command): void {
     .option('--guest-cid <cid>', 'guest CID', parseCid, 3)
     .option(
       '--credit <policy>',
-      'per-connection receive window and CREDIT_UPDATE rule: linux (256 KiB, an update every 64 KiB forwarded or when the guest sees under 64 KiB free) or firecracker (64 KiB, an update when the guest sees under 4 KiB free; default)',
+      'per-connection receive window and CREDIT_UPDATE rule: linux (256 KiB, an update every 64 KiB forwarded or when the guest sees under 64 KiB free; default) or firecracker (64 KiB, an update when the guest sees under 4 KiB free)',
       parseCreditPolicy,
-      'firecracker',
+      'linux',
     )
     .option(
       '--buf-alloc <size>',
@@ -61,28 +61,8 @@ export function registerVmm(program: Command): void {
           ? defaults.CREDIT_POLICIES[opts.credit]
           : defaults.creditWithWindow(opts.bufAlloc);
       const device = new HybridVsockDevice({ hvsockPath: opts.hvsock, guestCid: opts.guestCid, log, credit });
-      let transport: LoopbackTransport | VhostUserVsockTransport;
       let guestStack: LoopbackTransport['stack'] | null = null;
-      if (opts.vhostUser) {
-        const { VhostUserVsockTransport } = await import('../device/transport/vhost-user/vsock-transport.js');
-        transport = new VhostUserVsockTransport({
-          socketPath: opts.vhostUser,
-          guestCid: opts.guestCid,
-          log: log.child('vhost-user'),
-        });
-        device.start(transport);
-        log.info(
-          `vhost-user-vsock backend on ${opts.vhostUser} (start QEMU with -device vhost-user-vsock-pci)`,
-        );
-      } else {
-        const { LoopbackTransport } = await import('../device/transport/loopback/loopback-transport.js');
-        const loopback = new LoopbackTransport(opts.guestCid, opts.guestDir!, log);
-        transport = loopback;
-        guestStack = loopback.stack;
-        device.start(loopback);
-        log.info(`loopback guest: AF_VSOCK stand-in at ${loopback.standin.socketPath}`);
-      }
-      const vhostUser = opts.vhostUser ? (transport as VhostUserVsockTransport) : null;
+      let vhostUser: VhostUserVsockTransport | null = null;
       let seq = 0;
       const writeMetrics = () => {
         if (!opts.metrics) return;
@@ -100,7 +80,8 @@ export function registerVmm(program: Command): void {
           log.warn(`metrics file ${opts.metrics}: ${(err as Error).message}`);
         }
       };
-      // SIGUSR2: log the connection tables (device, the loopback guest's, the vhost-user rings), write the metrics.
+      // SIGUSR2: log the connection tables (device, the loopback guest's, the vhost-user rings), write the
+      // metrics. Handled from before the device starts: its default action would end the process.
       process.on('SIGUSR2', () => {
         log.info(`device connections (${device.endpoint.size}):\n  ${device.endpoint.dump().join('\n  ')}`);
         if (guestStack) {
@@ -116,6 +97,24 @@ export function registerVmm(program: Command): void {
           );
         writeMetrics();
       });
+      if (opts.vhostUser) {
+        const { VhostUserVsockTransport } = await import('../device/transport/vhost-user/vsock-transport.js');
+        vhostUser = new VhostUserVsockTransport({
+          socketPath: opts.vhostUser,
+          guestCid: opts.guestCid,
+          log: log.child('vhost-user'),
+        });
+        device.start(vhostUser);
+        log.info(
+          `vhost-user-vsock backend on ${opts.vhostUser} (start QEMU with -device vhost-user-vsock-pci)`,
+        );
+      } else {
+        const { LoopbackTransport } = await import('../device/transport/loopback/loopback-transport.js');
+        const loopback = new LoopbackTransport(opts.guestCid, opts.guestDir!, log);
+        guestStack = loopback.stack;
+        device.start(loopback);
+        log.info(`loopback guest: AF_VSOCK stand-in at ${loopback.standin.socketPath}`);
+      }
       onTermination(async () => {
         writeMetrics();
         await notifyStopping();

@@ -42,13 +42,9 @@ export const FIRECRACKER_CREDIT: CreditPolicy = {
 export const CREDIT_POLICIES = { linux: LINUX_CREDIT, firecracker: FIRECRACKER_CREDIT } as const;
 export type CreditPolicyName = keyof typeof CREDIT_POLICIES;
 /** The device's default credit policy (every connection on the host side). */
-export const DEVICE_CREDIT: CreditPolicy = FIRECRACKER_CREDIT;
-/** The loopback guest stack's credit policy: Linux's window, an update once the device sees under 4 KiB free. */
-export const GUEST_CREDIT: CreditPolicy = {
-  bufAlloc: LINUX_BUF_ALLOC,
-  updateAfter: LINUX_BUF_ALLOC,
-  lowWater: 4 * 1024,
-};
+export const DEVICE_CREDIT: CreditPolicy = LINUX_CREDIT;
+/** The loopback guest stack's credit policy: what a Linux guest kernel advertises. */
+export const GUEST_CREDIT: CreditPolicy = LINUX_CREDIT;
 /**
  * A credit policy with window `bufAlloc` and LINUX_CREDIT's proportions:
  * update after a quarter of the window, or under one packet (at most a
@@ -58,6 +54,13 @@ export function creditWithWindow(bufAlloc: number): CreditPolicy {
   const quarter = Math.max(1, Math.floor(bufAlloc / 4));
   return { bufAlloc, updateAfter: quarter, lowWater: Math.min(LINUX_MAX_PKT, quarter) };
 }
+/**
+ * Out of the peer's credit with data to send, a connection asks for credit
+ * (CREDIT_REQUEST) only if no update has come by itself this long: every
+ * peer we know sends one as its reader makes room, and asking on every full
+ * window cost a Linux guest a packet and an answer per 256 KiB.
+ */
+export const CREDIT_REQUEST_AFTER_MS = 500;
 /** A REQUEST the peer leaves unanswered this long is reset. */
 export const REQUEST_TIMEOUT_MS = 2000;
 /** A connection the peer has shut down whose buffered data is not written within this is reset. */

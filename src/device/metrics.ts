@@ -32,7 +32,12 @@ export interface VmmMetrics {
   /** CPU time of the whole process (every thread), seconds. */
   cpu: { userS: number; systemS: number };
   credit: CreditPolicy;
-  device: DeviceStats & { open: number; counters: EndpointCounters };
+  /**
+   * `held`: bytes from the guest waiting for their host fds, all
+   * connections; `bufferMemory`: memory their TxBuf rings take (at most
+   * `credit.bufAlloc` per connection).
+   */
+  device: DeviceStats & { open: number; held: number; bufferMemory: number; counters: EndpointCounters };
   /** The loopback guest stack's own counters (loopback vmm only). */
   guest?: { open: number; counters: EndpointCounters };
   vhostUser?: { sessions: number; connected: boolean; queues: VsockQueueStats | null; rings: RingMetrics[] };
@@ -64,9 +69,15 @@ export function collectMetrics(src: MetricsSources, seq: number): VmmMetrics {
     device: {
       ...device.stats,
       open: device.endpoint.size,
+      held: 0,
+      bufferMemory: 0,
       counters: structuredClone(device.endpoint.counters),
     },
   };
+  for (const conn of device.endpoint.connections()) {
+    out.device.held += conn.buffered;
+    out.device.bufferMemory += conn.bufferMemory;
+  }
   if (guest) out.guest = { open: guest.size, counters: structuredClone(guest.counters) };
   if (vhostUser) {
     out.vhostUser = {

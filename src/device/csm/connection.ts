@@ -48,8 +48,8 @@
  * (guest RX buffers, the loopback link's buffer): one readv fills several
  * buffers, one RW packet each, never more than the peer's credit. The
  * connection stays in the RX queue while the end may hold more and credit
- * lasts; without credit it sends one CREDIT_REQUEST and waits for the
- * peer's update.
+ * lasts; without credit it waits for the peer's CREDIT_UPDATE, and sends
+ * one CREDIT_REQUEST only if none has come after CREDIT_REQUEST_AFTER_MS.
  *
  * Read interest is kept armed while reading can make progress (established,
  * credit left), not switched off and on around every packet: a readiness
@@ -71,7 +71,7 @@ import {
   type VsockHeader,
   VsockOp,
 } from '../../protocol/vsock-packet.js';
-import { SHUTDOWN_DRAIN_TIMEOUT_MS } from '../defaults.js';
+import { CREDIT_REQUEST_AFTER_MS, SHUTDOWN_DRAIN_TIMEOUT_MS } from '../defaults.js';
 import { ConnectionLifecycle } from './lifecycle.js';
 import { WOULD_BLOCK } from './local-end.js';
 import { PendingRx } from './types.js';
@@ -128,6 +128,7 @@ export class VsockConnection extends ConnectionLifecycle {
       return;
     }
     this.credit.peerSays(hdr.bufAlloc, hdr.fwdCnt);
+    if (this.peerCredit > 0) this.deadline.credit = 0;
     switch (hdr.op) {
       case VsockOp.RESPONSE:
         if (this.state !== 'local-init') {
@@ -240,17 +241,6 @@ export class VsockConnection extends ConnectionLifecycle {
     this.refreshInterest();
   }
 
-  /** Reading the local end can make progress, credit aside. */
-  private canReadLocal(): boolean {
-    return (
-      this.state === 'established' &&
-      this.end.canRead &&
-      !this.localEof &&
-      !this.peerShutRcv &&
-      !this.readParked
-    );
-  }
-
   /** A read may be scheduled now (none is due yet). */
   private wantsLocalRead(): boolean {
     return this.canReadLocal() && (this.pending & P_RW) === 0;
@@ -260,8 +250,11 @@ export class VsockConnection extends ConnectionLifecycle {
   private refreshInterest(): void {
     if (this.state === 'closed' || this.pending & P_RST) return;
     const canRead = this.canReadLocal();
-    this.want(canRead && this.peerCredit > 0 && !this.readIdle, !this.writer.held.isEmpty);
-    if (canRead && this.credit.shouldRequest()) this.schedule(P_CREDIT_REQUEST);
+    const credit = this.peerCredit;
+    this.want(canRead && credit > 0 && !this.readIdle, !this.writer.held.isEmpty);
+    // Out of credit: wait for the peer's update, and ask only if none comes (lifecycle.ts, onTimer).
+    if (canRead && credit === 0 && this.deadline.credit === 0)
+      this.startWait('credit', CREDIT_REQUEST_AFTER_MS);
   }
 
   // ─── local → peer ──────────────────────────────────────────────────────

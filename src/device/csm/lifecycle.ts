@@ -5,9 +5,9 @@
  * to the peer as bits, the deadlines, credit, the bytes on their way to the
  * local end) and the rules for ending: when to pass the peer's end of stream
  * on, who sends RST (as Linux: the side that received the full SHUTDOWN,
- * once it delivered everything), the three waits and their deadlines (an
+ * once it delivered everything), the waits and their deadlines (an
  * unanswered REQUEST, a shutdown that has to drain, the peer's RST after our
- * full SHUTDOWN), and closing.
+ * full SHUTDOWN, credit that does not come back), and closing.
  */
 import { DEVICE_CREDIT, REQUEST_TIMEOUT_MS, SHUTDOWN_DRAIN_TIMEOUT_MS } from '../defaults.js';
 import type { VsockConnection } from './connection.js';
@@ -24,6 +24,7 @@ import {
 } from './types.js';
 
 const { RST: P_RST, REQUEST: P_REQUEST, RESPONSE: P_RESPONSE, RW: P_RW, SHUTDOWN: P_SHUTDOWN } = PendingRx;
+const { CREDIT_REQUEST: P_CREDIT_REQUEST } = PendingRx;
 
 export abstract class ConnectionLifecycle {
   readonly localCid: number;
@@ -51,8 +52,12 @@ export abstract class ConnectionLifecycle {
   /** The interest last asked of the end. */
   protected wantRead = false;
   protected wantWrite = false;
-  /** When each wait this connection is in ends (0: not waiting): for RESPONSE, for the drain, for the peer's RST. */
-  protected readonly deadline = { request: 0, drain: 0, close: 0 };
+  /**
+   * When each wait this connection is in ends (0: not waiting): for RESPONSE,
+   * for the drain, for the peer's RST, and for credit (out of it with data
+   * to read: ask for it then, if the peer has not sent any on its own).
+   */
+  protected readonly deadline = { request: 0, drain: 0, close: 0, credit: 0 };
   private resetReason: CloseReason = 'done';
   private resetDetail: string | undefined;
 
@@ -130,7 +135,14 @@ export abstract class ConnectionLifecycle {
    * the deadline this connection itself holds.
    */
   onTimer(now = this.owner.now()): void {
-    const { request, drain, close } = this.deadline;
+    const { request, drain, close, credit } = this.deadline;
+    if (credit !== 0 && now >= credit) {
+      // Every peer we know (Linux, this stack, Firecracker) sends CREDIT_UPDATE on its own once its
+      // reader makes room; asking at once on every empty window only costs the guest a packet and an
+      // answer. Asking late is the fallback for a peer that does not, or for an update that was lost.
+      this.deadline.credit = 0;
+      if (this.canReadLocal() && this.credit.shouldRequest()) this.schedule(P_CREDIT_REQUEST);
+    }
     if (this.state === 'local-init' && now >= request) {
       this.reset('timeout', 'no RESPONSE within 2 s');
     } else if (drain !== 0 && !this.writer.isEmpty && now >= drain) {
@@ -158,6 +170,17 @@ export abstract class ConnectionLifecycle {
     this.wantWrite = write;
     this.owner.counters.interestChanges++;
     this.end.want(read, write);
+  }
+
+  /** Reading the local end can make progress, credit aside. */
+  protected canReadLocal(): boolean {
+    return (
+      this.state === 'established' &&
+      this.end.canRead &&
+      !this.localEof &&
+      !this.peerShutRcv &&
+      !this.readParked
+    );
   }
 
   /** No read is due any more (and so the end is not idle behind one). */

@@ -1,7 +1,8 @@
 // VsockConnection's credit, both ways, driven with a FakeEnd (no fd): RW
 // payloads never larger than the pull buffer or the peer's credit
-// `buf_alloc - (tx_cnt - fwd_cnt)`; one CREDIT_REQUEST when it runs out (and
-// no read interest meanwhile), resumed by CREDIT_UPDATE; CREDIT_REQUEST
+// `buf_alloc - (tx_cnt - fwd_cnt)`; no read interest when it runs out, resumed
+// by the peer's CREDIT_UPDATE, one CREDIT_REQUEST only if none came within
+// 500 ms; CREDIT_REQUEST
 // answered with our fwd_cnt; an unsolicited CREDIT_UPDATE after a quarter of
 // the window was forwarded (the default, Linux's 256 KiB window), or as soon
 // as anything is forwarded while the peer sees under 64 KiB free, or (the
@@ -11,7 +12,15 @@
 // write is a local error carrying the errno name.
 
 import { afterEach, describe, expect, it } from 'vitest';
-import { FIRECRACKER_CREDIT, GUEST_CREDIT, LINUX_CREDIT } from '../../../src/device/defaults.js';
+import { checkCreditPolicy } from '../../../src/device/csm/credit.js';
+import {
+  CREDIT_REQUEST_AFTER_MS,
+  creditWithWindow,
+  DEVICE_CREDIT,
+  FIRECRACKER_CREDIT,
+  GUEST_CREDIT,
+  LINUX_CREDIT,
+} from '../../../src/device/defaults.js';
 import { VsockOp } from '../../../src/protocol/vsock-packet.js';
 import { patternBytes } from '../../native-bindings/helpers.js';
 import { fakeHarness, type Harness, type HarnessOptions, ops, payload } from './conn-harness.js';
@@ -48,16 +57,21 @@ describe('local → peer', () => {
     expect(h.end.interest.read).toBe(true); // back to waiting once the end would block
   });
 
-  it('bounds RW by the peer’s credit, asks once, and waits (no read interest) until CREDIT_UPDATE', () => {
+  it('bounds RW by the peer’s credit, waits (no read interest) for its update, asks once only if none comes', () => {
     const h = established({ peerBufAlloc: 1000 });
     h.end.feed(patternBytes(2500, 2));
     h.end.signal();
     const got = h.pullAll();
-    expect(ops(got)).toEqual([VsockOp.RW, VsockOp.CREDIT_REQUEST]);
+    expect(ops(got)).toEqual([VsockOp.RW]);
     expect(got[0]!.hdr.len).toBe(1000);
     expect(h.conn.peerCredit).toBe(0);
     expect(h.end.interest.read).toBe(false);
+    h.clock.advance(CREDIT_REQUEST_AFTER_MS - 1);
+    expect(h.conn.hasPendingRx()).toBe(false); // the peer may still update on its own
+    h.clock.advance(1);
+    expect(ops(h.pullAll())).toEqual([VsockOp.CREDIT_REQUEST]);
     h.end.signal();
+    h.clock.advance(10 * CREDIT_REQUEST_AFTER_MS);
     expect(h.conn.hasPendingRx()).toBe(false); // no second CREDIT_REQUEST
 
     h.peerFwd = 600; // the peer consumed 600 bytes
@@ -65,8 +79,10 @@ describe('local → peer', () => {
     expect(h.end.interest.read).toBe(true);
     h.end.signal();
     const more = h.pullAll();
-    expect(ops(more)).toEqual([VsockOp.RW, VsockOp.CREDIT_REQUEST]);
+    expect(ops(more)).toEqual([VsockOp.RW]);
     expect(more[0]!.hdr.len).toBe(600);
+    // This time the peer's update comes in time: no request at all.
+    h.clock.advance(CREDIT_REQUEST_AFTER_MS / 2);
 
     h.peerFwd = 1600;
     h.peerBufAlloc = 4096; // a larger buf_alloc opens the window too
@@ -75,10 +91,12 @@ describe('local → peer', () => {
     expect(payload(h.pullAll())).toHaveLength(900);
   });
 
-  it('with the peer’s credit at 0 from the start, asks for credit as soon as it may read', () => {
+  it('with the peer’s credit at 0 from the start, asks for credit once it may read and none came', () => {
     const h = fakeHarness({ initiator: 'peer', peerBufAlloc: 0 });
     harnesses.push(h);
-    expect(ops(h.pullAll())).toEqual([VsockOp.RESPONSE, VsockOp.CREDIT_REQUEST]);
+    expect(ops(h.pullAll())).toEqual([VsockOp.RESPONSE]);
+    h.clock.advance(CREDIT_REQUEST_AFTER_MS);
+    expect(ops(h.pullAll())).toEqual([VsockOp.CREDIT_REQUEST]);
     h.end.feed('wait for it');
     h.peerBufAlloc = 65536;
     h.send(VsockOp.CREDIT_UPDATE);
@@ -238,5 +256,25 @@ describe('peer → local', () => {
     h.end.readError = errnoError('ECONNRESET');
     expect(ops(h.pullAll())).toEqual([VsockOp.RST]);
     expect(h.owner.closedCalls[0]).toEqual({ reason: 'local-error', detail: 'ECONNRESET' });
+  });
+});
+
+describe('the policies', () => {
+  it('the device and the loopback guest default to Linux’s window: 256 KiB, updates every 64 KiB or under 64 KiB free', () => {
+    expect(DEVICE_CREDIT).toEqual({ bufAlloc: 256 * 1024, updateAfter: 64 * 1024, lowWater: 64 * 1024 });
+    expect(GUEST_CREDIT).toBe(LINUX_CREDIT);
+    expect(DEVICE_CREDIT).toBe(LINUX_CREDIT);
+    expect(creditWithWindow(32 * 1024)).toEqual({ bufAlloc: 32 * 1024, updateAfter: 8192, lowWater: 8192 });
+  });
+
+  it('a policy with numbers that cannot work is refused, naming the number', () => {
+    expect(() => checkCreditPolicy({ bufAlloc: 0, updateAfter: 1, lowWater: 0 })).toThrow(/buf_alloc 0/);
+    expect(() => checkCreditPolicy({ bufAlloc: 1000, updateAfter: 2000, lowWater: 0 })).toThrow(
+      /update after 2000/,
+    );
+    expect(() => checkCreditPolicy({ bufAlloc: 1000, updateAfter: 100, lowWater: 1001 })).toThrow(
+      /low water 1001/,
+    );
+    expect(checkCreditPolicy(FIRECRACKER_CREDIT)).toBe(FIRECRACKER_CREDIT);
   });
 });
