@@ -11,6 +11,7 @@ import { TtrpcServer } from '../ttrpc/server.js';
 import type { Logger } from '../util/log.js';
 import { AgentService } from './agent-service.js';
 import { PassfdStreams } from './passfd-streams.js';
+import type { OutputRelay } from './process/output-relay.js';
 
 export interface AgentOptions {
   vsock: GuestVsock;
@@ -21,6 +22,8 @@ export interface AgentOptions {
   /** Test hook: delay before a passfd stream is registered (shows the accept race is handled). */
   acceptDelayMs?: number;
   drainTimeoutMs?: number;
+  /** How passfd stdout/stderr leave the agent (default 'auto': see process/output-relay.ts). */
+  outputRelay?: OutputRelay;
   log: Logger;
 }
 
@@ -32,7 +35,10 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.streams = new PassfdStreams(opts.streamWaitMs, opts.log.child('passfd'));
-    this.service = new AgentService(this.streams, opts.log, opts.drainTimeoutMs);
+    this.service = new AgentService(this.streams, opts.log, {
+      ...(opts.drainTimeoutMs !== undefined ? { drainTimeoutMs: opts.drainTimeoutMs } : {}),
+      ...(opts.outputRelay ? { outputRelay: opts.outputRelay } : {}),
+    });
     this.server = new TtrpcServer({ logger: opts.log.child('ttrpc') });
     this.service.register(this.server);
   }
