@@ -54,7 +54,12 @@ const msg = (
 });
 const u64 = (r: VhostUserMessage) => r.payload.readBigUInt64LE(0);
 /** A microtask and an event-loop turn: queue runs scheduled now have happened. */
-const settle = () => new Promise((r) => setImmediate(r));
+const nextTurn = () => new Promise((r) => setImmediate(r));
+/** Runs (microtasks) and then the call decided at the end of their loop turn (an immediate) are done. */
+const settle = async () => {
+  await nextTurn();
+  await nextTurn();
+};
 
 let logLines: string[];
 const sessions: VhostUserSession[] = [];
@@ -251,6 +256,24 @@ describe('serving rings', () => {
     expect(t.env.signals).toEqual([201]);
   });
 
+  it('several runs in one loop turn (two kicks, the device’s own wake-up) signal the call once', async () => {
+    const t = setup();
+    boot(t);
+    await settle();
+    t.env.signals.length = 0;
+    const first = offer(t, 1, 2);
+    await null; // the kick's run, in this turn
+    await null;
+    expect(t.device.queues[1]!.served).toEqual(first);
+    const second = offer(t, 1, 2);
+    await null;
+    await null;
+    expect(t.device.queues[1]!.served).toEqual([...first, ...second]);
+    expect(t.env.signals).toEqual([]); // decided at the end of the turn
+    await settle();
+    expect(t.env.signals).toEqual([201]);
+  });
+
   it('chains a batch did not use are held, and come first in the next run', async () => {
     const t = setup();
     boot(t);
@@ -321,9 +344,9 @@ describe('serving rings', () => {
       return serve(chains, lens);
     };
     offer(t, 1, QSIZE);
-    await settle();
+    await nextTurn();
     expect(total).toBe(QUEUE_BUDGET);
-    await settle();
+    await nextTurn();
     expect(total).toBeGreaterThan(QUEUE_BUDGET);
   });
 

@@ -22,9 +22,13 @@
  * kicks are re-enabled and the ring looked at once more for chains that
  * arrived meanwhile. A chain the ring cannot hand out intact is returned
  * used with length 0 (the handler counts it); a ring whose indices are
- * broken is logged once and left alone. The call eventfd is signalled once
- * per run, after all its used chains, and only if the driver asked for it
- * (EVENT_IDX: `used_event`; else the NO_INTERRUPT flag).
+ * broken is logged once and left alone. The call eventfd is signalled at
+ * most once per event-loop turn (setImmediate, after every readiness
+ * callback of the turn ran its runs), after all their used chains, and only
+ * if the driver asked for it (EVENT_IDX: `used_event`; else the
+ * NO_INTERRUPT flag): with several connections ready at once, one run each,
+ * the guest gets one interrupt, not one per run. A view dropped meanwhile
+ * decides its call first, so no used chain goes unannounced.
  *
  * Counters for operators: kicks read, calls signalled, runs, chains used,
  * and when the last kick and call happened (`describe`, with the ring's
@@ -55,6 +59,8 @@ export class Vring {
   #held: DescriptorChain[] = [];
   readonly #batch: DescriptorChain[] = [];
   readonly #lens: number[] = [];
+  /** Used chains were pushed this loop turn: the call is decided at its end. */
+  #callDue: NodeJS.Immediate | null = null;
   /** Kicks read, calls signalled, runs, chains used; when the last kick/call happened (ms since the epoch). */
   readonly stats = { kicks: 0, calls: 0, runs: 0, chains: 0, lastKick: 0, lastCall: 0 };
 
@@ -93,6 +99,7 @@ export class Vring {
   dropView(): void {
     const q = this.#queue;
     if (!q) return;
+    if (this.#callDue) this.#decideCall();
     for (const chain of this.#held) {
       try {
         q.pushUsed(chain.head, 0);
@@ -195,9 +202,22 @@ export class Vring {
     } finally {
       batch.length = 0;
       this.stats.chains += used;
-      if (used > 0 && q.needsNotify()) this.signalUsed();
+      if (used > 0) this.#callDue ??= setImmediate(() => this.#decideCall());
     }
     return more;
+  }
+
+  /** One call for every run since the last decision, if the driver wants one now. */
+  #decideCall(): void {
+    if (this.#callDue) clearImmediate(this.#callDue);
+    this.#callDue = null;
+    const q = this.#queue;
+    if (!q || q.broken) return;
+    try {
+      if (q.needsNotify()) this.signalUsed();
+    } catch {
+      // the ring's memory is gone: the driver is not looking any more
+    }
   }
 
   /** A kick was read from the driver (counted for operators). */
