@@ -111,8 +111,12 @@ export interface RunBenchOptions {
   progress: boolean;
   /** Run the agent and the container processes in a QEMU guest instead of the loopback stack. */
   vm?: VmBenchSpec;
-  /** Loopback only: write V8 CPU profiles of the vmm and agent children here (node --cpu-prof). */
+  /** Write V8 CPU profiles here (node --cpu-prof): of the vmm and agent children, or in a guest of the vmm. */
   cpuProfDir?: string;
+  /** Extra arguments for the vmm (e.g. `--credit firecracker`). */
+  vmmArgs?: string[];
+  /** Extra arguments for the guest agent (e.g. `--output-relay splice`). */
+  agentArgs?: string[];
 }
 
 interface BenchStack {
@@ -143,9 +147,11 @@ async function startStack(
   config: Config,
   vm: VmBenchSpec | undefined,
   cpuProfDir: string | undefined,
+  vmmArgs: string[] = [],
+  agentArgs: string[] = [],
 ): Promise<BenchStack> {
+  const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(cpuProfDir)}`] : [];
   if (!vm) {
-    const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(cpuProfDir)}`] : [];
     const s = await startEmbeddedStack({ config, nodeArgs });
     return {
       hvsockPath: s.hvsockPath,
@@ -159,6 +165,9 @@ async function startStack(
     cpus: vm.cpus,
     memoryMiB: vm.memoryMiB,
     startTimeoutMs: VM_START_TIMEOUT_MS[vm.accel],
+    vmmArgs,
+    agentArgs,
+    vmmNodeArgs: nodeArgs,
   });
   return {
     hvsockPath: s.hvsockPath,
@@ -230,7 +239,7 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-bench-'));
   let stack: BenchStack;
   try {
-    stack = await startStack(o.config, o.vm, o.cpuProfDir);
+    stack = await startStack(o.config, o.vm, o.cpuProfDir, o.vmmArgs, o.agentArgs);
   } catch (err) {
     progress.done();
     fs.rmSync(dir, { recursive: true, force: true });

@@ -55,6 +55,10 @@ export interface VmStackOptions {
   cpus?: number;
   /** Extra agent arguments. */
   agentArgs?: string[];
+  /** Extra vmm arguments (e.g. `--credit firecracker`, `--metrics <file>`). */
+  vmmArgs?: string[];
+  /** Node options for the vmm process (e.g. `--cpu-prof`). */
+  vmmNodeArgs?: string[];
   /** Boot + agent start budget (default 180 s: TCG is slow). */
   startTimeoutMs?: number;
   /** Called with the guest's console output (default: dropped, kept in <dir>/console.log). */
@@ -149,6 +153,7 @@ async function startVmm(
   logFile: string,
   onLog: (chunk: string) => void,
   timeoutMs: number,
+  nodeArgs: string[] = [],
 ): Promise<VmmChild> {
   let logFd = fs.openSync(logFile, 'a', 0o600);
   const closeLog = () => {
@@ -157,6 +162,7 @@ async function startVmm(
   };
   try {
     const v = await startReady(args, dir, 'vmm', level, timeoutMs, {
+      nodeArgs,
       onStderr: (chunk: Buffer) => {
         if (logFd >= 0) fs.writeSync(logFd, chunk);
         onLog(chunk.toString('utf8'));
@@ -257,12 +263,13 @@ export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
     // Awaited below, after the vmm started; a failure meanwhile must not count as unhandled.
     initrdP.catch(() => {});
     vmm = await startVmm(
-      ['vmm', '--hvsock', hvsockPath, '--vhost-user', vuPath, '--guest-cid', cid],
+      ['vmm', '--hvsock', hvsockPath, '--vhost-user', vuPath, '--guest-cid', cid, ...(opts.vmmArgs ?? [])],
       dir,
       level,
       vmmLogPath,
       opts.onVmmLog ?? ((s) => process.stderr.write(s)),
       20_000,
+      opts.vmmNodeArgs,
     );
     await waitForFile(vuPath, 10_000);
     const initrd = await initrdP;
