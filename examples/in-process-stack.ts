@@ -9,6 +9,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Broker, createLogger, defaultConfig } from 'passfd-broker';
@@ -40,7 +41,13 @@ const fifos = { stdin: `${dir}/c1-stdin`, stdout: `${dir}/c1-stdout`, stderr: `$
 execFileSync('mkfifo', Object.values(fifos));
 const broker = new Broker({ hvsockPath, config });
 const proc = await broker.start({ containerId: 'c1', args: ['uname', '-s'], fifos });
-const reader = fs.createReadStream(fifos.stdout);
+// containerd opens its reader before it waits: opened synchronously here, while the
+// broker's keeper holds the FIFO (an open after the exit would wait for a writer forever).
+const reader = new net.Socket({
+  fd: fs.openSync(fifos.stdout, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK),
+  readable: true,
+  writable: false,
+});
 const output = new Promise<string>((resolve) => {
   let text = '';
   reader.on('data', (d) => {

@@ -3,6 +3,7 @@
 export * from './ctty-exec.js';
 export * from './errno-name.js';
 export * from './eventfd.js';
+export * from './exit-by-signal.js';
 export * from './fd.js';
 export * from './iov.js';
 export { SysError } from './libc.js';

@@ -9,6 +9,7 @@
  * bytes, `struct cmsghdr` 16, `struct ucred` 12, `struct sockaddr_un` 110.
  */
 import os from 'node:os';
+import util from 'node:util';
 import koffi from 'koffi';
 import { errnoName } from './errno-name.js';
 
@@ -54,14 +55,19 @@ export const c = {
   epoll_ctl: libc.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
 };
 
-/** An errno from a libc call, named (`EAGAIN`, `EBADF`, ...) as Node's own errors are. */
+/**
+ * An errno from a libc call, named (`EAGAIN`, `EBADF`, ...) as Node's own
+ * errors are, with the system's description: "connect /x: ENOENT (no such
+ * file or directory)".
+ */
 export class SysError extends Error {
   readonly code: string;
   readonly errno: number;
   readonly syscall: string;
   constructor(syscall: string, errno: number, detail?: string) {
     const code = errnoName(errno);
-    super(`${syscall}${detail ? ` ${detail}` : ''}: ${code} (${errno})`);
+    const text = util.getSystemErrorMap().get(-errno)?.[1] ?? `errno ${errno}`;
+    super(`${syscall}${detail ? ` ${detail}` : ''}: ${code} (${text})`);
     this.name = 'SysError';
     this.code = code;
     this.errno = errno;

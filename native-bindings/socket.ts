@@ -22,6 +22,7 @@ export const SOL_SOCKET = 1;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
 export const SO_PEERCRED = 17;
+export const SO_PEERGROUPS = 59;
 export const SHUT_RD = 0;
 export const SHUT_WR = 1;
 export const SHUT_RDWR = 2;
@@ -118,6 +119,27 @@ export function peerCred(fd: number): PeerCred {
   const len = [12];
   check(c.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, out, len), 'getsockopt(SO_PEERCRED)', `fd ${fd}`);
   return { pid: out.readInt32LE(0), uid: out.readUInt32LE(4), gid: out.readUInt32LE(8) };
+}
+
+/**
+ * The supplementary groups of the process at the other end of a Unix socket
+ * (SO_PEERGROUPS, Linux ≥ 4.13), as recorded at connect/listen time.
+ */
+export function peerGroups(fd: number): number[] {
+  let out = Buffer.alloc(4 * 32);
+  for (;;) {
+    const len = [out.length];
+    if (c.getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, out, len) === 0) {
+      const groups: number[] = [];
+      for (let off = 0; off + 4 <= len[0]!; off += 4) groups.push(out.readUInt32LE(off));
+      return groups;
+    }
+    // ERANGE: the kernel wrote the length it needs.
+    const e = errno();
+    if (e !== E.ERANGE || len[0]! <= out.length)
+      throw new SysError('getsockopt(SO_PEERGROUPS)', e, `fd ${fd}`);
+    out = Buffer.alloc(len[0]!);
+  }
 }
 
 function intOpt(fd: number, name: number, value: number, label: string): void {

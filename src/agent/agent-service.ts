@@ -26,12 +26,14 @@ import { GrpcCode } from '../protocol/ttrpc.js';
 import { TtrpcError } from '../ttrpc/errors.js';
 import type { TtrpcServer } from '../ttrpc/server.js';
 import type { Logger } from '../util/log.js';
+import type { ProcessGuardian } from './guardian.js';
 import type { PassfdStreams } from './passfd-streams.js';
 import {
   type ContainerProcess,
   type SpawnOptions,
   spawnContainerProcess,
 } from './process/container-process.js';
+import { startError } from './start-error.js';
 
 interface Ports {
   stdinPort: number;
@@ -66,6 +68,8 @@ export class AgentService {
     private readonly log: Logger,
     /** What every process spawned gets unless its request says otherwise (drain timeout, output relay). */
     private readonly spawnDefaults: Pick<SpawnOptions, 'drainTimeoutMs' | 'outputRelay'> = {},
+    /** Kills the processes' groups should the agent die (guardian.ts). */
+    private readonly guardian?: ProcessGuardian,
   ) {}
 
   /** Counts for leak checks: containers and live exec processes. */
@@ -234,10 +238,7 @@ export class AgentService {
       });
     } catch (err) {
       // The launcher owns the fds from the call on and has closed them.
-      throw new TtrpcError(
-        GrpcCode.INVALID_ARGUMENT,
-        `cannot start ${process.Args[0]}: ${(err as Error).message}`,
-      );
+      throw startError(err, process.Args[0]!, process.Cwd || undefined);
     }
     if (this.containers.get(c.id) !== c) {
       proc.signal('SIGKILL', { group: true });
@@ -245,6 +246,8 @@ export class AgentService {
       throw removedMeanwhile(c.id);
     }
     c.execs.set(execId, { process: proc, readChain: new Map() });
+    this.guardian?.track(proc.pid);
+    void proc.wait().finally(() => this.guardian?.leaderGone(proc.pid));
     this.log.debug(`started ${c.id}/${execId} pid ${proc.pid}: ${process.Args.join(' ')}`);
   }
 

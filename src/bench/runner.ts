@@ -22,7 +22,8 @@ import path from 'node:path';
 import { Broker } from '../broker/broker.js';
 import { startEmbeddedStack } from '../broker/embedded-stack.js';
 import type { Config } from '../config/schema.js';
-import { createLogger } from '../util/log.js';
+import { chosenLogLevel, createLogger } from '../util/log.js';
+import { makePrivateDir } from '../util/private-dir.js';
 import { findGuestKernel } from '../vm/initramfs.js';
 import { startVmStack } from '../vm/vm-stack.js';
 import type { BenchMode, BenchOptions } from './options.js';
@@ -105,8 +106,18 @@ export interface VmBenchSpec {
   memoryMiB: number;
 }
 
+/** The run was interrupted by a signal (RunBenchOptions.abort): everything it started is gone. */
+export class BenchInterrupted extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`interrupted by ${signal}`);
+    this.name = 'BenchInterrupted';
+  }
+}
+
 export interface RunBenchOptions {
   config: Config;
+  /** The file `config` came from (the vmm reads its access keys from it). */
+  configPath?: string;
   bench: BenchOptions;
   progress: boolean;
   /** Run the agent and the container processes in a QEMU guest instead of the loopback stack. */
@@ -117,6 +128,8 @@ export interface RunBenchOptions {
   vmmArgs?: string[];
   /** Extra arguments for the guest agent (e.g. `--output-relay splice`). */
   agentArgs?: string[];
+  /** Aborted (reason: the signal's name) when the user interrupts the run. */
+  abort?: AbortSignal;
 }
 
 interface BenchStack {
@@ -143,16 +156,11 @@ function qemuVersion(): string {
  */
 const VM_START_TIMEOUT_MS = { tcg: 300_000, kvm: 60_000 } as const;
 
-async function startStack(
-  config: Config,
-  vm: VmBenchSpec | undefined,
-  cpuProfDir: string | undefined,
-  vmmArgs: string[] = [],
-  agentArgs: string[] = [],
-): Promise<BenchStack> {
+async function startStack(o: RunBenchOptions): Promise<BenchStack> {
+  const { config, configPath, vm, cpuProfDir } = o;
   const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(cpuProfDir)}`] : [];
   if (!vm) {
-    const s = await startEmbeddedStack({ config, nodeArgs });
+    const s = await startEmbeddedStack({ config, configPath, nodeArgs, logLevel: chosenLogLevel() });
     return {
       hvsockPath: s.hvsockPath,
       roles: { broker: 'self', vmm: s.vmm.pid!, agent: s.agent.pid! },
@@ -161,12 +169,14 @@ async function startStack(
   }
   const s = await startVmStack({
     config,
+    configPath,
+    logLevel: chosenLogLevel(),
     accel: vm.accel,
     cpus: vm.cpus,
     memoryMiB: vm.memoryMiB,
     startTimeoutMs: VM_START_TIMEOUT_MS[vm.accel],
-    vmmArgs,
-    agentArgs,
+    vmmArgs: o.vmmArgs ?? [],
+    agentArgs: o.agentArgs ?? [],
     vmmNodeArgs: nodeArgs,
   });
   return {
@@ -193,6 +203,16 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
     o.progress,
     withStartup ? 'start-up' : o.vm ? `booting the QEMU guest (${o.vm.accel})` : 'starting vmm + agent',
   );
+  // Interrupted (o.abort): the cursor comes back at once, the stack and the
+  // directory go as soon as the stack exists, and runBench rejects with
+  // BenchInterrupted without waiting for the step in flight.
+  let teardown: (() => Promise<void>) | null = null;
+  let interrupted: (() => void) | null = null;
+  const onAbort = () => {
+    progress.done();
+    void teardown?.().then(() => interrupted?.());
+  };
+  o.abort?.addEventListener('abort', onAbort, { once: true });
   const runs: RunRecord[] = [];
   const errors: RunError[] = [];
   // Start-up first, before the stack below exists: its processes would compete for the CPU.
@@ -232,17 +252,20 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
       ...(startup ? { startup } : {}),
     };
   };
-  if (steps.length === 0) {
+  if (o.abort?.aborted || steps.length === 0) {
     progress.done();
+    o.abort?.removeEventListener('abort', onAbort);
+    if (o.abort?.aborted) throw new BenchInterrupted(o.abort.reason as NodeJS.Signals);
     return report(null);
   }
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-bench-'));
+  const dir = makePrivateDir('passfd-bench-');
   let stack: BenchStack;
   try {
-    stack = await startStack(o.config, o.vm, o.cpuProfDir, o.vmmArgs, o.agentArgs);
+    stack = await startStack(o);
   } catch (err) {
     progress.done();
     fs.rmSync(dir, { recursive: true, force: true });
+    o.abort?.removeEventListener('abort', onAbort);
     throw err;
   }
   const mk = (passfd: boolean) => {
@@ -252,29 +275,46 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
     return new Broker({ hvsockPath: stack.hvsockPath, config, log });
   };
   const brokers = { passfd: mk(true), rpc: mk(false) };
+  let tornDown: Promise<void> | null = null;
+  teardown = () =>
+    (tornDown ??= (async () => {
+      progress.done();
+      await brokers.passfd.close();
+      await brokers.rpc.close();
+      await stack.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    })());
   const ctx: BenchContext = {
     brokers,
     roles: stack.roles,
     dir,
     timeoutMs: o.bench.timeoutMs,
   };
-  try {
+  const measure = async () => {
     for (const s of steps) {
+      if (o.abort?.aborted) return;
       progress.step(s.label);
       try {
         runs.push({ scenario: s.scenario, path: s.path, rep: s.rep, metrics: await s.run(ctx) });
       } catch (err) {
+        if (o.abort?.aborted) return;
         const message = (err as Error).message;
         errors.push({ scenario: s.scenario, path: s.path, rep: s.rep, message });
         progress.log(`bench: ${s.label} failed: ${message}`);
       }
     }
+  };
+  // Once torn down after an interruption, the step in flight is not waited for.
+  const torn = new Promise<void>((resolve) => {
+    interrupted = resolve;
+  });
+  if (o.abort?.aborted) onAbort();
+  try {
+    await Promise.race([measure(), torn]);
   } finally {
-    progress.done();
-    await brokers.passfd.close();
-    await brokers.rpc.close();
-    await stack.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
+    o.abort?.removeEventListener('abort', onAbort);
+    await teardown();
   }
+  if (o.abort?.aborted) throw new BenchInterrupted(o.abort.reason as NodeJS.Signals);
   return report(stack);
 }

@@ -5,12 +5,18 @@
  *
  * Each is started with src/util/ready-child.ts (ready on its sd_notify
  * READY=1); children log warnings to our stderr.
+ *
+ * Lifetimes. Each child leads its own session, so a terminal's Ctrl-C
+ * reaches only us (`run` forwards it to the container process), and gets
+ * SIGTERM when we die, even by kill -9 (ready-child.ts, util/lifeline.ts); a
+ * child that ends because we died removes our private directory on its way
+ * out (util/private-dir.ts), and so does the next `run` if nobody could.
  */
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config/schema.js';
+import { makePrivateDir } from '../util/private-dir.js';
 import { startReady, stopChild } from '../util/ready-child.js';
 
 export interface EmbeddedStack {
@@ -24,6 +30,8 @@ export interface EmbeddedStack {
 
 export interface StackOptions {
   config: Config;
+  /** The file `config` came from: the vmm reads its `[hypervisor]` access keys from it. */
+  configPath?: string;
   /** Log level for the children (default warn). */
   logLevel?: string;
   /** Extra agent arguments (tests). */
@@ -34,7 +42,7 @@ export interface StackOptions {
 }
 
 export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedStack> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-run-'));
+  const dir = makePrivateDir('passfd-run-');
   const hvsockPath = path.join(dir, 'hvsock.sock');
   const guestDir = path.join(dir, 'guest');
   const level = opts.logLevel ?? 'warn';
@@ -46,7 +54,16 @@ export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedSt
   const giveUp = new AbortController();
   const starting = [
     startReady(
-      ['vmm', '--hvsock', hvsockPath, '--guest-dir', guestDir, '--guest-cid', cid],
+      [
+        'vmm',
+        '--hvsock',
+        hvsockPath,
+        '--guest-dir',
+        guestDir,
+        '--guest-cid',
+        cid,
+        ...(opts.configPath ? ['--config', opts.configPath] : []),
+      ],
       dir,
       'vmm',
       level,

@@ -3,7 +3,8 @@
  *
  * - `passFd`: `passfd\n`, then one sendmsg of `<port>[ keep]` carrying exactly
  *   one fd (SCM_RIGHTS), then read `OK <hostport>\n`. The device closing the
- *   socket without OK means it refused (unknown port, table full, bad fd).
+ *   socket without OK means it refused (unknown port, table full, bad fd);
+ *   this device says why first, in an `ERR <reason>\n` line.
  * - `hybridConnect`: `CONNECT <port>\n`, read `OK <hostport>\n`; the socket
  *   then carries the stream.
  *
@@ -12,7 +13,14 @@
 import net from 'node:net';
 import { closeQuietly, connectUnix, dupFd } from '../../native-bindings/index.js';
 import { FdChannel } from '../net/fd-channel.js';
-import { encodeConnect, encodePassfd, encodePassfdPayload, OkReplyParser } from '../protocol/hybrid-vsock.js';
+import {
+  encodeConnect,
+  encodePassfd,
+  encodePassfdPayload,
+  HybridProtocolError,
+  OkReplyParser,
+} from '../protocol/hybrid-vsock.js';
+import { errnoText } from '../util/errno-text.js';
 
 /**
  * The device could not be reached, refused, or broke the protocol. `cause`
@@ -29,6 +37,19 @@ export class HvsockError extends Error {
     const code = (options?.cause as { code?: unknown } | undefined)?.code;
     this.code = typeof code === 'string' ? code : undefined;
   }
+}
+
+/** A socket error with the likely cause: "ENOENT (no such file or directory): is the vmm running?". */
+function socketErrorText(err: unknown): string {
+  const code = (err as { code?: string }).code;
+  const hint = code === 'ENOENT' || code === 'ECONNREFUSED' ? ': is the vmm running?' : '';
+  return `${errnoText(err)}${hint}`;
+}
+
+function unreachable(hvsockPath: string, err: unknown): HvsockError {
+  return new HvsockError(`cannot reach the hybrid-vsock socket ${hvsockPath}: ${socketErrorText(err)}`, {
+    cause: err,
+  });
 }
 
 export interface PassFdOptions {
@@ -76,11 +97,7 @@ export function passFdTracked(
     try {
       sock = connectUnix(hvsockPath);
     } catch (err) {
-      reject(
-        new HvsockError(`cannot reach the hybrid-vsock socket ${hvsockPath}: ${(err as Error).message}`, {
-          cause: err,
-        }),
-      );
+      reject(unreachable(hvsockPath, err));
       return;
     }
     const parser = new OkReplyParser();
@@ -118,7 +135,13 @@ export function passFdTracked(
             },
           });
         } catch (err) {
-          fail(new HvsockError(`passfd to guest port ${port}: ${(err as Error).message}`, { cause: err }));
+          const refused = err instanceof HybridProtocolError && err.code === 'refused';
+          fail(
+            new HvsockError(
+              `passfd to guest port ${port}${refused ? ' refused' : ''}: ${(err as Error).message}`,
+              { cause: err },
+            ),
+          );
         }
       },
       onEnd: () =>
@@ -171,7 +194,7 @@ export function hybridConnect(hvsockPath: string, port: number, timeoutMs = 10_0
     };
     const onEnd = () =>
       fail('refused: the device closed the connection (nobody listening on that guest port?)');
-    const onError = (err: Error) => fail(err.message, err);
+    const onError = (err: Error) => fail(socketErrorText(err), err);
     const cleanup = () => {
       clearTimeout(timer);
       socket.off('data', onData);

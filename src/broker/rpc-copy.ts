@@ -59,6 +59,8 @@ export class RpcCopy {
       readable: flags === O_RDONLY,
       writable: flags === O_WRONLY,
     });
+    // Errors end the copy loops (a destroyed socket); they are not the broker's to crash on.
+    sock.on('error', () => {});
     this.sockets.push(sock);
     return sock;
   }
@@ -90,7 +92,13 @@ export class RpcCopy {
       for (;;) {
         const res = await this.target.call(agentMethods[method], { ...ids, len: this.target.chunkSize });
         if (res.data.length === 0) break;
-        if (!writer.write(res.data)) await new Promise((r) => writer.once('drain', r));
+        if (!writer.write(res.data))
+          await new Promise((r) => {
+            writer.once('drain', r);
+            writer.once('close', r);
+          });
+        // EPIPE: containerd's reader is gone and so is the keeper (outputGone); stop copying.
+        if (writer.destroyed) return;
       }
       await new Promise<void>((resolve) => writer.end(resolve));
     } catch (err) {

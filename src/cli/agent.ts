@@ -11,8 +11,9 @@
 import type { Command } from 'commander';
 import { type OutputRelay, parseOutputRelay } from '../agent/process/output-relay.js';
 import type { GuestVsock } from '../guest-vsock/types.js';
+import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
-import { onTermination, parseMs, parsePort } from './options.js';
+import { fromEnv, onTermination, parseMs, parsePort } from './options.js';
 
 const DEFAULT_PASSFD_PORT = 1027;
 
@@ -64,9 +65,8 @@ export function registerAgent(program: Command): void {
         if (!opts.guestDir === !opts.vsock) {
           throw new Error('give exactly one of --guest-dir (loopback guest) or --vsock (AF_VSOCK)');
         }
-        const envPort = process.env.AGENT_PASSFD_LISTENER_PORT;
         const passfdPort =
-          opts.passfdPort ?? (envPort ? parsePort(envPort) : undefined) ?? DEFAULT_PASSFD_PORT;
+          opts.passfdPort ?? fromEnv('AGENT_PASSFD_LISTENER_PORT', parsePort) ?? DEFAULT_PASSFD_PORT;
         if (passfdPort === opts.agentPort) throw new Error('--passfd-port and --agent-port must differ');
         // The agent's modules (ttrpc, protobuf, the native bindings) load only when it runs.
         const [{ Agent }, { AfVsock }, { StandinVsock }, { notifyReady, notifyStopping }] = await Promise.all(
@@ -96,7 +96,8 @@ export function registerAgent(program: Command): void {
         });
         await agent.start();
         onTermination(async () => {
-          await notifyStopping();
+          // An orphan's supervisor (run) is gone, and its notify socket with it.
+          if (!isOrphaned()) await notifyStopping();
           await agent.stop();
         });
         await notifyReady();

@@ -5,9 +5,15 @@
  * timeouts then default to what TCG manages). Prints a table (with a
  * progress bar on stderr while it runs), or the JSON report with `--json`;
  * `--out <dir>` also writes results.json, results.md and chart.svg (the
- * chart needs the optional packages vega and vega-lite). The benchmark
- * modules (and vega) are imported only when `bench` runs.
+ * directory is checked before the run; the chart needs the optional
+ * packages vega and vega-lite; the results are printed even if writing them
+ * fails). Exits 1 when any measurement failed. SIGINT, SIGTERM or SIGHUP
+ * stop the run: the cursor comes back, the stack and the temporary
+ * directories go, exit 128+n. The benchmark modules (and vega) are imported
+ * only when `bench` runs.
  */
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { BackendSpec } from '../bench/backend-ab/backend-ab.js';
@@ -22,7 +28,8 @@ import {
   parseScenarios,
   SCENARIOS,
 } from '../bench/options.js';
-import { type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
+import { MAX_RPC_CHUNK_SIZE } from '../config/schema.js';
+import { TERMINAL_SIGNALS, type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
 
 interface BenchCliOptions extends VmFlags {
   config?: string;
@@ -62,8 +69,33 @@ export function benchOptionsFrom(o: BenchCliOptions): BenchOptions {
   if (o.setups) b.setups = parsePositiveInt(o.setups, '--setups');
   if (o.startups) b.startups = parsePositiveInt(o.startups, '--startups');
   if (o.timeout) b.timeoutMs = parsePositiveInt(o.timeout, '--timeout') * 1000;
-  if (o.chunkSize) b.chunkSize = parseBytes(o.chunkSize);
+  if (o.chunkSize) {
+    b.chunkSize = parseBytes(o.chunkSize);
+    if (b.chunkSize > MAX_RPC_CHUNK_SIZE)
+      throw new Error(
+        `--chunk-size ${o.chunkSize}: at most ${formatBytes(MAX_RPC_CHUNK_SIZE)} (${MAX_RPC_CHUNK_SIZE} bytes), which keeps a request under ttrpc's 4 MiB message limit`,
+      );
+  }
   return b;
+}
+
+/**
+ * `--out <dir>`, checked before the run: the directory is created if it is
+ * missing (its parents too, as `mkdir -p`) and must be a writable directory,
+ * so a bad path fails in a second instead of after the benchmark.
+ */
+export function prepareOutDir(dir: string): void {
+  if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) throw new Error(`--out ${dir}: not a directory`);
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw new Error(`--out ${dir}: cannot create it (${(err as NodeJS.ErrnoException).code ?? err})`);
+  }
+  try {
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+  } catch (err) {
+    throw new Error(`--out ${dir}: not writable (${(err as NodeJS.ErrnoException).code ?? err})`);
+  }
 }
 
 /** "default 1 GiB, quick 32 MiB; --vm qemu: 64 MiB, quick 16 MiB" for one option, from defaultOptions. */
@@ -165,42 +197,87 @@ export function registerBench(program: Command): void {
         return;
       }
       const bench = benchOptionsFrom(opts);
+      if (opts.out) prepareOutDir(opts.out);
+      // What an earlier bench or run killed with -9 could not remove.
+      (await import('../util/private-dir.js')).sweepStalePrivateDirs();
       // Loaded here, not at the top: every role (vmm, agent) runs this binary, and the
       // charting libraries would slow down all of their starts.
-      const [{ loadConfig }, { runBench }, { writeOutputs }, { toJson }, { renderTable }] = await Promise.all(
-        [
+      const [{ loadConfig }, { runBench, BenchInterrupted }, { writeOutputs }, { toJson }, { renderTable }] =
+        await Promise.all([
           import('../config/load.js'),
           import('../bench/runner.js'),
           import('../bench/output.js'),
           import('../bench/results.js'),
           import('../bench/terminal-table.js'),
-        ],
-      );
-      const report = await runBench({
-        config: loadConfig(opts.config),
-        bench,
-        progress: opts.progress,
-        ...(vm ? { vm } : {}),
-        ...(opts.cpuProf ? { cpuProfDir: opts.cpuProf } : {}),
-        ...(opts.vmmArgs ? { vmmArgs: words(opts.vmmArgs) } : {}),
-        ...(opts.agentArgs ? { agentArgs: words(opts.agentArgs) } : {}),
-      }).catch((err: Error) => {
+        ]);
+      // Ctrl-C (or SIGTERM/SIGHUP): the cursor comes back, the stack and the temporary
+      // directories go, exit 128+n; a second signal exits at once.
+      const abort = new AbortController();
+      const onSignal = (sig: NodeJS.Signals) => {
+        if (abort.signal.aborted) process.exit(128 + os.constants.signals[sig]);
+        abort.abort(sig);
+      };
+      for (const sig of TERMINAL_SIGNALS) process.on(sig, onSignal);
+      let report: Awaited<ReturnType<typeof runBench>>;
+      try {
+        report = await runBench({
+          config: loadConfig(opts.config),
+          configPath: opts.config,
+          bench,
+          progress: opts.progress,
+          abort: abort.signal,
+          ...(vm ? { vm } : {}),
+          ...(opts.cpuProf ? { cpuProfDir: opts.cpuProf } : {}),
+          ...(opts.vmmArgs ? { vmmArgs: words(opts.vmmArgs) } : {}),
+          ...(opts.agentArgs ? { agentArgs: words(opts.agentArgs) } : {}),
+        });
+      } catch (err) {
+        if (err instanceof BenchInterrupted) {
+          // Everything bench started is gone; a step still in flight is abandoned.
+          process.stderr.write(`bench: ${err.message}; stopped\n`, () =>
+            process.exit(128 + os.constants.signals[err.signal]),
+          );
+          return;
+        }
         // Measurement failures are in the report; what escapes is a stack that did not start.
-        throw vm ? withKvmHint(err, vm) : err;
-      });
-      const written = opts.out ? await writeOutputs(opts.out, report) : null;
-      process.stdout.write(opts.json ? `${toJson(report)}\n` : `${renderTable(report)}\n`);
-      if (written && !opts.json) {
-        const names = [written.json, written.markdown, written.chart].filter((f) => f !== null);
-        process.stdout.write(`\nwritten: ${names.map((f) => path.basename(f)).join(', ')} in ${opts.out}\n`);
+        throw vm ? withKvmHint(err as Error, vm) : err;
+      } finally {
+        for (const sig of TERMINAL_SIGNALS) process.off(sig, onSignal);
       }
-      if (written?.chartSkipped)
-        process.stderr.write(`passfd-broker bench: no chart.svg: ${written.chartSkipped}\n`);
+      // The results are printed even if writing the files fails.
+      process.stdout.write(opts.json ? `${toJson(report)}\n` : `${renderTable(report)}\n`);
+      let writeFailed = false;
+      if (opts.out) {
+        try {
+          const written = await writeOutputs(opts.out, report);
+          if (!opts.json) {
+            const names = [written.json, written.markdown, written.chart].filter((f) => f !== null);
+            process.stdout.write(
+              `\nwritten: ${names.map((f) => path.basename(f)).join(', ')} in ${opts.out}\n`,
+            );
+          }
+          if (written.chartSkipped)
+            process.stderr.write(`passfd-broker bench: no chart.svg: ${written.chartSkipped}\n`);
+        } catch (err) {
+          writeFailed = true;
+          process.stderr.write(
+            `passfd-broker: bench: cannot write --out ${opts.out}: ${(err as Error).message}\n`,
+          );
+        }
+      }
       if (opts.cpuProf)
         process.stderr.write(
           `CPU profiles (*.cpuprofile) of the vmm${vm ? ' (the agent runs in the guest)' : ' and agent'}: ${opts.cpuProf}\n`,
         );
-      process.exitCode = report.summary.length === 0 && !report.startup ? 1 : 0;
+      // Any failed measurement (listed above the table and in the report's errors) fails the run.
+      if (report.errors.length > 0)
+        process.stderr.write(`bench: ${report.errors.length} measurement(s) failed\n`);
+      const nothing = report.summary.length === 0 && !report.startup;
+      const code = nothing || report.errors.length > 0 || writeFailed ? 1 : 0;
+      // Exit explicitly: a failed measurement may leave a handle behind (a FIFO nobody
+      // will open again) that would otherwise keep the process alive. Flush first.
+      await Promise.all([process.stdout, process.stderr].map((s) => new Promise((r) => s.write('', r))));
+      process.exit(code);
     });
 }
 

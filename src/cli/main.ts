@@ -10,10 +10,12 @@
  *   bench   passfd vs RPC-copy, side by side
  */
 import { Command, Option } from 'commander';
-import { type LogLevel, setLogLevel } from '../util/log.js';
+import { LOG_LEVELS, type LogLevel, setLogLevel } from '../util/log.js';
+import { packageVersion } from '../util/version.js';
 import { registerAgent } from './agent.js';
 import { registerBench } from './bench.js';
 import { registerGuest } from './guest.js';
+import { fromEnv, parseLogLevel } from './options.js';
 import { registerPass } from './pass.js';
 import { registerRun } from './run.js';
 import { registerVmm } from './vmm.js';
@@ -22,16 +24,11 @@ const program = new Command();
 program
   .name('passfd-broker')
   .description('vsock fd passthrough for VM-isolated containers (Kata/Dragonball hybrid-vsock protocol)')
-  .addOption(
-    new Option('--log-level <level>', 'log level (env PASSFD_LOG)').choices([
-      'error',
-      'warn',
-      'info',
-      'debug',
-    ]),
-  )
+  .version(packageVersion(), '-V, --version', 'print the version')
+  .addOption(new Option('--log-level <level>', 'log level (env PASSFD_LOG)').choices(LOG_LEVELS))
   .hook('preAction', (cmd) => {
-    const level = cmd.opts().logLevel as LogLevel | undefined;
+    // The flag wins; a bad PASSFD_LOG is an error that names it, not a silent default.
+    const level = (cmd.opts().logLevel as LogLevel | undefined) ?? fromEnv('PASSFD_LOG', parseLogLevel);
     if (level) setLogLevel(level);
   })
   .showHelpAfterError();

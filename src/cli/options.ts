@@ -2,28 +2,74 @@
 import fs from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseBytes } from '../bench/options.js';
+import { MAX_VSOCK_PORT } from '../config/schema.js';
+import { isOrphaned } from '../util/lifeline.js';
+import { LOG_LEVELS, type LogLevel, parseLevel } from '../util/log.js';
 
-export function parsePort(value: string): number {
-  if (!/^(0|[1-9][0-9]{0,9})$/.test(value) || Number(value) > 0xffff_ffff) {
-    throw new InvalidArgumentError('must be a vsock port (0..4294967295)');
-  }
-  return Number(value);
+/** A canonical decimal u32, or null. */
+function u32(value: string): number | null {
+  return /^(0|[1-9][0-9]{0,9})$/.test(value) && Number(value) <= 0xffff_ffff ? Number(value) : null;
 }
 
-export function parseCid(value: string): number {
-  const n = parsePort(value);
-  if (n < 3 || n >= 0xffff_ffff) throw new InvalidArgumentError('must be a guest CID (3..4294967294)');
+/** A vsock port: 1..4294967294 (4294967295 is VMADDR_PORT_ANY), as in the configuration. */
+export function parsePort(value: string): number {
+  const n = u32(value);
+  if (n === null || n < 1 || n > MAX_VSOCK_PORT) {
+    throw new InvalidArgumentError(
+      `must be a vsock port (1..${MAX_VSOCK_PORT}; ${MAX_VSOCK_PORT + 1} is VMADDR_PORT_ANY)`,
+    );
+  }
   return n;
 }
 
-/** Runs `stop` once on SIGINT/SIGTERM, then exits 0. */
+export function parseCid(value: string): number {
+  const n = u32(value);
+  if (n === null || n < 3 || n >= 0xffff_ffff)
+    throw new InvalidArgumentError('must be a guest CID (3..4294967294)');
+  return n;
+}
+
+/** A log level given as text (`PASSFD_LOG`; `--log-level` is a commander choice of the same list). */
+export function parseLogLevel(value: string): LogLevel {
+  const level = parseLevel(value);
+  if (!level) throw new InvalidArgumentError(`must be one of ${LOG_LEVELS.join(', ')}`);
+  return level;
+}
+
+/**
+ * A value from the environment, parsed by one of the parsers above; an
+ * invalid one is an error that names the variable:
+ * "AGENT_PASSFD_LISTENER_PORT=abc: must be a vsock port (...)".
+ */
+export function fromEnv<T>(name: string, parse: (value: string) => T): T | undefined {
+  const value = process.env[name];
+  if (value === undefined || value === '') return undefined;
+  try {
+    return parse(value);
+  } catch (err) {
+    throw new Error(`${name}=${value}: ${(err as Error).message}`);
+  }
+}
+
+/** The signals a terminal or a supervisor sends to end a foreground job: `run` and `bench` handle them. */
+export const TERMINAL_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * Runs `stop` once on SIGINT/SIGTERM, then exits 0. A process whose parent
+ * is gone (the SIGTERM was its parent-death signal, util/lifeline.ts) is the
+ * last one out: it also removes the private directories its dead parent
+ * left behind (util/private-dir.ts).
+ */
 export function onTermination(stop: () => Promise<void> | void): void {
   let stopping = false;
   const handler = (sig: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
     Promise.resolve(stop()).then(
-      () => process.exit(0),
+      async () => {
+        if (isOrphaned()) (await import('../util/private-dir.js')).sweepStalePrivateDirs();
+        process.exit(0);
+      },
       (err: Error) => {
         process.stderr.write(`passfd-broker: while stopping on ${sig}: ${err.message}\n`);
         process.exit(1);

@@ -1,7 +1,11 @@
 /**
  * `passfd-broker vmm`: runs the hybrid-vsock device and its guest side until
  * SIGTERM/SIGINT, then removes its sockets. With the default loopback guest,
- * guest processes reach vsock through `<guest-dir>/vsock.sock`.
+ * guest processes reach vsock through `<guest-dir>/vsock.sock` (the
+ * directory is created, 0700, if it does not exist; its parent must).
+ * `--config` reads the `[hypervisor]` access keys: who may connect
+ * (`allowed_uids`, `allowed_gids`) and which host ports a guest may reach
+ * (`guest_connect_ports`); see src/access/.
  * Sends READY=1 / STOPPING=1 to $NOTIFY_SOCKET (systemd Type=notify).
  * `--credit` / `--buf-alloc` set every connection's receive window and
  * CREDIT_UPDATE rule; SIGUSR2 logs the connection tables (and the vhost-user
@@ -11,6 +15,7 @@
 import type { Command } from 'commander';
 import type { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
 import type { VhostUserVsockTransport } from '../device/transport/vhost-user/vsock-transport.js';
+import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
 import { onTermination, parseCid, parseCreditPolicy, parseSize } from './options.js';
 
@@ -22,6 +27,7 @@ interface VmmOptions {
   credit: 'linux' | 'firecracker';
   bufAlloc?: number;
   metrics?: string;
+  config?: string;
 }
 
 export function registerVmm(program: Command): void {
@@ -43,6 +49,7 @@ export function registerVmm(program: Command): void {
       'receive window per connection (buf_alloc), e.g. 128KiB; updates as for linux, scaled',
       parseSize,
     )
+    .option('--config <toml>', 'configuration file: the [hypervisor] access keys (see config.toml.example)')
     .option('--metrics <file>', 'write the device counters as JSON to <file> on SIGUSR2 and at exit')
     .action(async (opts: VmmOptions) => {
       const log = createLogger('vmm');
@@ -50,12 +57,23 @@ export function registerVmm(program: Command): void {
         throw new Error('give exactly one guest: --guest-dir (loopback) or --vhost-user (QEMU)');
       }
       // The device and only the guest transport asked for load when the vmm runs.
-      const [{ HybridVsockDevice }, { notifyReady, notifyStopping }, defaults, metrics] = await Promise.all([
+      const [
+        { HybridVsockDevice },
+        { notifyReady, notifyStopping },
+        defaults,
+        metrics,
+        { loadConfig },
+        access,
+      ] = await Promise.all([
         import('../device/hybrid-device.js'),
         import('../util/sd-notify.js'),
         import('../device/defaults.js'),
         import('../device/metrics.js'),
+        import('../config/load.js'),
+        Promise.all([import('../access/context.js'), import('../access/policy.js')]),
       ]);
+      const [{ installAccess }, { AccessPolicy }] = access;
+      installAccess(AccessPolicy.fromConfig(loadConfig(opts.config).hypervisor), log.child('access'));
       const credit =
         opts.bufAlloc === undefined
           ? defaults.CREDIT_POLICIES[opts.credit]
@@ -117,7 +135,8 @@ export function registerVmm(program: Command): void {
       }
       onTermination(async () => {
         writeMetrics();
-        await notifyStopping();
+        // An orphan's supervisor (run) is gone, and its notify socket with it.
+        if (!isOrphaned()) await notifyStopping();
         await device.stop();
         log.info('stopped');
       });

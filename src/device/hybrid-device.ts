@@ -9,8 +9,9 @@
  * [2^30, 2^31), skipping ports in use.
  *
  * Guest-initiated connections (Firecracker convention): a guest connecting to
- * host port P is connected to the Unix socket `<hvsock path>_<P>`; nobody
- * listening there means RST.
+ * host port P is connected to the Unix socket `<hvsock path>_<P>` when the
+ * access policy allows it (src/access/guest-connect.ts); nobody listening
+ * there, or a refusal, means RST.
  *
  * The device core is a VsockEndpoint with CID 2; a GuestTransport (loopback
  * or vhost-user) carries its packets to the guest. Each connection's local
@@ -23,7 +24,8 @@
  * fd leaked on a bad port text, a host port leaked when adding a connection
  * failed).
  */
-import { closeQuietly, connectUnix } from '../../native-bindings/index.js';
+import { closeQuietly } from '../../native-bindings/index.js';
+import { connectForGuest } from '../access/guest-connect.js';
 import { UnixListener } from '../net/unix-listener.js';
 import { encodeOk } from '../protocol/hybrid-vsock.js';
 import { HOST_CID } from '../protocol/vsock-packet.js';
@@ -85,13 +87,9 @@ export class HybridVsockDevice {
       options.guestCid,
       {
         onPeerRequest: (hdr) => {
-          const target = `${options.hvsockPath}_${hdr.dstPort}`;
-          let fd: number;
-          try {
-            fd = connectUnix(target);
-          } catch (err) {
-            return `no host listener at ${target} (${(err as { code?: string }).code ?? err})`;
-          }
+          // `<hvsock>_<port>`, if the access policy allows that port and its listener.
+          const fd = connectForGuest(options.hvsockPath, hdr.dstPort);
+          if (typeof fd === 'string') return fd;
           return { localPort: hdr.dstPort, peerPort: hdr.srcPort, end: new FdEnd(fd) };
         },
         onEstablished: (conn) => this.onEstablished(conn),
@@ -217,7 +215,7 @@ export class HybridVsockDevice {
       this.waiters.delete(conn);
       this.stats.refused++;
       this.log.info(`${what} not established: ${reason}${detail ? ` (${detail})` : ''}`);
-      if (waiter.kind === 'passfd') waiter.reply.fail(reason);
+      if (waiter.kind === 'passfd') waiter.reply.fail(refusalText(reason, conn.peerPort, detail));
       return;
     }
     const level = reason === 'done' || reason === 'peer-reset' || reason === 'shutdown' ? 'debug' : 'info';
@@ -231,4 +229,11 @@ export class HybridVsockDevice {
     this.endpoint.closeAll('shutdown');
     await this.transport?.close();
   }
+}
+
+/** What a passer is told (ERR line) when its connection was not established. */
+function refusalText(reason: CloseReason, guestPort: number, detail?: string): string {
+  if (reason === 'refused') return `nothing listens on guest port ${guestPort} (the guest answered RST)`;
+  if (reason === 'timeout') return `no answer from the guest for port ${guestPort} (is a guest attached?)`;
+  return `${reason}${detail ? ` (${detail})` : ''}`;
 }

@@ -8,8 +8,9 @@
  * can succeed. A stale file from a dead listener (ECONNREFUSED) is waited
  * out the same way. Bounded by `timeoutMs`.
  *
- * The directory is created (0700) if missing, as UnixListener would create
- * it, so the wait can start before the listener's process does.
+ * The directory is created (0700) if missing, as the loopback guest's
+ * stand-in server creates it (bind-private.ts makeSocketDir), so the wait
+ * can start before the listener's process does.
  */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -47,8 +47,14 @@
 
 import { LineReader } from './line-reader.js';
 
-/** Maximum length of a command line or reply line, newline included. */
+/** Maximum length of a command line or OK reply line, newline included. */
 export const HYBRID_MAX_LINE = 32;
+/**
+ * Maximum length of an `ERR <reason>` reply line, newline included (this
+ * device's extension: Kata clients read any line and treat all but OK as a
+ * failure).
+ */
+export const HYBRID_MAX_ERR_LINE = 256;
 /** Maximum length of the passfd payload (the text sent with the fd). */
 export const HYBRID_MAX_PASSFD_PAYLOAD = 32;
 /** Largest vsock port value (ports are u32). */
@@ -65,6 +71,8 @@ export type HybridProtocolErrorCode =
   | 'malformed'
   /** Reply line is not "OK <port>". */
   | 'bad-reply'
+  /** Reply line is "ERR <reason>": the device refused; the message is the reason. */
+  | 'refused'
   /** The stream ended before a complete line arrived. */
   | 'unexpected-eof';
 
@@ -135,22 +143,24 @@ function stripCr(line: string): string {
 }
 
 /**
- * One line within the first HYBRID_MAX_LINE bytes (newline included), over
- * the shared LineReader; shared by the command and reply parsers. A parser
- * that has produced its result must not be pushed again.
+ * One line within the first `max` bytes (newline included; default
+ * HYBRID_MAX_LINE), over the shared LineReader; shared by the command and
+ * reply parsers. A parser that has produced its result must not be pushed
+ * again.
  */
 class FirstLine {
-  private readonly reader = new LineReader(
-    HYBRID_MAX_LINE - 1,
-    () =>
-      new HybridProtocolError(
-        'line-too-long',
-        `${this.what}: no newline within the first ${HYBRID_MAX_LINE} bytes`,
-      ),
-  );
+  private readonly reader: LineReader;
   private done = false;
 
-  constructor(private readonly what: string) {}
+  constructor(
+    private readonly what: string,
+    max = HYBRID_MAX_LINE,
+  ) {
+    this.reader = new LineReader(
+      max - 1,
+      () => new HybridProtocolError('line-too-long', `${what}: no newline within the first ${max} bytes`),
+    );
+  }
 
   /** Returns [line without "\n", rest] or null when more bytes are needed. */
   push(chunk: Buffer): [string, Buffer] | null {
@@ -226,11 +236,12 @@ export class HybridCommandParser {
 
 /**
  * Client side: parses the device's "OK <hostport>\n" reply. A refused
- * connection shows up as the device closing the socket: call `end()` on EOF
- * to get an 'unexpected-eof' error.
+ * connection shows up as the device closing the socket (call `end()` on EOF
+ * to get an 'unexpected-eof' error), or, from this device, as an
+ * "ERR <reason>\n" line first (a 'refused' error carrying the reason).
  */
 export class OkReplyParser {
-  private readonly reader: FirstLine = new FirstLine('hybrid-vsock reply');
+  private readonly reader: FirstLine = new FirstLine('hybrid-vsock reply', HYBRID_MAX_ERR_LINE);
 
   /**
    * Feed the next chunk. Returns null while the line is incomplete.
@@ -241,6 +252,12 @@ export class OkReplyParser {
     if (got === null) return null;
     const [raw, rest] = got;
     const line = stripCr(raw);
+    if (line.startsWith('ERR ')) this.reader.fail('refused', line.slice(4));
+    if (raw.length >= HYBRID_MAX_LINE)
+      this.reader.fail(
+        'line-too-long',
+        `hybrid-vsock reply: no newline within the first ${HYBRID_MAX_LINE} bytes`,
+      );
     const ok = OK_RE.exec(line);
     if (!ok) this.reader.fail('bad-reply', `expected "OK <port>", got ${show(line)}`);
     const port = parsePort(ok[1]!);
@@ -301,4 +318,10 @@ export function encodePassfd(): Buffer {
 export function encodeOk(hostPort: number): Buffer {
   assertPort(hostPort, 'encodeOk');
   return Buffer.from(`OK ${hostPort}\n`, 'latin1');
+}
+
+/** "ERR <reason>\n": printable ASCII only, cut to fit HYBRID_MAX_ERR_LINE. */
+export function encodeErr(reason: string): Buffer {
+  const text = reason.replace(/[^\x20-\x7e]/g, '?').slice(0, HYBRID_MAX_ERR_LINE - 5);
+  return Buffer.from(`ERR ${text}\n`, 'latin1');
 }

@@ -6,10 +6,17 @@
  * socket bound by us) and we wait for its READY=1, so nothing here polls for
  * socket files or parses logs. A child that exits early fails the start with
  * its exit status.
+ *
+ * A child leads its own session (a terminal's signals are for the process
+ * that started it) and gets SIGTERM when that process dies, however it dies
+ * (util/lifeline.ts): it stops cleanly and, being orphaned, removes what its
+ * parent left (cli/options.ts onTermination).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { dieWithParent } from './lifeline.js';
+import { withPrivateUmask } from './private-umask.js';
 import { type DatagramReceiver, receiveDatagrams } from './unix-dgram.js';
 
 /** Defined (true) only inside the CLI bundle, by scripts/build-cli.mjs. */
@@ -88,20 +95,26 @@ export function startReady(
     }
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      notify = receiveDatagrams(
-        notifyPath,
-        (msg) => {
-          if (msg.toString().split('\n').includes('READY=1')) finish(null);
-        },
-        (err) => finish(err),
+      // 0600 from its creation, like every socket this project binds (util/private-umask.ts).
+      notify = withPrivateUmask(() =>
+        receiveDatagrams(
+          notifyPath,
+          (msg) => {
+            if (msg.toString().split('\n').includes('READY=1')) finish(null);
+          },
+          (err) => finish(err),
+        ),
       );
     } catch (err) {
       finish(err as Error);
       return;
     }
-    child = spawn(process.execPath, [...(opts.nodeArgs ?? []), CLI_MAIN, ...args], {
+    const cmd = dieWithParent(process.execPath, [...(opts.nodeArgs ?? []), CLI_MAIN, ...args], 'SIGTERM');
+    child = spawn(cmd.file, cmd.args, {
       stdio: ['ignore', 'ignore', opts.onStderr ? 'pipe' : 'inherit'],
       env: { ...process.env, NOTIFY_SOCKET: notifyPath, PASSFD_LOG: logLevel },
+      // Its own session: a terminal's Ctrl-C is for us (run forwards it to the container).
+      detached: true,
     });
     if (opts.onStderr) child.stderr!.on('data', opts.onStderr);
     child.on('error', (err) => finish(err));

@@ -11,6 +11,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import { dieWithParent } from '../util/lifeline.js';
 import { VM_EXIT_MARKER, VM_READY_MARKER } from './initramfs.js';
 
 export interface QemuOptions {
@@ -107,7 +108,9 @@ export function qemuArgs(opts: QemuOptions): string[] {
 export function startQemu(opts: QemuOptions): QemuHandle {
   const args = qemuArgs(opts);
   const startedAt = Date.now();
-  const child = spawn(opts.qemuBinary ?? 'qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  // Its own session (a terminal's Ctrl-C is for `run`), and SIGKILL when we die.
+  const cmd = dieWithParent(opts.qemuBinary ?? 'qemu-system-x86_64', args, 'SIGKILL');
+  const child = spawn(cmd.file, cmd.args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   let text = '';
   const waiters = new Set<() => void>();
   let logFd = opts.consoleLog ? fs.openSync(opts.consoleLog, opts.consoleLogAppend ? 'a' : 'w', 0o600) : -1;

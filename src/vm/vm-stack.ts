@@ -42,12 +42,15 @@ import path from 'node:path';
 import { hybridConnect } from '../broker/hvsock-client.js';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../util/log.js';
+import { makePrivateDir } from '../util/private-dir.js';
 import { CLI_MAIN, type ReadyChild, startReady, stopChild } from '../util/ready-child.js';
 import { cachedInitramfs, findGuestKernel, type GuestKernel } from './initramfs.js';
 import { type QemuHandle, startQemu } from './qemu.js';
 
 export interface VmStackOptions {
   config: Config;
+  /** The file `config` came from: the vmm reads its `[hypervisor]` access keys from it. */
+  configPath?: string;
   /** Log level for vmm and the guest agent (default warn). */
   logLevel?: string;
   accel?: 'tcg' | 'kvm';
@@ -219,7 +222,7 @@ function hasExited(q: QemuHandle): boolean {
 }
 
 export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-vm-'));
+  const dir = makePrivateDir('passfd-vm-');
   const hvsockPath = path.join(dir, 'hvsock.sock');
   const vuPath = path.join(dir, 'vhost-user.sock');
   const consoleLogPath = path.join(dir, 'console.log');
@@ -263,7 +266,17 @@ export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
     // Awaited below, after the vmm started; a failure meanwhile must not count as unhandled.
     initrdP.catch(() => {});
     vmm = await startVmm(
-      ['vmm', '--hvsock', hvsockPath, '--vhost-user', vuPath, '--guest-cid', cid, ...(opts.vmmArgs ?? [])],
+      [
+        'vmm',
+        '--hvsock',
+        hvsockPath,
+        '--vhost-user',
+        vuPath,
+        '--guest-cid',
+        cid,
+        ...(opts.configPath ? ['--config', opts.configPath] : []),
+        ...(opts.vmmArgs ?? []),
+      ],
       dir,
       level,
       vmmLogPath,

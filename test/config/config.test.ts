@@ -17,7 +17,13 @@ const DEFAULTS: Config = {
     agent_stream_wait_ms: 10_000,
     rpc_chunk_size: 32_768,
   },
-  hypervisor: { hvsock_path: '', guest_cid: 3 },
+  hypervisor: {
+    hvsock_path: '',
+    guest_cid: 3,
+    allowed_uids: [],
+    allowed_gids: [],
+    guest_connect_ports: 'any',
+  },
   agent: { dial_timeout_ms: 5_000 },
 };
 
@@ -54,6 +60,11 @@ describe('defaults', () => {
     expect(parseConfig('').runtime.agent_port).toBe(1024);
     expect(Object.isFrozen(DEFAULT_CONFIG)).toBe(true);
     expect(Object.isFrozen(DEFAULT_CONFIG.runtime)).toBe(true);
+  });
+
+  it('list defaults are fresh arrays, not shared between configurations', () => {
+    defaultConfig().hypervisor.allowed_uids.push(1000);
+    expect(defaultConfig().hypervisor.allowed_uids).toEqual([]);
   });
 
   it('loadConfig() without a path is the defaults', () => {
@@ -169,6 +180,33 @@ const KEY_CASES: KeyCase[] = [
       ['"3"', 'must be an integer guest CID in 3..4294967294'],
     ],
   },
+  ...(['uid', 'gid'] as const).map((what) => ({
+    key: `hypervisor.allowed_${what}s`,
+    valid: [
+      ['[]', []],
+      ['[0, 1000, 4294967294]', [0, 1000, 4_294_967_294]],
+    ] as [string, unknown][],
+    invalid: [
+      ['1000', `must be an array of integer ${what}s in 0..4294967294`],
+      ['[-1]', `must be an array of integer ${what}s in 0..4294967294`],
+      ['[4294967295]', `must be an array of integer ${what}s in 0..4294967294`],
+      ['["root"]', `must be an array of integer ${what}s in 0..4294967294`],
+      ['[1.0]', `must be an array of integer ${what}s in 0..4294967294`],
+    ] as [string, string][],
+  })),
+  {
+    key: 'hypervisor.guest_connect_ports',
+    valid: [
+      ['"any"', 'any'],
+      ['[]', []],
+      ['[6000, 4294967294]', [6000, 4_294_967_294]],
+    ],
+    invalid: [
+      ['"all"', 'must be "any" or an array of integer vsock ports in 0..4294967294'],
+      ['6000', 'must be "any" or an array of integer vsock ports in 0..4294967294'],
+      ['[4294967295]', 'must be "any" or an array of integer vsock ports in 0..4294967294'],
+    ],
+  },
   {
     key: 'agent.dial_timeout_ms',
     valid: [
@@ -270,7 +308,7 @@ describe('unknown keys and sections', () => {
   it('rejects a sub-table of a known section as an unknown key', () => {
     const err = errorOf('[hypervisor.dragonball]\npath = "/x"\n');
     expect(err.message).toBe(
-      'config.toml: hypervisor.dragonball = { path = "/x" }: unknown key; valid keys in [hypervisor]: hvsock_path, guest_cid',
+      'config.toml: hypervisor.dragonball = { path = "/x" }: unknown key; valid keys in [hypervisor]: hvsock_path, guest_cid, allowed_uids, allowed_gids, guest_connect_ports',
     );
     expect(err.key).toBe('hypervisor.dragonball');
   });

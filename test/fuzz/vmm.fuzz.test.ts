@@ -15,6 +15,7 @@
  */
 import type fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HYBRID_MAX_ERR_LINE } from '../../src/protocol/hybrid-vsock.js';
 import { parseReply, STANDIN_MAX_LINE } from '../../src/protocol/vsock-standin.js';
 import { stopAll } from '../support/cli.js';
 import { expectedAnswer, type HybridCase, hybridCaseArb } from './hybrid-socket-cases.js';
@@ -47,11 +48,24 @@ afterAll(async () => {
   await stopAll();
 });
 
-/** What the device may write on a control socket: "OK <host port>\n" (then, after CONNECT, stream bytes). */
+/**
+ * What the device may write on a control socket: "OK <host port>\n" (then,
+ * after CONNECT, stream bytes), or, refusing a passfd, one "ERR <reason>\n"
+ * line of printable ASCII within HYBRID_MAX_ERR_LINE bytes and nothing after it.
+ */
 function assertOnlyOk(received: Buffer): void {
   if (received.length === 0) return;
   const nl = received.indexOf(0x0a);
   const line = received.toString('latin1', 0, nl === -1 ? received.length : nl);
+  if (line.startsWith('E')) {
+    const wellFormed =
+      nl === -1
+        ? /^(?:E|ER|ERR|ERR [\x20-\x7e]*)$/.test(line)
+        : /^ERR [\x20-\x7e]+$/.test(line) && received.length === nl + 1;
+    if (!wellFormed || line.length >= HYBRID_MAX_ERR_LINE)
+      throw new Error(`the device wrote ${JSON.stringify(line)} on a control socket`);
+    return;
+  }
   if (nl === -1 ? !/^(?:O|OK|OK \d{0,10})$/.test(line) : !/^OK \d{10}$/.test(line)) {
     throw new Error(`the device wrote ${JSON.stringify(line)} on a control socket`);
   }
@@ -92,10 +106,10 @@ async function runHybridCase(c: HybridCase): Promise<void> {
     for (const { client, want } of scripted) {
       if (want === 'ok' && !answered(client))
         throw new Error('a well-formed request to a listening guest port got no OK');
-      if (want === 'refused' && client.received.length > 0) {
-        throw new Error(
-          `a request the device cannot serve was answered ${JSON.stringify(client.received.toString('latin1'))}`,
-        );
+      // A refusal closes the socket, after at most one "ERR <reason>" line (this device's extension).
+      const said = client.received.toString('latin1');
+      if (want === 'refused' && said.length > 0 && !/^ERR [\x20-\x7e]+\n$/.test(said)) {
+        throw new Error(`a request the device cannot serve was answered ${JSON.stringify(said)}`);
       }
       if (want === 'refused' && !client.eof)
         throw new Error('a request the device cannot serve was not closed within 5 s');

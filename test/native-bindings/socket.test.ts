@@ -17,6 +17,7 @@ import {
   makePipe,
   O_NONBLOCK,
   peerCred,
+  peerGroups,
   readFd,
   SHUT_WR,
   SysError,
@@ -209,6 +210,15 @@ describe('peerCred', () => {
     track(sfd);
     expect(peerCred(sfd).pid).toBe(process.pid);
     expect(peerCred(cfd).pid).toBe(process.pid);
+  });
+
+  it('peerGroups lists the supplementary groups of this process', () => {
+    const [a, b] = socketPair();
+    track(a, b);
+    // The kernel's list (process.getgroups() adds the effective gid).
+    const line = fs.readFileSync('/proc/self/status', 'utf8').match(/^Groups:(.*)$/m)![1]!;
+    const ours = line.trim() ? line.trim().split(/\s+/).map(Number) : [];
+    expect(peerGroups(a).sort((x, y) => x - y)).toEqual(ours);
   });
 
   it('throws ENOTSOCK on a pipe', async () => {

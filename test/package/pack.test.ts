@@ -102,6 +102,7 @@ describe('installed into a second project', () => {
       path.join(proj, 'main.ts'),
       `import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import { Broker, type BrokeredProcess, defaultConfig, startEmbeddedStack } from 'passfd-broker';
 import { agentMethods } from 'passfd-broker/protocol';
 
@@ -116,7 +117,9 @@ const fifos = { stdin: \`\${dir}/c-stdin\`, stdout: \`\${dir}/c-stdout\`, stderr
 execFileSync('mkfifo', Object.values(fifos));
 const broker = new Broker({ hvsockPath: stack.hvsockPath, config });
 const proc: BrokeredProcess = await broker.start({ containerId: 'packed', args: ['echo', 'from the tarball'], fifos });
-const reader = fs.createReadStream(fifos.stdout, 'utf8');
+// Opened now, while the broker's keeper holds the FIFO: an open after the exit would wait for a writer forever.
+const reader = new net.Socket({ fd: fs.openSync(fifos.stdout, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK), readable: true, writable: false });
+reader.setEncoding('utf8');
 let text = '';
 reader.on('data', (d) => { text += d; });
 const ended = new Promise<void>((r) => reader.on('end', () => r()));
