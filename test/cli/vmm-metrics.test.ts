@@ -9,33 +9,16 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { VmmMetrics } from '../../src/device/metrics.js';
-import { Captured, exited, spawnCli, startVmm, stopAll } from '../support/cli.js';
+import { Captured, exited, spawnCli, startVmm, stopAll, vmmMetrics } from '../support/cli.js';
 
 afterAll(stopAll);
-
-/** SIGUSR2, then the metrics file once its `seq` has moved past `after`. */
-async function snapshot(pid: number, file: string, after: number): Promise<VmmMetrics> {
-  process.kill(pid, 'SIGUSR2');
-  const end = Date.now() + 30_000;
-  for (;;) {
-    try {
-      const m = JSON.parse(fs.readFileSync(file, 'utf8')) as VmmMetrics;
-      if (m.seq > after) return m;
-    } catch {
-      // not written yet
-    }
-    if (Date.now() > end) throw new Error(`no metrics past seq ${after} in ${file}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('vmm --metrics', () => {
   it('SIGUSR2 writes the counters; a transfer shows up in them', { timeout: 60_000 }, async () => {
     const dir = fs.mkdtempSync(path.join(fs.realpathSync('/tmp'), 'vmm-metrics-'));
     const file = path.join(dir, 'metrics.json');
     const vmm = await startVmm(['--metrics', file]);
-    const first = await snapshot(vmm.pid, file, 0);
+    const first = await vmmMetrics(vmm.pid, file, 0);
     expect(first.seq).toBe(1);
     expect(first.pid).toBe(vmm.pid);
     expect(first.credit.bufAlloc).toBeGreaterThan(0);
@@ -53,7 +36,7 @@ describe('vmm --metrics', () => {
       await new Promise((r) => setTimeout(r, 20));
     server.close();
 
-    const second = await snapshot(vmm.pid, file, first.seq);
+    const second = await vmmMetrics(vmm.pid, file, first.seq);
     expect(second.seq).toBe(2);
     const d = second.device.counters;
     expect(d.fromPeerBytes).toBe(1 << 20);
@@ -72,14 +55,14 @@ describe('vmm --metrics', () => {
     const dir = fs.mkdtempSync(path.join(fs.realpathSync('/tmp'), 'vmm-metrics-'));
     const file = path.join(dir, 'metrics.json');
     const fc = await startVmm(['--metrics', file, '--credit', 'firecracker']);
-    expect((await snapshot(fc.pid, file, 0)).credit).toEqual({
+    expect((await vmmMetrics(fc.pid, file, 0)).credit).toEqual({
       bufAlloc: 65536,
       updateAfter: 65536,
       lowWater: 4096,
     });
     const file2 = path.join(dir, 'metrics2.json');
     const sized = await startVmm(['--metrics', file2, '--buf-alloc', '128KiB']);
-    expect((await snapshot(sized.pid, file2, 0)).credit).toEqual({
+    expect((await vmmMetrics(sized.pid, file2, 0)).credit).toEqual({
       bufAlloc: 131072,
       updateAfter: 32768,
       lowWater: 32768,

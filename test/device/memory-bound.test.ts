@@ -14,29 +14,13 @@ import path from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { closeQuietly, setNonBlocking, WOULD_BLOCK, writeFd } from '../../native-bindings/index.js';
 import { LINUX_CREDIT } from '../../src/device/defaults.js';
-import type { VmmMetrics } from '../../src/device/metrics.js';
 import { StandinVsock } from '../../src/guest-vsock/standin.js';
-import { startVmm, stopAll } from '../support/cli.js';
+import { startVmm, stopAll, vmmMetrics } from '../support/cli.js';
 
 afterAll(stopAll);
 
 const CONNS = 64;
 const MiB = 1 << 20;
-
-async function metrics(pid: number, file: string, after: number): Promise<VmmMetrics> {
-  process.kill(pid, 'SIGUSR2');
-  const end = Date.now() + 30_000;
-  for (;;) {
-    try {
-      const m = JSON.parse(fs.readFileSync(file, 'utf8')) as VmmMetrics;
-      if (m.seq > after) return m;
-    } catch {
-      // not written yet
-    }
-    if (Date.now() > end) throw new Error('no metrics');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const rss = (pid: number) =>
   Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
@@ -54,7 +38,7 @@ it(`${CONNS} stalled host readers: each connection holds at most its window, and
   });
   await new Promise<void>((r) => server.listen(`${vmm.hvsock}_${hostPort}`, r));
   const guest = new StandinVsock(vmm.guestDir);
-  const base = await metrics(vmm.pid, file, 0);
+  const base = await vmmMetrics(vmm.pid, file, 0);
   const rssBefore = rss(vmm.pid);
 
   const fds: number[] = [];
@@ -77,7 +61,7 @@ it(`${CONNS} stalled host readers: each connection holds at most its window, and
     }
     expect(quiet, 'the writers stopped: the device holds nothing more').toBe(10);
 
-    const m = await metrics(vmm.pid, file, base.seq);
+    const m = await vmmMetrics(vmm.pid, file, base.seq);
     const window = LINUX_CREDIT.bufAlloc;
     expect(m.credit.bufAlloc).toBe(window);
     expect(m.device.open).toBe(CONNS);

@@ -56,7 +56,8 @@ const guestHdr = (op: VsockOp, fwdCnt = 0) =>
     fwdCnt,
   });
 
-it('a guest connection reaches <hvsock>_<P>, and bytes flow both ways through guest memory', async () => {
+/** The host's listener on HOST_PORT: the sockets it accepted and every byte they got. */
+async function hostListener() {
   const accepted: net.Socket[] = [];
   const hostGot: Buffer[] = [];
   server = net.createServer((s) => {
@@ -65,6 +66,11 @@ it('a guest connection reaches <hvsock>_<P>, and bytes flow both ways through gu
     s.on('error', () => {});
   });
   await new Promise<void>((r) => server!.listen(path.join(dir, `hvsock_${HOST_PORT}`), r));
+  return { accepted, hostGot };
+}
+
+it('a guest connection reaches <hvsock>_<P>, and bytes flow both ways through guest memory', async () => {
+  const { accepted, hostGot } = await hostListener();
 
   const q = new FakeQemu(transport.socketPath);
   qemu = q;
@@ -142,14 +148,7 @@ it('a guest connection to a port nobody listens on is answered with RST', async 
 
 /** A guest connection to HOST_PORT, established, with the host side's socket; RX buffers recycled by `pump`. */
 async function connected(q: FakeQemu) {
-  const accepted: net.Socket[] = [];
-  const hostGot: Buffer[] = [];
-  server = net.createServer((s) => {
-    accepted.push(s);
-    s.on('data', (d) => hostGot.push(d));
-    s.on('error', () => {});
-  });
-  await new Promise<void>((r) => server!.listen(path.join(dir, `hvsock_${HOST_PORT}`), r));
+  const { accepted, hostGot } = await hostListener();
   await q.boot();
   const rxBufs = [q.postRx(4096)];
   q.rx.doorbell();
