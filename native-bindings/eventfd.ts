@@ -23,11 +23,16 @@ export function eventfd(initval = 0, flags = EFD_NONBLOCK | EFD_CLOEXEC): number
   return check(eventfdFn(initval, flags), 'eventfd');
 }
 
+// One 8-byte buffer each way, reused: the calls are synchronous, and a kick or
+// an interrupt per packet should not cost an allocation.
+const writeBuf = Buffer.alloc(8);
+const readBuf = Buffer.alloc(8);
+
 /** Adds `value` (default 1) to the counter. False when it would block (counter near overflow). */
 export function eventfdWrite(fd: number, value: bigint | number = 1n): boolean {
   const v = BigInt(value);
   if (v <= 0n || v >= 0xffff_ffff_ffff_ffffn) throw new RangeError(`bad eventfd value ${v}`);
-  const buf = Buffer.alloc(8);
+  const buf = writeBuf;
   buf.writeBigUInt64LE(v);
   for (;;) {
     const n = Number(c.write(fd, buf, 8));
@@ -41,7 +46,7 @@ export function eventfdWrite(fd: number, value: bigint | number = 1n): boolean {
 
 /** Reads and resets the counter; null when it is zero (nothing signalled). */
 export function eventfdRead(fd: number): bigint | null {
-  const buf = Buffer.alloc(8);
+  const buf = readBuf;
   for (;;) {
     const n = Number(c.read(fd, buf, 8));
     if (n === 8) return buf.readBigUInt64LE();

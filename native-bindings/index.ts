@@ -5,6 +5,7 @@ export * from './errno-name.js';
 export * from './eventfd.js';
 export * from './exit-by-signal.js';
 export * from './fd.js';
+export * from './iov.js';
 export { SysError } from './libc.js';
 export * from './mmap.js';
 export * from './poll.js';

@@ -20,6 +20,8 @@ import { build } from 'esbuild';
 /** dist/cli/<name>.js → its source. */
 export const ENTRY_POINTS = {
   'passfd-broker': 'src/cli/main.ts',
+  // Runs inside a QEMU guest (`bench --vm qemu --backend ...`), found beside the CLI.
+  'vsock-ab-guest': 'src/bench/backend-ab/guest-program.ts',
 };
 
 const EXTERNAL = ['koffi', 'unix-dgram', 'vega', 'vega-lite'];

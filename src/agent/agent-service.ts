@@ -28,7 +28,11 @@ import type { TtrpcServer } from '../ttrpc/server.js';
 import type { Logger } from '../util/log.js';
 import type { ProcessGuardian } from './guardian.js';
 import type { PassfdStreams } from './passfd-streams.js';
-import { type ContainerProcess, spawnContainerProcess } from './process/container-process.js';
+import {
+  type ContainerProcess,
+  type SpawnOptions,
+  spawnContainerProcess,
+} from './process/container-process.js';
 import { startError } from './start-error.js';
 
 interface Ports {
@@ -62,7 +66,8 @@ export class AgentService {
   constructor(
     private readonly streams: PassfdStreams,
     private readonly log: Logger,
-    private readonly drainTimeoutMs?: number,
+    /** What every process spawned gets unless its request says otherwise (drain timeout, output relay). */
+    private readonly spawnDefaults: Pick<SpawnOptions, 'drainTimeoutMs' | 'outputRelay'> = {},
     /** Kills the processes' groups should the agent die (guardian.ts). */
     private readonly guardian?: ProcessGuardian,
   ) {}
@@ -229,7 +234,7 @@ export class AgentService {
         stdinFd: fds[0] ?? null,
         stdoutFd: fds[1] ?? null,
         stderrFd: fds[2] ?? null,
-        ...(this.drainTimeoutMs !== undefined ? { drainTimeoutMs: this.drainTimeoutMs } : {}),
+        ...this.spawnDefaults,
       });
     } catch (err) {
       // The launcher owns the fds from the call on and has closed them.

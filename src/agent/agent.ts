@@ -12,6 +12,7 @@ import type { Logger } from '../util/log.js';
 import { AgentService } from './agent-service.js';
 import { ProcessGuardian } from './guardian.js';
 import { PassfdStreams } from './passfd-streams.js';
+import type { OutputRelay } from './process/output-relay.js';
 
 export interface AgentOptions {
   vsock: GuestVsock;
@@ -22,6 +23,8 @@ export interface AgentOptions {
   /** Test hook: delay before a passfd stream is registered (shows the accept race is handled). */
   acceptDelayMs?: number;
   drainTimeoutMs?: number;
+  /** How passfd stdout/stderr leave the agent (default 'auto': see process/output-relay.ts). */
+  outputRelay?: OutputRelay;
   log: Logger;
 }
 
@@ -35,7 +38,15 @@ export class Agent {
   constructor(private readonly opts: AgentOptions) {
     this.streams = new PassfdStreams(opts.streamWaitMs, opts.log.child('passfd'));
     this.guardian = new ProcessGuardian(opts.log.child('guardian'));
-    this.service = new AgentService(this.streams, opts.log, opts.drainTimeoutMs, this.guardian);
+    this.service = new AgentService(
+      this.streams,
+      opts.log,
+      {
+        ...(opts.drainTimeoutMs !== undefined ? { drainTimeoutMs: opts.drainTimeoutMs } : {}),
+        ...(opts.outputRelay ? { outputRelay: opts.outputRelay } : {}),
+      },
+      this.guardian,
+    );
     this.server = new TtrpcServer({ logger: opts.log.child('ttrpc') });
     this.service.register(this.server);
   }

@@ -125,8 +125,12 @@ export interface RunBenchOptions {
   progress: boolean;
   /** Run the agent and the container processes in a QEMU guest instead of the loopback stack. */
   vm?: VmBenchSpec;
-  /** Loopback only: write V8 CPU profiles of the vmm and agent children here (node --cpu-prof). */
+  /** Write V8 CPU profiles here (node --cpu-prof): of the vmm and agent children, or in a guest of the vmm. */
   cpuProfDir?: string;
+  /** Extra arguments for the vmm (e.g. `--credit firecracker`). */
+  vmmArgs?: string[];
+  /** Extra arguments for the guest agent (e.g. `--output-relay splice`). */
+  agentArgs?: string[];
   /** Aborted (reason: the signal's name) when the user interrupts the run. */
   abort?: AbortSignal;
 }
@@ -157,8 +161,8 @@ const VM_START_TIMEOUT_MS = { tcg: 300_000, kvm: 60_000 } as const;
 
 async function startStack(o: RunBenchOptions): Promise<BenchStack> {
   const { config, configPath, vm, cpuProfDir } = o;
+  const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(cpuProfDir)}`] : [];
   if (!vm) {
-    const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(cpuProfDir)}`] : [];
     const s = await startEmbeddedStack({ config, configPath, nodeArgs, logLevel: chosenLogLevel() });
     return {
       hvsockPath: s.hvsockPath,
@@ -174,6 +178,9 @@ async function startStack(o: RunBenchOptions): Promise<BenchStack> {
     cpus: vm.cpus,
     memoryMiB: vm.memoryMiB,
     startTimeoutMs: VM_START_TIMEOUT_MS[vm.accel],
+    vmmArgs: o.vmmArgs ?? [],
+    agentArgs: o.agentArgs ?? [],
+    vmmNodeArgs: nodeArgs,
   });
   return {
     hvsockPath: s.hvsockPath,

@@ -9,6 +9,7 @@
  * Sends READY=1 / STOPPING=1 to $NOTIFY_SOCKET.
  */
 import type { Command } from 'commander';
+import { type OutputRelay, parseOutputRelay } from '../agent/process/output-relay.js';
 import type { GuestVsock } from '../guest-vsock/types.js';
 import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
@@ -41,6 +42,12 @@ export function registerAgent(program: Command): void {
       parseMs,
       0,
     )
+    .option(
+      '--output-relay <how>',
+      'passfd stdout/stderr: splice, copy (read/write, larger vsock packets), or auto (copy into AF_VSOCK on kernels before 6.5, whose splice sends a packet per page; else splice)',
+      parseOutputRelay,
+      'auto',
+    )
     .option('--accept-delay-ms <ms>', '(testing) delay registering accepted passfd streams', parseMs, 0)
     .action(
       async (opts: {
@@ -52,6 +59,7 @@ export function registerAgent(program: Command): void {
         drainTimeoutMs: number;
         standinWaitMs: number;
         acceptDelayMs: number;
+        outputRelay: OutputRelay;
       }) => {
         const log = createLogger('agent');
         if (!opts.guestDir === !opts.vsock) {
@@ -83,6 +91,7 @@ export function registerAgent(program: Command): void {
           streamWaitMs: opts.streamWaitMs,
           drainTimeoutMs: opts.drainTimeoutMs,
           acceptDelayMs: opts.acceptDelayMs,
+          outputRelay: opts.outputRelay,
           log,
         });
         await agent.start();

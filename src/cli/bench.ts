@@ -16,6 +16,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
+import type { BackendSpec } from '../bench/backend-ab/backend-ab.js';
+import { parseBackend } from '../bench/backend-ab/cli.js';
 import {
   type BenchOptions,
   defaultOptions,
@@ -49,6 +51,10 @@ interface BenchCliOptions extends VmFlags {
   out?: string;
   progress: boolean;
   cpuProf?: string;
+  backend?: BackendSpec[];
+  guestTrace?: boolean;
+  vmmArgs?: string;
+  agentArgs?: string;
 }
 
 /** The run's sizes and counts: the mode's defaults (loopback or `--vm qemu`, full or `--quick`), then explicit flags. */
@@ -163,14 +169,52 @@ export function registerBench(program: Command): void {
     .option('--no-progress', 'no progress bar')
     .option(
       '--cpu-prof <dir>',
-      'write V8 CPU profiles of the vmm and agent children into <dir> (loopback stack; open in Chrome DevTools)',
+      'write V8 CPU profiles of the vmm (and, loopback, the agent) into <dir> (open in Chrome DevTools)',
+    )
+    .option('--vmm-args <args>', 'with --vm qemu: extra arguments for the vmm, e.g. "--credit firecracker"')
+    .option(
+      '--agent-args <args>',
+      'with --vm qemu: extra arguments for the guest agent, e.g. "--output-relay splice"',
+    )
+    .option(
+      '--backend <name=command>',
+      "with --vm qemu: compare this build's vhost-user-vsock backend with another, raw vsock each way and round trips, boots interleaved; {socket} {uds} {cid} {metrics} in <command> are filled in (repeatable)",
+      (v: string, prev: BackendSpec[]) => parseBackend(v, prev),
+      [],
+    )
+    .option(
+      '--guest-trace',
+      "with --backend: count the guest's vsock packets with its kernel tracepoints",
+      false,
     )
     .action(async (opts: BenchCliOptions) => {
       const vm = vmSpecFrom(opts);
-      if (opts.cpuProf && vm)
+      const vmOnly = [
+        ['--vmm-args', opts.vmmArgs],
+        ['--agent-args', opts.agentArgs],
+      ].filter(([, v]) => v !== undefined);
+      if (!vm && vmOnly.length > 0)
         throw new Error(
-          '--cpu-prof profiles the loopback stack; the guest agent runs inside QEMU (drop --vm)',
+          `${vmOnly.map(([f]) => f).join(', ')} need --vm qemu (the loopback stack runs in this process)`,
         );
+      if (opts.backend && opts.backend.length > 0) {
+        if (!vm) throw new Error('--backend compares vhost-user backends: it needs --vm qemu');
+        const { runAbCli } = await import('../bench/backend-ab/cli.js');
+        process.exitCode = await runAbCli({
+          backends: opts.backend,
+          boots: opts.reps ? parsePositiveInt(opts.reps, '--reps') : 4,
+          bytes: opts.bytes ? parseBytes(opts.bytes) : 128 * 1024 * 1024,
+          trips: opts.trips ? parsePositiveInt(opts.trips, '--trips') : 500,
+          timeoutMs: (opts.timeout ? parsePositiveInt(opts.timeout, '--timeout') : 300) * 1000,
+          guestTrace: opts.guestTrace ?? false,
+          vm,
+          json: opts.json,
+          progress: opts.progress,
+          ...(opts.out ? { out: opts.out } : {}),
+          ...(opts.vmmArgs ? { ownArgs: opts.vmmArgs } : {}),
+        });
+        return;
+      }
       const bench = benchOptionsFrom(opts);
       if (opts.out) prepareOutDir(opts.out);
       // What an earlier bench or run killed with -9 could not remove.
@@ -203,6 +247,8 @@ export function registerBench(program: Command): void {
           abort: abort.signal,
           ...(vm ? { vm } : {}),
           ...(opts.cpuProf ? { cpuProfDir: opts.cpuProf } : {}),
+          ...(opts.vmmArgs ? { vmmArgs: words(opts.vmmArgs) } : {}),
+          ...(opts.agentArgs ? { agentArgs: words(opts.agentArgs) } : {}),
         });
       } catch (err) {
         if (err instanceof BenchInterrupted) {
@@ -239,7 +285,9 @@ export function registerBench(program: Command): void {
         }
       }
       if (opts.cpuProf)
-        process.stderr.write(`CPU profiles of vmm and agent (*.cpuprofile): ${opts.cpuProf}\n`);
+        process.stderr.write(
+          `CPU profiles (*.cpuprofile) of the vmm${vm ? ' (the agent runs in the guest)' : ' and agent'}: ${opts.cpuProf}\n`,
+        );
       // Any failed measurement (listed above the table and in the report's errors) fails the run.
       if (report.errors.length > 0)
         process.stderr.write(`bench: ${report.errors.length} measurement(s) failed\n`);
@@ -250,4 +298,9 @@ export function registerBench(program: Command): void {
       await Promise.all([process.stdout, process.stderr].map((s) => new Promise((r) => s.write('', r))));
       process.exit(code);
     });
+}
+
+/** "--a b  --c" → ["--a", "b", "--c"] (no quoting: these are flags and plain values). */
+function words(s: string): string[] {
+  return s.split(/\s+/).filter(Boolean);
 }

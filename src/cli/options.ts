@@ -1,6 +1,7 @@
 /** Option parsers shared by subcommands: commander calls them and shows their errors. */
 import fs from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { parseBytes } from '../bench/options.js';
 import { MAX_VSOCK_PORT } from '../config/schema.js';
 import { isOrphaned } from '../util/lifeline.js';
 import { LOG_LEVELS, type LogLevel, parseLevel } from '../util/log.js';
@@ -77,6 +78,25 @@ export function onTermination(stop: () => Promise<void> | void): void {
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
+}
+
+/** A byte size ("256KiB", "1MiB", "65536"), 1 B to 4 GiB - 1. */
+export function parseSize(value: string): number {
+  let n: number;
+  try {
+    n = parseBytes(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  if (n > 0xffff_ffff) throw new InvalidArgumentError('must be under 4 GiB');
+  return n;
+}
+
+/** A named credit policy of the device (src/device/defaults.ts). */
+export function parseCreditPolicy(value: string): 'linux' | 'firecracker' {
+  if (value !== 'linux' && value !== 'firecracker')
+    throw new InvalidArgumentError('must be linux or firecracker');
+  return value;
 }
 
 export function parseMs(value: string): number {

@@ -14,14 +14,23 @@
  * local end's readiness reports and routes them to the connection's
  * `onReady`, runs the kill queue for their deadlines, and gives them its
  * clock. It does no I/O itself beyond what its connections' ends do. Its
- * credit policy (what `buf_alloc` every connection advertises) is a setting:
- * the device and the loopback guest differ.
+ * credit policy (what `buf_alloc` every connection advertises and when it
+ * sends CREDIT_UPDATE) is a setting, the same for all its connections.
+ *
+ * Batches: a transport that hands over several peer packets at once (a run
+ * of a guest's TX queue) brackets them with `beginBatch`/`endBatch`; RW
+ * payloads in between stay views of the transport's buffers and each
+ * connection writes its share with one writev at `endBatch`, before the
+ * transport gives the buffers back. Outside a batch every payload is
+ * written during `handlePacket`. The endpoint counts what passes
+ * (counters.ts).
  */
 import { makeReplyHeader, VSOCK_TYPE_STREAM, type VsockHeader, VsockOp } from '../protocol/vsock-packet.js';
 import type { Logger } from '../util/log.js';
 import { type Clock, systemClock } from './clock.js';
+import { countPacket, type EndpointCounters, newEndpointCounters } from './counters.js';
 import { VsockConnection } from './csm/connection.js';
-import type { CreditPolicy } from './csm/credit.js';
+import { type CreditPolicy, checkCreditPolicy } from './csm/credit.js';
 import { type CloseReason, type ConnectionOwner, type ConnectionParams, connKey } from './csm/types.js';
 import { DEVICE_CREDIT, MAX_CONNECTIONS } from './defaults.js';
 import { KillQueue } from './killq.js';
@@ -64,8 +73,13 @@ export class VsockEndpoint implements ConnectionOwner {
   private readonly clock: Clock;
   readonly maxConnections: number;
   readonly credit: CreditPolicy;
+  readonly counters: EndpointCounters = newEndpointCounters();
   /** Set by the transport: called when packets for the peer become due. */
   onRxPending: () => void = () => {};
+  /** Connections with payloads staged in the open batch (null: no batch open). */
+  private batch: Set<VsockConnection> | null = null;
+  private readonly one: Buffer[] = [];
+  private readonly oneOut: VsockHeader[] = [];
 
   constructor(
     readonly cid: number,
@@ -75,7 +89,7 @@ export class VsockEndpoint implements ConnectionOwner {
     opts: EndpointOptions = {},
   ) {
     this.maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
-    this.credit = opts.credit ?? DEVICE_CREDIT;
+    this.credit = checkCreditPolicy(opts.credit ?? DEVICE_CREDIT);
     this.clock = opts.clock ?? systemClock;
     this.killq = new KillQueue(this.clock);
   }
@@ -115,6 +129,7 @@ export class VsockEndpoint implements ConnectionOwner {
     // Registered before construction: the constructor may already ask for an RX turn.
     conn = new VsockConnection({ credit: this.credit, ...params }, this);
     this.conns.set(key, conn);
+    this.counters.connectionsOpened++;
     this.localPorts.set(params.localPort, (this.localPorts.get(params.localPort) ?? 0) + 1);
     if (conn.hasPendingRx()) this.rxPending(conn);
     return conn;
@@ -134,6 +149,12 @@ export class VsockEndpoint implements ConnectionOwner {
     if (wasEmpty) this.onRxPending();
   }
 
+  deferWrites(conn: VsockConnection): boolean {
+    if (!this.batch) return false;
+    this.batch.add(conn);
+    return true;
+  }
+
   established(conn: VsockConnection): void {
     this.hooks.onEstablished?.(conn);
   }
@@ -141,6 +162,8 @@ export class VsockEndpoint implements ConnectionOwner {
   closed(conn: VsockConnection, reason: CloseReason, detail?: string): void {
     if (this.conns.get(conn.key) !== conn) return;
     this.conns.delete(conn.key);
+    this.counters.connectionsClosed++;
+    this.batch?.delete(conn);
     this.rxq.remove(conn);
     const users = (this.localPorts.get(conn.localPort) ?? 1) - 1;
     if (users <= 0) this.localPorts.delete(conn.localPort);
@@ -158,8 +181,24 @@ export class VsockEndpoint implements ConnectionOwner {
 
   // ─── packets from the peer ─────────────────────────────────────────────
 
-  /** Routes one packet from the peer. `data` is only read during this call. */
+  /** Opens a batch of peer packets: RW payloads are written at `endBatch` (see the module comment). */
+  beginBatch(): void {
+    this.batch ??= new Set();
+  }
+
+  /** Closes the batch: every connection writes what it staged. Afterwards no payload view is referenced. */
+  endBatch(): void {
+    const staged = this.batch;
+    this.batch = null;
+    if (staged) for (const conn of staged) conn.flushStaged();
+  }
+
+  /**
+   * Routes one packet from the peer. `data` is only read during this call,
+   * or inside a batch until `endBatch`.
+   */
   handlePacket(hdr: VsockHeader, data?: Buffer): void {
+    countPacket(this.counters, 'fromPeer', hdr.op, hdr.len);
     if (hdr.dstCid !== this.cid || hdr.srcCid !== this.peerCid) {
       this.log.debug(`dropping packet for cid ${hdr.dstCid} from cid ${hdr.srcCid}`);
       return;
@@ -222,9 +261,21 @@ export class VsockEndpoint implements ConnectionOwner {
     return !this.rxq.isEmpty;
   }
 
+  /**
+   * The next packets for the peer into `out[0, n)`, returning `n`: one
+   * connection's turn, RW payloads read into `bufs[0, count)` (one packet
+   * per buffer used). 0 when nothing is due.
+   */
+  nextPackets(bufs: readonly Buffer[], count: number, out: VsockHeader[]): number {
+    const n = this.rxq.next(bufs, count, out);
+    for (let i = 0; i < n; i++) countPacket(this.counters, 'toPeer', out[i]!.op, out[i]!.len);
+    return n;
+  }
+
   /** The next packet for the peer (RW payload read into `buf`), or null. */
   nextPacket(buf: Buffer): VsockHeader | null {
-    return this.rxq.next(buf);
+    this.one[0] = buf;
+    return this.nextPackets(this.one, 1, this.oneOut) > 0 ? this.oneOut[0]! : null;
   }
 
   /** The peer went away (power-off, reset, transport lost): every connection is closed; we keep serving. */

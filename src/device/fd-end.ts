@@ -2,7 +2,8 @@
  * A connection's local end over a non-blocking fd (csm/local-end.ts): a
  * socket (a CONNECT client, `<hvsock>_<P>`, a loopback guest process's
  * socketpair end) or a pipe passed with passfd. Reads and writes are read(2)
- * and write(2); readiness comes from an FdWatcher on Node's loop, created
+ * and write(2), or readv(2) and writev(2) over several buffers (several
+ * guest packets per call); readiness comes from an FdWatcher on Node's loop, created
  * when the endpoint starts watching the end (`watch`), which is also where a
  * file epoll cannot watch (a regular file) is refused, before anything is
  * registered.
@@ -29,9 +30,11 @@ import {
   POLLHUP,
   pollOnce,
   readFd,
+  readvFd,
   SHUT_WR,
   shutdownFd,
   writeFd,
+  writevFd,
 } from '../../native-bindings/index.js';
 import type { LocalEnd, WOULD_BLOCK } from './csm/local-end.js';
 
@@ -71,19 +74,25 @@ export class FdEnd implements LocalEnd {
     return this.#preRead !== null;
   }
 
-  read(buf: Buffer, off: number, len: number): number {
+  readv(bufs: readonly Buffer[], count: number, limit: number): number {
     const pre = this.#preRead;
     if (pre) {
-      const n = Math.min(len, pre.length);
-      pre.copy(buf, off, 0, n);
+      // Only the bytes read before the connection existed, this time; the fd's own come next call.
+      const n = Math.min(limit, pre.length, bufs[0]!.length);
+      pre.copy(bufs[0]!, 0, 0, n);
       this.#preRead = n < pre.length ? pre.subarray(n) : null;
       return n;
     }
-    return readFd(this.#fd, buf, off, len);
+    if (count === 1) return readFd(this.#fd, bufs[0]!, 0, Math.min(limit, bufs[0]!.length));
+    return readvFd(this.#fd, bufs, count, limit);
   }
 
   write(buf: Buffer, off?: number, len?: number): number {
     return writeFd(this.#fd, buf, off, len);
+  }
+
+  writev(bufs: readonly Buffer[], count: number): number {
+    return count === 1 ? writeFd(this.#fd, bufs[0]!) : writevFd(this.#fd, bufs, count);
   }
 
   shutdownWrite(): void {

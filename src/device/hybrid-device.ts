@@ -31,6 +31,7 @@ import { encodeOk } from '../protocol/hybrid-vsock.js';
 import { HOST_CID } from '../protocol/vsock-packet.js';
 import type { Logger } from '../util/log.js';
 import type { VsockConnection } from './csm/connection.js';
+import type { CreditPolicy } from './csm/credit.js';
 import type { CloseReason } from './csm/types.js';
 import { HOST_PORT_END, HOST_PORT_MIN, MAX_WAITING_CLIENTS } from './defaults.js';
 import { VsockEndpoint } from './endpoint.js';
@@ -46,6 +47,8 @@ export interface HybridDeviceOptions {
   guestCid: number;
   log: Logger;
   maxConnections?: number;
+  /** Every connection's receive window and CREDIT_UPDATE rule (default DEVICE_CREDIT: Linux's window). */
+  credit?: CreditPolicy;
 }
 
 /** Counters for operators and tests. */
@@ -93,7 +96,10 @@ export class HybridVsockDevice {
         onClosed: (conn, reason, detail) => this.onClosed(conn, reason, detail),
       },
       this.log,
-      options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections },
+      {
+        ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
+        ...(options.credit ? { credit: options.credit } : {}),
+      },
     );
   }
 

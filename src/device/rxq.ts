@@ -4,15 +4,17 @@
  * stand-alone control packets (an RST answering a packet for a connection
  * that does not exist).
  *
- * Connections are served round-robin, one packet per turn: a connection that
- * still has packets after its turn goes to the back. That is what keeps one
+ * Connections are served round-robin, one turn each (one control packet, or
+ * the RW packets of one read, as many as the caller offered buffers for): a
+ * connection that still has packets after its turn goes to the back. That is what keeps one
  * fast stream (or one stalled reader) from starving the others. A Set keeps
  * insertion order and makes re-queueing idempotent.
  */
 import type { VsockHeader } from '../protocol/vsock-packet.js';
 
 export interface RxSource {
-  nextPacket(buf: Buffer): VsockHeader | null;
+  /** Its next packets into `out[0, n)` (RW payloads read into `bufs[0, count)`); returns `n`. */
+  nextPackets(bufs: readonly Buffer[], count: number, out: VsockHeader[]): number;
   hasPendingRx(): boolean;
 }
 
@@ -41,17 +43,24 @@ export class RxQueue<C extends RxSource> {
     return true;
   }
 
-  /** The next packet for the peer, RW payload read into `buf`; null when nothing is due. */
-  next(buf: Buffer): VsockHeader | null {
+  /**
+   * One turn: the next control packet, or the next connection's packets
+   * (several RW packets from one read, at most one per buffer in
+   * `bufs[0, count)`), into `out[0, n)`. Returns `n`; 0 when nothing is due.
+   */
+  next(bufs: readonly Buffer[], count: number, out: VsockHeader[]): number {
     const ctl = this.control.shift();
-    if (ctl) return ctl;
+    if (ctl) {
+      out[0] = ctl;
+      return 1;
+    }
     for (const conn of this.conns) {
       this.conns.delete(conn);
-      const hdr = conn.nextPacket(buf);
+      const n = conn.nextPackets(bufs, count, out);
       if (conn.hasPendingRx()) this.conns.add(conn);
-      if (hdr) return hdr;
+      if (n > 0) return n;
     }
-    return null;
+    return 0;
   }
 
   clear(): void {

@@ -58,6 +58,10 @@ export interface VmStackOptions {
   cpus?: number;
   /** Extra agent arguments. */
   agentArgs?: string[];
+  /** Extra vmm arguments (e.g. `--credit firecracker`, `--metrics <file>`). */
+  vmmArgs?: string[];
+  /** Node options for the vmm process (e.g. `--cpu-prof`). */
+  vmmNodeArgs?: string[];
   /** Boot + agent start budget (default 180 s: TCG is slow). */
   startTimeoutMs?: number;
   /** Called with the guest's console output (default: dropped, kept in <dir>/console.log). */
@@ -152,6 +156,7 @@ async function startVmm(
   logFile: string,
   onLog: (chunk: string) => void,
   timeoutMs: number,
+  nodeArgs: string[] = [],
 ): Promise<VmmChild> {
   let logFd = fs.openSync(logFile, 'a', 0o600);
   const closeLog = () => {
@@ -160,6 +165,7 @@ async function startVmm(
   };
   try {
     const v = await startReady(args, dir, 'vmm', level, timeoutMs, {
+      nodeArgs,
       onStderr: (chunk: Buffer) => {
         if (logFd >= 0) fs.writeSync(logFd, chunk);
         onLog(chunk.toString('utf8'));
@@ -269,12 +275,14 @@ export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
         '--guest-cid',
         cid,
         ...(opts.configPath ? ['--config', opts.configPath] : []),
+        ...(opts.vmmArgs ?? []),
       ],
       dir,
       level,
       vmmLogPath,
       opts.onVmmLog ?? ((s) => process.stderr.write(s)),
       20_000,
+      opts.vmmNodeArgs,
     );
     await waitForFile(vuPath, 10_000);
     const initrd = await initrdP;

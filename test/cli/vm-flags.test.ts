@@ -66,9 +66,27 @@ describe('bench --vm qemu', () => {
     );
   });
 
-  it('--cpu-prof is refused: the agent it would profile runs inside the guest', async () => {
-    expect(await fails(['bench', '--vm', 'qemu', '--cpu-prof', '/tmp/never', '--no-progress'])).toBe(
-      'passfd-broker: --cpu-prof profiles the loopback stack; the guest agent runs inside QEMU (drop --vm)\n',
+  it('--vmm-args, --agent-args and --backend need --vm qemu; a bad --backend is refused by name', async () => {
+    expect(await fails(['bench', '--vmm-args', '--credit firecracker', '--no-progress'])).toBe(
+      'passfd-broker: --vmm-args need --vm qemu (the loopback stack runs in this process)\n',
+    );
+    expect(
+      await fails([
+        'bench',
+        '--vmm-args',
+        '--credit linux',
+        '--agent-args',
+        '--output-relay copy',
+        '--no-progress',
+      ]),
+    ).toBe(
+      'passfd-broker: --vmm-args, --agent-args need --vm qemu (the loopback stack runs in this process)\n',
+    );
+    expect(await fails(['bench', '--backend', 'ref=x {socket} {uds}', '--no-progress'])).toBe(
+      'passfd-broker: --backend compares vhost-user backends: it needs --vm qemu\n',
+    );
+    expect(await fails(['bench', '--vm', 'qemu', '--backend', 'ref=./backend', '--no-progress'])).toMatch(
+      /--backend ref: the command must use \{socket\} \(vhost-user socket\) and \{uds\}/,
     );
   });
 });

@@ -8,6 +8,7 @@ import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process'
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { VmmMetrics } from '../../src/device/metrics.js';
 
 export const CLI = path.resolve(import.meta.dirname, '../../dist/cli/passfd-broker.js');
 
@@ -145,4 +146,20 @@ export async function fdsSettle(pid: number, baseline: number, timeoutMs = 5000)
     n = fdCount(pid);
   }
   return n;
+}
+
+/** SIGUSR2 to a `vmm --metrics <file>`, then the metrics file once its `seq` has moved past `after`. */
+export async function vmmMetrics(pid: number, file: string, after: number): Promise<VmmMetrics> {
+  process.kill(pid, 'SIGUSR2');
+  const end = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const m = JSON.parse(fs.readFileSync(file, 'utf8')) as VmmMetrics;
+      if (m.seq > after) return m;
+    } catch {
+      // not written yet
+    }
+    if (Date.now() > end) throw new Error(`no metrics past seq ${after} in ${file}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }

@@ -68,11 +68,13 @@ import {
   ptyEofChar,
   setCloexec,
   setWinSize,
+  socketProtocolName,
 } from '../../../native-bindings/index.js';
 import { type CttyMethod, cttyStep, envObject } from './ctty-step.js';
 import { type ExitStatus, exitStatus, signalNumber } from './exit-status.js';
 import { InputForwarder } from './input-forwarder.js';
 import { OutputForwarder } from './output-forwarder.js';
+import { COPY_RELAY_BUFFER, type OutputRelay, outputPumpKind } from './output-relay.js';
 import { resolveCommand } from './resolve-command.js';
 import { SpawnedProcess } from './spawned-process.js';
 import { stdioPipe } from './stdio-pipe.js';
@@ -100,6 +102,8 @@ export interface SpawnOptions {
   stderrFd?: number | null;
   /** How long after the exit to wait for stdout/stderr EOF held off by surviving children (default 3000). */
   drainTimeoutMs?: number;
+  /** Non-terminal mode: how stdout/stderr reach their streams (default 'auto', see output-relay.ts). */
+  outputRelay?: OutputRelay;
   /** Terminal mode: how the child gets its controlling terminal (default 'auto': setsid(1), else Node). */
   ctty?: CttyMethod;
 }
@@ -406,7 +410,8 @@ function wirePipes(opts: SpawnOptions): Wiring {
       w.childStdio[i] = wr;
       if (fd != null) {
         w.ours.push(r);
-        w.outputs.push(new OutputForwarder(i === 1 ? 'stdout' : 'stderr', r, fd, 'splice'));
+        const kind = outputPumpKind(opts.outputRelay ?? 'auto', socketProtocolName(`/proc/self/fd/${fd}`));
+        w.outputs.push(new OutputForwarder(i === 1 ? 'stdout' : 'stderr', r, fd, kind, COPY_RELAY_BUFFER));
       } else if (i === 1) {
         w.stdoutPipe = rpcReader(r);
       } else {

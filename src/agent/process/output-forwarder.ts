@@ -40,12 +40,18 @@ export class OutputForwarder {
     private readonly source: number,
     sink: number,
     kind: PumpKind,
+    /** Bytes per read for a `copy` pump (default CopyPump's). */
+    copyBuffer?: number,
   ) {
     const onProgress = (bytes: number) => this.checkFlushed(bytes);
     this.pump =
       kind === 'splice'
         ? new SplicePump(source, sink, { onProgress })
-        : new CopyPump(source, sink, { onProgress, eioIsEof: true });
+        : new CopyPump(source, sink, {
+            onProgress,
+            eioIsEof: true,
+            ...(copyBuffer ? { bufferSize: copyBuffer } : {}),
+          });
     this.finished = this.pump.done.then((end) => {
       this.ended = true;
       if (end.reason === 'eof') {

@@ -12,6 +12,8 @@
  * (local-end.ts), takes time from its owner's clock, and is driven by three
  * inputs: packets from the peer (`handlePacket`), readiness of the local end
  * (`onReady`, routed by the owner) and deadlines (`onTimer`, the kill queue).
+ * Its identity, protocol state and the rules for ending are in its base
+ * class (lifecycle.ts); this file has the data paths.
  *
  * State machine (after Firecracker's `csm/connection.rs`):
  *
@@ -36,15 +38,25 @@
  *                                               │  slow reader is backpressure)
  *                                               └─ peer RST, local I/O error, credit violation ─▶ Closed
  *
- * Data path. Peer → local: an RW payload is written straight to the local
- * end; what it does not take waits in the TxBuf (capacity = our `buf_alloc`)
- * until the end turns writable. Credit (credit.ts) is only returned for
- * bytes the end accepted. Local → peer: packets are *pulled*
- * (`nextPacket(buf)`) into the buffer they will travel in (a guest RX
- * buffer, the loopback link's buffer), never more than the peer's credit;
- * the connection stays in the RX queue while the end is readable and credit
- * lasts, goes back to waiting on readiness at WOULD_BLOCK, and without credit
- * sends one CREDIT_REQUEST and waits for the peer's update.
+ * Data path. Peer → local: an RW payload is staged (a view) and written to
+ * the local end when the owner's batch of peer packets ends, several
+ * payloads in one writev (local-writer.ts; at once when there is no batch);
+ * what the end does not take is copied into the TxBuf (capacity = our
+ * `buf_alloc`) and written when the end turns writable. Credit (credit.ts)
+ * is only returned for bytes the end accepted. Local → peer: packets are
+ * *pulled* (`nextPackets(bufs)`) into the buffers they will travel in
+ * (guest RX buffers, the loopback link's buffer): one readv fills several
+ * buffers, one RW packet each, never more than the peer's credit. The
+ * connection stays in the RX queue while the end may hold more and credit
+ * lasts; without credit it waits for the peer's CREDIT_UPDATE, and sends
+ * one CREDIT_REQUEST only if none has come after CREDIT_REQUEST_AFTER_MS.
+ *
+ * Read interest is kept armed while reading can make progress (established,
+ * credit left), not switched off and on around every packet: a readiness
+ * report while a read is already due only marks the end `readIdle` (the
+ * reports stop until the RX side has read it dry), and a read that returns
+ * less than asked counts as dry (level-triggered readiness reports anything
+ * that arrives afterwards), so a round trip costs no epoll_ctl.
  *
  * `keep` (Dragonball's passfd option): a hang-up of the local end must not
  * end the connection, so a writer can come back (`ctr attach`). Reading end
@@ -59,113 +71,64 @@ import {
   type VsockHeader,
   VsockOp,
 } from '../../protocol/vsock-packet.js';
-import { DEVICE_CREDIT, REQUEST_TIMEOUT_MS, SHUTDOWN_DRAIN_TIMEOUT_MS } from '../defaults.js';
-import { Credit } from './credit.js';
-import { type LocalEnd, WOULD_BLOCK } from './local-end.js';
-import { TxBuf } from './txbuf.js';
-import {
-  type CloseReason,
-  type ConnectionOwner,
-  type ConnectionParams,
-  type ConnState,
-  connKey,
-  PendingRx,
-} from './types.js';
+import { CREDIT_REQUEST_AFTER_MS, SHUTDOWN_DRAIN_TIMEOUT_MS } from '../defaults.js';
+import { ConnectionLifecycle } from './lifecycle.js';
+import { WOULD_BLOCK } from './local-end.js';
+import { PendingRx } from './types.js';
 
 const { RST: P_RST, REQUEST: P_REQUEST, RESPONSE: P_RESPONSE, RW: P_RW, SHUTDOWN: P_SHUTDOWN } = PendingRx;
 const { CREDIT_UPDATE: P_CREDIT_UPDATE, CREDIT_REQUEST: P_CREDIT_REQUEST } = PendingRx;
 
-export class VsockConnection {
-  readonly localCid: number;
-  readonly peerCid: number;
-  readonly localPort: number;
-  readonly peerPort: number;
-  readonly keep: boolean;
-  state: ConnState;
+export class VsockConnection extends ConnectionLifecycle {
+  /** When the last packet came from the peer / went to it (the owner's clock), for operators. */
+  private lastFromPeer = 0;
+  private lastToPeer = 0;
+  /** `nextPacket`'s one-buffer arguments, reused. */
+  private readonly one: Buffer[] = [];
+  private readonly oneOut: VsockHeader[] = [];
 
-  private readonly end: LocalEnd;
-
-  private pending = 0;
-  private readonly credit: Credit;
-  private readonly txbuf: TxBuf;
-
-  private localEof = false; // we sent SHUTDOWN(SEND)
-  private localClosedBoth = false; // the local end was closed outright (at EOF)
-  private sentShutdownBoth = false; // we sent SHUTDOWN(RCV|SEND): waiting for the peer's RST
-  private peerShutSend = false;
-  private peerShutRcv = false;
-  private localWriteShut = false; // the local end's write side was shut
-  private readParked = false; // keep: local hang-up seen, reading stopped
-  /** When each wait this connection is in ends (0: not waiting): for RESPONSE, for the drain, for the peer's RST. */
-  private readonly deadline = { request: 0, drain: 0, close: 0 };
-
-  constructor(
-    params: ConnectionParams,
-    private readonly owner: ConnectionOwner,
-  ) {
-    this.localCid = params.localCid;
-    this.peerCid = params.peerCid;
-    this.localPort = params.localPort;
-    this.peerPort = params.peerPort;
-    this.keep = params.keep ?? false;
-    this.end = params.end;
-    this.credit = new Credit(params.credit ?? DEVICE_CREDIT, params.peerBufAlloc, params.peerFwdCnt);
-    this.txbuf = new TxBuf(this.credit.bufAlloc);
-    if (params.initiator === 'local') {
-      this.state = 'local-init';
-      this.schedule(P_REQUEST);
-      this.startWait('request', REQUEST_TIMEOUT_MS);
-    } else {
-      this.state = 'peer-init';
-      this.schedule(P_RESPONSE);
-    }
+  protected override self(): VsockConnection {
+    return this;
   }
 
-  get key(): string {
-    return connKey(this.localPort, this.peerPort);
-  }
-
-  get closed(): boolean {
-    return this.state === 'closed';
-  }
-
-  /** The peer's free receive space, as far as we know. */
-  get peerCredit(): number {
-    return this.credit.peerCredit;
-  }
-
-  /** Bytes from the peer buffered here because the local end was full. */
-  get buffered(): number {
-    return this.txbuf.length;
-  }
-
-  /** One line for operators (`kill -USR2 <vmm>` dumps the table). */
+  /** One line for operators (`kill -USR2 <vmm>` dumps the table; the VM suite's stall test too). */
   describe(): string {
     const { credit: c, pending } = this;
     const flags = [this.localEof && 'local-eof', this.localClosedBoth && 'local-closed']
       .concat([this.peerShutSend && 'peer-no-send', this.peerShutRcv && 'peer-no-rcv'])
-      .concat([this.sentShutdownBoth && 'sent-shutdown-both', this.keep && 'keep']);
+      .concat([
+        this.sentShutdownBoth && 'sent-shutdown-both',
+        this.keep && 'keep',
+        this.readIdle && 'read-idle',
+      ]);
+    const now = this.owner.now();
+    const ago = (t: number) => (t === 0 ? '-' : `${now - t}ms`);
     return (
       `${this.localPort}↔${this.peerPort} ${this.state} ${this.end.describe()} pending=${pending.toString(2)} ` +
-      `buffered=${this.txbuf.length} peerCredit=${c.peerCredit} fwd=${c.fwdCnt} rx=${c.rxCnt} tx=${c.txCnt} ` +
+      `held=${this.writer.length} peerCredit=${c.peerCredit} peerBufAlloc=${c.peerBufAlloc} ` +
+      `peerFwd=${c.peerFwdCnt} tx=${c.txCnt} rx=${c.rxCnt} fwd=${c.fwdCnt} fwdSent=${c.fwdCntSent} ` +
+      `lastFromPeer=${ago(this.lastFromPeer)} lastToPeer=${ago(this.lastToPeer)} ` +
       flags.filter(Boolean).join(',')
     );
   }
 
-  hasPendingRx(): boolean {
-    return this.pending !== 0;
-  }
-
   // ─── peer → local ──────────────────────────────────────────────────────
 
-  /** Handles one packet from the peer addressed to this connection. */
+  /** Handles one packet from the peer addressed to this connection (`data`: see ConnectionOwner.deferWrites). */
   handlePacket(hdr: VsockHeader, data: Buffer | undefined): void {
     if (this.state === 'closed') return;
+    this.lastFromPeer = this.owner.now();
+    // Anything but more data comes after the data staged before it.
+    if (hdr.op !== VsockOp.RW && this.writer.hasStaged) {
+      this.flushStaged();
+      if (this.closed) return;
+    }
     if (hdr.op === VsockOp.RST) {
       this.finish(this.state === 'local-init' ? 'refused' : 'peer-reset');
       return;
     }
     this.credit.peerSays(hdr.bufAlloc, hdr.fwdCnt);
+    if (this.peerCredit > 0) this.deadline.credit = 0;
     switch (hdr.op) {
       case VsockOp.RESPONSE:
         if (this.state !== 'local-init') {
@@ -197,7 +160,7 @@ export class VsockConnection {
         if (hdr.flags & ShutdownFlag.SEND) this.peerShutSend = true;
         if (hdr.flags & ShutdownFlag.RCV) {
           this.peerShutRcv = true;
-          this.pending &= ~P_RW;
+          this.stopReading();
         }
         break;
       default:
@@ -221,22 +184,38 @@ export class VsockConnection {
       this.reset('local-error', 'data for a read-only fd');
       return;
     }
-    let written = 0;
-    if (this.txbuf.isEmpty) {
-      try {
-        written = this.end.write(data);
-      } catch (err) {
-        this.localFailure(err);
-        return;
-      }
-      if (written === WOULD_BLOCK) written = 0;
-      this.credit.delivered(written);
-    }
-    if (written < data.length && !this.txbuf.push(data.subarray(written))) {
+    if (this.credit.overrun) {
       this.reset('protocol', 'peer sent more than its credit');
       return;
     }
+    this.writer.add(data);
+    if (this.writer.hasStaged) {
+      if (!this.owner.deferWrites(this)) this.flushStaged();
+    } else if (this.credit.updateDue()) {
+      // Held behind bytes the end has not taken: the window the peer sees shrinks all the same.
+      this.schedule(P_CREDIT_UPDATE);
+    }
+  }
+
+  /** Writes the payloads staged in this batch (the owner calls it when its batch ends). */
+  flushStaged(): void {
+    if (this.closed || !this.writer.hasStaged) return;
+    let n: number;
+    try {
+      n = this.writer.flushStaged(this.end, this.owner.counters);
+    } catch (err) {
+      this.localFailure(err);
+      return;
+    }
+    this.delivered(n);
+  }
+
+  /** `n` bytes reached the local end: credit, and whatever that unblocks. */
+  private delivered(n: number): void {
+    this.credit.delivered(n);
     if (this.credit.updateDue()) this.schedule(P_CREDIT_UPDATE);
+    this.maybeFinish();
+    if (!this.closed) this.refreshInterest();
   }
 
   // ─── local end readiness ───────────────────────────────────────────────
@@ -244,125 +223,168 @@ export class VsockConnection {
   /** The local end is readable (or hung up) and/or writable: called by the owner's readiness routing. */
   onReady(readable: boolean, writable: boolean): void {
     if (this.state === 'closed') return;
-    if (writable && !this.txbuf.isEmpty) {
+    if (writable && !this.writer.held.isEmpty) {
       let n: number;
       try {
-        n = this.txbuf.flushTo(this.end);
+        n = this.writer.flushHeld(this.end, this.owner.counters);
       } catch (err) {
         this.localFailure(err);
         return;
       }
-      this.credit.delivered(n);
-      if (this.credit.updateDue()) this.schedule(P_CREDIT_UPDATE);
-      this.maybeFinish();
+      this.delivered(n);
       if (this.closed) return;
     }
-    if (readable && this.wantsLocalRead()) this.schedule(P_RW);
+    if (readable) {
+      if (this.wantsLocalRead()) this.schedule(P_RW);
+      else if (this.pending & P_RW) this.readIdle = true;
+    }
     this.refreshInterest();
   }
 
+  /** A read may be scheduled now (none is due yet). */
   private wantsLocalRead(): boolean {
-    return (
-      this.state === 'established' &&
-      this.end.canRead &&
-      !this.localEof &&
-      !this.peerShutRcv &&
-      !this.readParked &&
-      (this.pending & P_RW) === 0
-    );
+    return this.canReadLocal() && (this.pending & P_RW) === 0;
   }
 
   /** Asks the local end for exactly the readiness that can make progress now. */
   private refreshInterest(): void {
     if (this.state === 'closed' || this.pending & P_RST) return;
-    const read = this.wantsLocalRead() && this.peerCredit > 0;
-    this.end.want(read, !this.txbuf.isEmpty);
-    if (this.wantsLocalRead() && this.credit.shouldRequest()) this.schedule(P_CREDIT_REQUEST);
+    const canRead = this.canReadLocal();
+    const credit = this.peerCredit;
+    this.want(canRead && credit > 0 && !this.readIdle, !this.writer.held.isEmpty);
+    // Out of credit: wait for the peer's update, and ask only if none comes (lifecycle.ts, onTimer).
+    if (canRead && credit === 0 && this.deadline.credit === 0)
+      this.startWait('credit', CREDIT_REQUEST_AFTER_MS);
   }
 
   // ─── local → peer ──────────────────────────────────────────────────────
 
   /**
-   * Produces the next packet for the peer, RW payload read straight into
-   * `buf` (at most `buf.length` bytes). Returns null when nothing is due.
+   * Produces the next packets for the peer into `out[0, n)`, returning `n`:
+   * a control packet alone, or RW packets read with one readv into
+   * `bufs[0, count)`, one packet per buffer used (at most each buffer's
+   * length). Returns 0 when nothing is due.
    */
-  nextPacket(buf: Buffer): VsockHeader | null {
+  nextPackets(bufs: readonly Buffer[], count: number, out: VsockHeader[]): number {
     while (this.pending !== 0) {
-      if (this.pending & P_RST) {
-        this.pending = 0;
-        const hdr = this.header(VsockOp.RST);
-        this.finish(this.resetReason, this.resetDetail);
-        return hdr;
-      }
-      if (this.pending & P_REQUEST) {
-        this.pending &= ~P_REQUEST;
-        return this.header(VsockOp.REQUEST);
-      }
-      if (this.pending & P_RESPONSE) {
-        this.pending &= ~P_RESPONSE;
-        this.state = 'established';
-        this.refreshInterest();
-        return this.header(VsockOp.RESPONSE);
-      }
-      if (this.pending & P_CREDIT_UPDATE) {
-        this.pending &= ~P_CREDIT_UPDATE;
-        return this.header(VsockOp.CREDIT_UPDATE);
-      }
-      if (this.pending & P_CREDIT_REQUEST) {
-        this.pending &= ~P_CREDIT_REQUEST;
-        return this.header(VsockOp.CREDIT_REQUEST);
+      const ctl = this.nextControl();
+      if (ctl) {
+        out[0] = ctl;
+        this.lastToPeer = this.owner.now();
+        return 1;
       }
       if (this.pending & P_RW) {
-        const hdr = this.readForPeer(buf);
-        if (hdr) return hdr;
+        const n = this.readForPeer(bufs, count, out);
+        if (n > 0) {
+          this.lastToPeer = this.owner.now();
+          return n;
+        }
         continue;
       }
       if (this.pending & P_SHUTDOWN) {
         this.pending &= ~P_SHUTDOWN;
-        const hdr = this.header(VsockOp.SHUTDOWN);
-        if (this.finishedLocally()) {
-          hdr.flags = SHUTDOWN_BOTH;
-          this.sentShutdownBoth = true;
-          this.startWait('close', SHUTDOWN_DRAIN_TIMEOUT_MS);
-        } else {
-          hdr.flags = ShutdownFlag.SEND;
-        }
-        this.maybeFinish();
-        return hdr;
+        out[0] = this.shutdownPacket();
+        this.lastToPeer = this.owner.now();
+        return 1;
       }
+    }
+    return 0;
+  }
+
+  /** `nextPackets` with one buffer: the next packet, its RW payload in `buf`, or null. */
+  nextPacket(buf: Buffer): VsockHeader | null {
+    this.one[0] = buf;
+    return this.nextPackets(this.one, 1, this.oneOut) > 0 ? this.oneOut[0]! : null;
+  }
+
+  /** The next control packet due before data (RST, REQUEST, RESPONSE, credit), or null. */
+  private nextControl(): VsockHeader | null {
+    if (this.pending & P_RST) {
+      this.pending = 0;
+      const hdr = this.header(VsockOp.RST);
+      this.resetSent();
+      return hdr;
+    }
+    if (this.pending & P_REQUEST) {
+      this.pending &= ~P_REQUEST;
+      return this.header(VsockOp.REQUEST);
+    }
+    if (this.pending & P_RESPONSE) {
+      this.pending &= ~P_RESPONSE;
+      this.state = 'established';
+      this.refreshInterest();
+      return this.header(VsockOp.RESPONSE);
+    }
+    if (this.pending & P_CREDIT_UPDATE) {
+      this.pending &= ~P_CREDIT_UPDATE;
+      return this.header(VsockOp.CREDIT_UPDATE);
+    }
+    if (this.pending & P_CREDIT_REQUEST) {
+      this.pending &= ~P_CREDIT_REQUEST;
+      return this.header(VsockOp.CREDIT_REQUEST);
     }
     return null;
   }
 
-  private readForPeer(buf: Buffer): VsockHeader | null {
-    const room = Math.min(buf.length, this.peerCredit);
-    if (room === 0 || this.state !== 'established' || this.localEof || this.peerShutRcv) {
-      this.pending &= ~P_RW;
-      this.refreshInterest();
-      return null;
+  private shutdownPacket(): VsockHeader {
+    const hdr = this.header(VsockOp.SHUTDOWN);
+    if (this.finishedLocally()) {
+      hdr.flags = SHUTDOWN_BOTH;
+      this.sentShutdownBoth = true;
+      this.startWait('close', SHUTDOWN_DRAIN_TIMEOUT_MS);
+    } else {
+      hdr.flags = ShutdownFlag.SEND;
     }
+    this.maybeFinish();
+    return hdr;
+  }
+
+  /** One RW turn: a readv into `bufs`, split into packets; 0 when no packet came of it. */
+  private readForPeer(bufs: readonly Buffer[], count: number, out: VsockHeader[]): number {
+    let room = 0;
+    for (let i = 0; i < count; i++) room += bufs[i]!.length;
+    room = Math.min(room, this.peerCredit);
+    if (room === 0 || this.state !== 'established' || this.localEof || this.peerShutRcv) {
+      this.stopReading();
+      this.refreshInterest();
+      return 0;
+    }
+    const io = this.owner.counters;
     let n: number;
     try {
-      n = this.end.read(buf, 0, room);
+      if (count === 1) io.reads++;
+      else io.readvs++;
+      n = this.end.readv(bufs, count, room);
     } catch (err) {
-      this.pending &= ~P_RW;
+      this.stopReading();
       this.localFailure(err);
-      return this.pending & P_RST ? this.nextPacket(buf) : null;
+      return 0;
     }
     if (n === WOULD_BLOCK) {
-      this.pending &= ~P_RW;
+      io.wouldBlocks++;
+      this.stopReading();
       this.refreshInterest();
-      return null;
+      return 0;
     }
     if (n === 0) {
-      this.pending &= ~P_RW;
+      this.stopReading();
       this.onLocalEof();
-      return null;
+      return 0;
     }
     this.credit.sent(n);
-    const hdr = this.header(VsockOp.RW);
-    hdr.len = n;
-    return hdr;
+    let packets = 0;
+    for (let left = n; left > 0; packets++) {
+      const hdr = this.header(VsockOp.RW);
+      hdr.len = Math.min(left, bufs[packets]!.length);
+      left -= hdr.len;
+      out[packets] = hdr;
+    }
+    // Less than asked: the end is dry for now (readiness reports what comes next).
+    if (n < room && !this.end.readableNow) {
+      this.stopReading();
+      this.refreshInterest();
+    }
+    return packets;
   }
 
   private onLocalEof(): void {
@@ -392,103 +414,5 @@ export class VsockConnection {
       bufAlloc: this.credit.bufAlloc,
       fwdCnt: this.credit.advertise(),
     };
-  }
-
-  // ─── ending ────────────────────────────────────────────────────────────
-
-  private resetReason: CloseReason = 'done';
-  private resetDetail: string | undefined;
-  /** Sends RST to the peer (next pull) and closes once it is out. */
-  reset(reason: CloseReason, detail?: string): void {
-    if (this.state === 'closed' || this.pending & P_RST) return;
-    this.resetReason = reason;
-    this.resetDetail = detail;
-    this.pending = P_RST;
-    this.end.want(false, false);
-    this.owner.rxPending(this);
-  }
-
-  /**
-   * Kill-queue callback. Timers are not cancelled when the wait ends (the
-   * kill queue is a plain queue, as Firecracker's), so each call re-checks
-   * the deadline this connection itself holds.
-   */
-  onTimer(now = this.owner.now()): void {
-    const { request, drain, close } = this.deadline;
-    if (this.state === 'local-init' && now >= request) {
-      this.reset('timeout', 'no RESPONSE within 2 s');
-    } else if (drain !== 0 && !this.txbuf.isEmpty && now >= drain) {
-      this.reset('timeout', `shutdown not drained within 2 s (${this.txbuf.length} bytes left)`);
-    } else if (close !== 0 && now >= close) {
-      this.reset('done', 'peer did not reset within 2 s of our SHUTDOWN');
-    }
-  }
-
-  /** Closes without telling the peer (the owner is going away or the peer already forgot us). */
-  close(reason: CloseReason = 'shutdown'): void {
-    this.finish(reason);
-  }
-
-  /** The local end failed (EPIPE, ...): RST, closed as local-error with the errno name. */
-  localFailure(err: unknown): void {
-    const code = (err as { code?: unknown } | null)?.code;
-    this.reset('local-error', typeof code === 'string' ? code : String(err));
-  }
-
-  private maybeFinish(): void {
-    if (this.state !== 'established') return;
-    if (this.peerShutSend && this.txbuf.isEmpty && !this.localWriteShut && this.end.canWrite) {
-      // Pass the peer's end of stream on to the local reader.
-      this.localWriteShut = true;
-      this.end.shutdownWrite();
-    }
-    // Who sends RST, as in Linux: the side that *received* a full SHUTDOWN, once it
-    // has delivered everything. The side that finished first sends SHUTDOWN(RCV|SEND)
-    // and waits for that RST, so the peer never drops bytes it still had to deliver.
-    if (this.peerShutSend && this.peerShutRcv && this.txbuf.isEmpty && (this.pending & P_SHUTDOWN) === 0) {
-      this.reset('done');
-      return;
-    }
-    if (this.finishedLocally() && !this.sentShutdownBoth && (this.pending & P_SHUTDOWN) === 0) {
-      this.schedule(P_SHUTDOWN);
-    }
-    // Only a peer that will send nothing more starts the drain clock (Firecracker): after
-    // SHUTDOWN(RCV) alone the peer is still sending and a slow local reader is just slow.
-    // An end whose slow reader is backpressure (a FIFO) has no drain clock at all: a dead
-    // reader surfaces as EPIPE instead.
-    const drainable = !this.end.slowReaderIsBackpressure && !this.deadline.drain;
-    if (drainable && this.peerShutSend && !this.txbuf.isEmpty)
-      this.startWait('drain', SHUTDOWN_DRAIN_TIMEOUT_MS);
-  }
-
-  private startWait(wait: keyof VsockConnection['deadline'], ms: number): void {
-    this.deadline[wait] = this.owner.now() + ms;
-    this.owner.armTimer(this, ms);
-  }
-
-  /**
-   * Nothing more will pass in either direction on our side: we read EOF, and
-   * either the local end was closed outright or the peer will send nothing
-   * more and all it sent is delivered.
-   */
-  private finishedLocally(): boolean {
-    // A write-only local end (a stdout FIFO) never sends: it is "at EOF" from the start.
-    const noMoreToSend = this.localEof || !this.end.canRead;
-    return noMoreToSend && (this.localClosedBoth || (this.peerShutSend && this.txbuf.isEmpty));
-  }
-
-  private finish(reason: CloseReason, detail?: string): void {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
-    this.pending = 0;
-    this.end.close();
-    this.owner.closed(this, reason, detail);
-  }
-
-  private schedule(bit: number): void {
-    if (this.state === 'closed') return;
-    const was = this.pending;
-    this.pending |= bit;
-    if (was === 0) this.owner.rxPending(this);
   }
 }

@@ -9,9 +9,10 @@
  *
  * Readiness: whoever multiplexes the connections (the endpoint) starts the
  * reports with `watch`, routing them to the connection's `onReady`; the
- * connection then says, with `want`, which of readable/writable can make
- * progress now. A hang-up is reported as readable (the read then returns
- * what is left, then end of stream).
+ * connection then says, with `want`, which of readable/writable it wants
+ * reported. Reports are level-triggered (as epoll's): an end stays readable
+ * until it is read dry. A hang-up is reported as readable (the read then
+ * returns what is left, then end of stream).
  *
  * Host policy belongs to the end, not to the connection: what a hang-up
  * means (a FIFO passed with `keep` holds a keeper so it never hangs up) and
@@ -38,10 +39,16 @@ export interface LocalEnd {
    * line); `read` returns them first.
    */
   readonly readableNow: boolean;
-  /** read(2): bytes put in `buf[off, off + len)`, 0 at end of stream, WOULD_BLOCK; throws the end's error (code = errno name). */
-  read(buf: Buffer, off: number, len: number): number;
+  /**
+   * readv(2): bytes put into `bufs[0, count)` in order, at most `limit` in
+   * all; 0 at end of stream, WOULD_BLOCK; throws the end's error (code =
+   * errno name). One buffer is a plain read(2).
+   */
+  readv(bufs: readonly Buffer[], count: number, limit: number): number;
   /** write(2): bytes taken from `buf[off, off + len)`, or WOULD_BLOCK; throws the end's error (EPIPE, ...). */
   write(buf: Buffer, off?: number, len?: number): number;
+  /** writev(2): bytes taken from `bufs[0, count)` in order, or WOULD_BLOCK; throws like `write`. */
+  writev(bufs: readonly Buffer[], count: number): number;
   /**
    * The peer will send nothing more: let the local reader see end of stream
    * now (SHUT_WR on a socket; a pipe's reader sees it when the end closes).

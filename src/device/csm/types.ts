@@ -4,6 +4,8 @@
  * its owner (the muxer), what it is built from, what it owes the peer, and
  * its table key.
  */
+
+import type { EndpointCounters } from '../counters.js';
 import type { VsockConnection } from './connection.js';
 import type { CreditPolicy } from './credit.js';
 import type { LocalEnd } from './local-end.js';
@@ -32,6 +34,15 @@ export interface ConnectionOwner {
   armTimer(conn: VsockConnection, ms: number): void;
   /** The owner's clock (the kill queue's), in milliseconds. */
   now(): number;
+  /**
+   * RW payloads just received may stay staged (views, not copies) until the
+   * owner's current batch of peer packets ends, when it calls the
+   * connection's `flushStaged()`: true while such a batch is open (the
+   * owner then remembers this connection), false to write at once.
+   */
+  deferWrites(conn: VsockConnection): boolean;
+  /** Where the connection counts its packets and local-end calls. */
+  readonly counters: EndpointCounters;
 }
 
 export interface ConnectionParams {
@@ -50,7 +61,7 @@ export interface ConnectionParams {
   /** The peer's credit figures from its REQUEST (peer-initiated connections). */
   peerBufAlloc?: number;
   peerFwdCnt?: number;
-  /** Our receive buffer and credit-update threshold (default DEVICE_CREDIT). */
+  /** Our receive buffer and when to send CREDIT_UPDATE (default DEVICE_CREDIT). */
   credit?: CreditPolicy;
 }
 
@@ -58,7 +69,7 @@ export function connKey(localPort: number, peerPort: number): string {
   return `${localPort}:${peerPort}`;
 }
 
-/** Packets owed to the peer, as bits of one number; `nextPacket` serves them in this order. */
+/** Packets owed to the peer, as bits of one number; `nextPackets` serves them in this order. */
 export const PendingRx = {
   RST: 1,
   REQUEST: 2,

@@ -10,6 +10,7 @@
 // rxPending call (or at once if a packet is already due), with a timeout.
 
 import { closeQuietly, socketPair, writeFd } from '../../../native-bindings/index.js';
+import { newEndpointCounters } from '../../../src/device/counters.js';
 import { VsockConnection } from '../../../src/device/csm/connection.js';
 import type { CreditPolicy } from '../../../src/device/csm/credit.js';
 import type { LocalEnd } from '../../../src/device/csm/local-end.js';
@@ -34,6 +35,9 @@ export interface Pulled {
 /** Records every owner call; `waitFor(pred)` resolves once `pred()` holds after some call. */
 export class RecordingOwner implements ConnectionOwner {
   readonly clock = new FakeClock();
+  readonly counters = newEndpointCounters();
+  /** Open batch (as the endpoint's): connections that staged payloads; null outside a batch. */
+  batch: Set<VsockConnection> | null = null;
   private readonly killq = new KillQueue(this.clock);
   rxCalls = 0;
   establishedCalls = 0;
@@ -60,6 +64,10 @@ export class RecordingOwner implements ConnectionOwner {
   }
   now(): number {
     return this.clock.now();
+  }
+  deferWrites(conn: VsockConnection): boolean {
+    this.batch?.add(conn);
+    return this.batch !== null;
   }
 
   private notify(): void {
@@ -144,6 +152,27 @@ export class Harness<E extends LocalEnd = LocalEnd> {
     this.conn.handlePacket(this.hdr(op, { len: data?.length ?? 0, ...fields }), data);
   }
 
+  /** Sends packets as one batch (a guest TX run): RW payloads are written together when it ends. */
+  sendBatch(packets: [VsockOp, Buffer?, Partial<VsockHeader>?][]): void {
+    this.owner.batch = new Set();
+    for (const [op, data, fields] of packets) this.send(op, data, fields);
+    const staged = this.owner.batch;
+    this.owner.batch = null;
+    for (const c of staged) c.flushStaged();
+  }
+
+  /** One turn with several buffers of the given sizes (one readv): the packets, RW payloads copied out. */
+  pullMany(sizes: number[]): Pulled[] {
+    const bufs = sizes.map((n) => Buffer.alloc(n));
+    const out: VsockHeader[] = [];
+    const n = this.conn.nextPackets(bufs, bufs.length, out);
+    return out
+      .slice(0, n)
+      .map((hdr, i) =>
+        hdr.op === VsockOp.RW ? { hdr, data: Buffer.from(bufs[i]!.subarray(0, hdr.len)) } : { hdr },
+      );
+  }
+
   /** The next packet for the peer (RW payload copied out), or null. */
   pull(bufLen = this.buf.length): Pulled | null {
     const b = bufLen === this.buf.length ? this.buf : Buffer.alloc(bufLen);
@@ -162,6 +191,26 @@ export class Harness<E extends LocalEnd = LocalEnd> {
       out.push(p);
     }
     throw new Error('nextPacket never ran dry');
+  }
+
+  /**
+   * Pulls until nothing is due, letting the end report readiness whenever
+   * the connection runs dry, as an event loop over level-triggered epoll
+   * would (only for a scripted end: `signal`), until a report brings nothing.
+   */
+  drive(): Pulled[] {
+    const out: Pulled[] = [];
+    const end = this.end as unknown as { signal?: () => void };
+    for (let i = 0; i < 10_000; i++) {
+      const p = this.pull();
+      if (p) {
+        out.push(p);
+        continue;
+      }
+      end.signal?.();
+      if (!this.conn.hasPendingRx()) return out;
+    }
+    throw new Error('the connection never ran dry');
   }
 
   /** Resolves when the connection has a packet due (event-driven: the owner's rxPending call). */

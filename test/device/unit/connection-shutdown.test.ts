@@ -32,7 +32,7 @@ function localEof(h: Harness<FakeEnd>, text = ''): ReturnType<Harness['pullAll']
   if (text) h.end.feed(text);
   h.end.endOfStream();
   h.end.signal();
-  return h.pullAll();
+  return h.drive();
 }
 
 describe('we finish first', () => {

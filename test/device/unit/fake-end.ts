@@ -32,6 +32,11 @@ export class FakeEnd implements LocalEnd {
   interest = { read: false, write: false };
   shutdownWrites = 0;
   closeCalls = 0;
+  /** Calls to readv / writev the connection made. */
+  reads = 0;
+  writevCalls = 0;
+  /** Bytes already put into the current buffer during one readv. */
+  private filled = 0;
   private inbound: Buffer[] = [];
   private eof = false;
   private held: Buffer | null;
@@ -90,22 +95,36 @@ export class FakeEnd implements LocalEnd {
     return this.held !== null;
   }
 
-  read(buf: Buffer, off: number, len: number): number {
+  readv(bufs: readonly Buffer[], count: number, limit: number): number {
     this.assertOpen('read');
+    this.reads++;
     if (this.held) {
-      const n = Math.min(len, this.held.length);
-      this.held.copy(buf, off, 0, n);
+      // As FdEnd: the held bytes alone, into the first buffer.
+      const n = Math.min(limit, this.held.length, bufs[0]!.length);
+      this.held.copy(bufs[0]!, 0, 0, n);
       this.held = n < this.held.length ? this.held.subarray(n) : null;
       return n;
     }
     if (this.readError) throw this.readError;
-    const first = this.inbound[0];
-    if (!first) return this.eof ? 0 : WOULD_BLOCK;
-    const n = Math.min(len, first.length);
-    first.copy(buf, off, 0, n);
-    if (n === first.length) this.inbound.shift();
-    else this.inbound[0] = first.subarray(n);
-    return n;
+    if (this.inbound.length === 0) return this.eof ? 0 : WOULD_BLOCK;
+    let total = 0;
+    for (let i = 0; i < count && total < limit && this.inbound.length > 0; ) {
+      const buf = bufs[i]!;
+      const first = this.inbound[0]!;
+      const at = this.filled;
+      const n = Math.min(buf.length - at, first.length, limit - total);
+      first.copy(buf, at, 0, n);
+      total += n;
+      if (n === first.length) this.inbound.shift();
+      else this.inbound[0] = first.subarray(n);
+      this.filled = at + n;
+      if (this.filled === buf.length) {
+        this.filled = 0;
+        i++;
+      }
+    }
+    this.filled = 0;
+    return total;
   }
 
   write(buf: Buffer, off = 0, len = buf.length - off): number {
@@ -116,6 +135,18 @@ export class FakeEnd implements LocalEnd {
     this.room -= n;
     this.written.push(Buffer.from(buf.subarray(off, off + n)));
     return n;
+  }
+
+  writev(bufs: readonly Buffer[], count: number): number {
+    this.writevCalls++;
+    let total = 0;
+    for (let i = 0; i < count; i++) {
+      const n = this.write(bufs[i]!);
+      if (n === WOULD_BLOCK) break;
+      total += n;
+      if (n < bufs[i]!.length) break;
+    }
+    return total === 0 && count > 0 && bufs[0]!.length > 0 ? WOULD_BLOCK : total;
   }
 
   shutdownWrite(): void {

@@ -1,5 +1,6 @@
 // RxQueue (src/device/rxq.ts): control packets (stand-alone RSTs) go first;
-// connections are served round-robin, one packet per turn, so three busy
+// connections are served round-robin, one turn each (one packet, or the
+// packets of one read for as many buffers as were offered), so three busy
 // sources share the link evenly; push is idempotent; a source that runs dry
 // leaves the queue; remove/clear/isEmpty; the control backlog is bounded.
 // The sources are test doubles of the RxSource interface (not the kernel).
@@ -23,29 +24,43 @@ function hdr(srcPort: number, op: VsockOp = VsockOp.RW, len = 0): VsockHeader {
   };
 }
 
-/** A source with `n` RW packets queued; each fills the buffer's first byte with its tag. */
+/**
+ * A source with `n` RW packets queued; each fills its buffer's first byte
+ * with its tag. `perTurn` packets at most per turn (one read filling that
+ * many buffers).
+ */
 class Source implements RxSource {
   pulls = 0;
   constructor(
     readonly port: number,
     public left: number,
+    readonly perTurn = 1,
   ) {}
-  nextPacket(buf: Buffer): VsockHeader | null {
+  nextPackets(bufs: readonly Buffer[], count: number, out: VsockHeader[]): number {
     this.pulls++;
-    if (this.left === 0) return null;
-    this.left--;
-    buf[0] = this.port & 0xff;
-    return hdr(this.port, VsockOp.RW, 1);
+    const n = Math.min(this.left, this.perTurn, count);
+    for (let i = 0; i < n; i++) {
+      bufs[i]![0] = this.port & 0xff;
+      out[i] = hdr(this.port, VsockOp.RW, 1);
+    }
+    this.left -= n;
+    return n;
   }
   hasPendingRx(): boolean {
     return this.left > 0;
   }
 }
 
+/** One turn with one buffer: its packet, or null. */
+function next1(q: RxQueue<Source>, buf: Buffer): VsockHeader | null {
+  const out: VsockHeader[] = [];
+  return q.next([buf], 1, out) > 0 ? out[0]! : null;
+}
+
 function drain(q: RxQueue<Source>, buf = Buffer.alloc(16)): number[] {
   const ports: number[] = [];
   for (let i = 0; i < 10_000; i++) {
-    const h = q.next(buf);
+    const h = next1(q, buf);
     if (!h) break;
     ports.push(h.srcPort);
   }
@@ -88,6 +103,24 @@ describe('RxQueue', () => {
     expect(first30.filter((p) => p === 1)).toHaveLength(10);
   });
 
+  it('a turn fills as many buffers as the source has packets for, and still counts as one turn', () => {
+    const q = new RxQueue<Source>();
+    const a = new Source(1, 10, 4);
+    const b = new Source(2, 10, 4);
+    q.push(a);
+    q.push(b);
+    const bufs = Array.from({ length: 3 }, () => Buffer.alloc(4));
+    const out: VsockHeader[] = [];
+    const turns: number[][] = [];
+    for (let n = q.next(bufs, 3, out); n > 0; n = q.next(bufs, 3, out))
+      turns.push(out.slice(0, n).map((h) => h.srcPort));
+    expect(turns).toEqual([[1, 1, 1], [2, 2, 2], [1, 1, 1], [2, 2, 2], [1, 1, 1], [2, 2, 2], [1], [2]]);
+    // A control packet is a turn of its own, even with buffers to spare.
+    q.pushControl(hdr(9, VsockOp.RST));
+    expect(q.next(bufs, 3, out)).toBe(1);
+    expect(out[0]!.srcPort).toBe(9);
+  });
+
   it('puts control packets first, in their own order', () => {
     const q = new RxQueue<Source>();
     const a = new Source(1, 2);
@@ -95,15 +128,15 @@ describe('RxQueue', () => {
     expect(q.pushControl(hdr(100, VsockOp.RST))).toBe(true);
     expect(q.pushControl(hdr(101, VsockOp.RST))).toBe(true);
     const buf = Buffer.alloc(4);
-    expect(q.next(buf)?.srcPort).toBe(100);
-    expect(q.next(buf)?.srcPort).toBe(101);
+    expect(next1(q, buf)?.srcPort).toBe(100);
+    expect(next1(q, buf)?.srcPort).toBe(101);
     expect(a.pulls).toBe(0);
-    expect(q.next(buf)?.srcPort).toBe(1);
+    expect(next1(q, buf)?.srcPort).toBe(1);
     // A control packet queued mid-stream jumps ahead of the waiting connection.
     q.pushControl(hdr(102, VsockOp.RST));
-    expect(q.next(buf)?.srcPort).toBe(102);
-    expect(q.next(buf)?.srcPort).toBe(1);
-    expect(q.next(buf)).toBeNull();
+    expect(next1(q, buf)?.srcPort).toBe(102);
+    expect(next1(q, buf)?.srcPort).toBe(1);
+    expect(next1(q, buf)).toBeNull();
   });
 
   it('push is idempotent: a source queued twice gets one turn per round', () => {
@@ -121,7 +154,7 @@ describe('RxQueue', () => {
     const q = new RxQueue<Source>();
     q.push(new Source(0x42, 1));
     const buf = Buffer.alloc(8);
-    const h = q.next(buf);
+    const h = next1(q, buf);
     expect(h?.len).toBe(1);
     expect(buf[0]).toBe(0x42);
   });
@@ -132,9 +165,9 @@ describe('RxQueue', () => {
     const b = new Source(2, 1);
     q.push(empty);
     q.push(b);
-    expect(q.next(Buffer.alloc(4))?.srcPort).toBe(2);
+    expect(next1(q, Buffer.alloc(4))?.srcPort).toBe(2);
     expect(q.isEmpty).toBe(true);
-    expect(q.next(Buffer.alloc(4))).toBeNull();
+    expect(next1(q, Buffer.alloc(4))).toBeNull();
   });
 
   it('remove() takes a source out; clear() empties everything', () => {
@@ -150,7 +183,7 @@ describe('RxQueue', () => {
     expect(q.isEmpty).toBe(false);
     q.clear();
     expect(q.isEmpty).toBe(true);
-    expect(q.next(Buffer.alloc(4))).toBeNull();
+    expect(next1(q, Buffer.alloc(4))).toBeNull();
   });
 
   it('bounds the control backlog (4096) and refuses beyond it', () => {

@@ -1,6 +1,7 @@
 // TxBuf (src/device/csm/txbuf.ts), the ring that holds peer bytes the local
-// fd could not take: push refuses (and appends nothing) past capacity, the
-// ring wraps around, and flushTo (a real non-blocking pipe as the local end) writes what the pipe
+// fd could not take: no memory until the first push, push refuses (and
+// appends nothing) past capacity, the ring wraps around and a wrapped ring
+// goes out in one writev, and flushTo (a real non-blocking pipe as the local end) writes what the pipe
 // takes, stops when it is full (partial flush), and keeps the byte order
 // exact over thousands of random pushes, flushes and reads.
 
@@ -13,7 +14,7 @@ import {
   SysError,
   setPipeSize,
   WOULD_BLOCK,
-  writeFd,
+  writevFd,
 } from '../../../native-bindings/index.js';
 import { TxBuf } from '../../../src/device/csm/txbuf.js';
 import { patternBytes, prng } from '../../native-bindings/helpers.js';
@@ -31,9 +32,13 @@ function smallPipe(): [number, number] {
   return p;
 }
 
-/** The pipe's write end as the local end TxBuf flushes to. */
+/** The pipe's write end as the local end TxBuf flushes to; counts its writev calls. */
+let writevCalls = 0;
 const sink = (fd: number) => ({
-  write: (buf: Buffer, off?: number, len?: number) => writeFd(fd, buf, off, len),
+  writev: (bufs: readonly Buffer[], count: number) => {
+    writevCalls++;
+    return writevFd(fd, bufs, count);
+  },
 });
 
 function drain(fd: number): Buffer {
@@ -61,6 +66,15 @@ describe('TxBuf.push', () => {
     expect(t.length).toBe(10);
   });
 
+  it('holds no memory until the first push that carries bytes', () => {
+    const t = new TxBuf(256 * 1024);
+    expect(t.allocated).toBe(0);
+    t.push(Buffer.alloc(0));
+    expect(t.allocated).toBe(0);
+    t.push(Buffer.alloc(1));
+    expect(t.allocated).toBe(256 * 1024);
+  });
+
   it('takes exactly capacity bytes on an empty ring, and refuses capacity + 1', () => {
     expect(new TxBuf(8).push(Buffer.alloc(8))).toBe(true);
     expect(new TxBuf(8).push(Buffer.alloc(9))).toBe(false);
@@ -82,6 +96,11 @@ describe('TxBuf.push', () => {
     expect(t.push(Buffer.alloc(8192 - 7904 + 1))).toBe(false);
     expect(t.push(Buffer.alloc(0))).toBe(true);
     const out: Buffer[] = [drain(r)];
+    writevCalls = 0;
+    // The ring's two runs, 1904 + 2192 bytes at its end and 3808 at its start, in one call.
+    expect(t.flushTo(sink(w))).toBe(4096);
+    expect(writevCalls).toBe(1);
+    out.push(drain(r));
     while (!t.isEmpty) {
       const n = t.flushTo(sink(w));
       expect(n).toBeGreaterThan(0);

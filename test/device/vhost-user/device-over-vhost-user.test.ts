@@ -3,7 +3,9 @@
  * vhost-user transport, with the simulated QEMU + guest driver of
  * qemu-sim.ts speaking virtio-vsock in guest memory: a guest connection to
  * host port P reaches a host listener on `<hvsock>_<P>`, bytes flow both
- * ways through the rings, and QEMU going away resets the connection.
+ * ways through the rings, and QEMU going away resets the connection; host
+ * bytes fill several guest RX buffers with one readv, and several guest
+ * packets for one connection in one TX run go out with one writev.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -54,7 +56,8 @@ const guestHdr = (op: VsockOp, fwdCnt = 0) =>
     fwdCnt,
   });
 
-it('a guest connection reaches <hvsock>_<P>, and bytes flow both ways through guest memory', async () => {
+/** The host's listener on HOST_PORT: the sockets it accepted and every byte they got. */
+async function hostListener() {
   const accepted: net.Socket[] = [];
   const hostGot: Buffer[] = [];
   server = net.createServer((s) => {
@@ -63,6 +66,11 @@ it('a guest connection reaches <hvsock>_<P>, and bytes flow both ways through gu
     s.on('error', () => {});
   });
   await new Promise<void>((r) => server!.listen(path.join(dir, `hvsock_${HOST_PORT}`), r));
+  return { accepted, hostGot };
+}
+
+it('a guest connection reaches <hvsock>_<P>, and bytes flow both ways through guest memory', async () => {
+  const { accepted, hostGot } = await hostListener();
 
   const q = new FakeQemu(transport.socketPath);
   qemu = q;
@@ -136,4 +144,55 @@ it('a guest connection to a port nobody listens on is answered with RST', async 
   q.sendPacket(guestHdr(VsockOp.REQUEST));
   await until(() => q.rx.usedIdx() === 1, 'a reply');
   expect(q.readRx(b).hdr).toMatchObject({ op: VsockOp.RST, dstPort: GUEST_PORT });
+});
+
+/** A guest connection to HOST_PORT, established, with the host side's socket; RX buffers recycled by `pump`. */
+async function connected(q: FakeQemu) {
+  const { accepted, hostGot } = await hostListener();
+  await q.boot();
+  const rxBufs = [q.postRx(4096)];
+  q.rx.doorbell();
+  q.sendPacket(guestHdr(VsockOp.REQUEST));
+  await until(() => q.rx.usedIdx() === 1 && accepted.length === 1, 'RESPONSE and the host accept');
+  q.rx.takeUsed();
+  expect(q.readRx(rxBufs[0]!).hdr.op).toBe(VsockOp.RESPONSE);
+  return { host: accepted[0]!, hostGot };
+}
+
+it('host bytes fill several guest RX buffers with one readv, one RW packet each', async () => {
+  const q = new FakeQemu(transport.socketPath);
+  qemu = q;
+  const { host } = await connected(q);
+  // One descriptor each (newer kernels' layout): the simulated ring has 8 descriptors.
+  const bufs = Array.from({ length: 6 }, () => q.postRx(4096, true));
+  const before = structuredClone(device.endpoint.counters);
+  const data = Buffer.alloc(20_000);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 7) % 256;
+  host.write(data);
+  q.rx.doorbell();
+  await until(() => q.rx.usedIdx() === 1 + 5, 'five RX buffers used');
+  const used = q.rx.takeUsed();
+  const got = used.map((u) => q.readRx(bufs.find((b) => b.head === u.id)!));
+  expect(got.map((p) => p.hdr.op)).toEqual(Array(5).fill(VsockOp.RW));
+  expect(got.map((p) => p.hdr.len)).toEqual([4096, 4096, 4096, 4096, 20_000 - 4 * 4096]);
+  expect(Buffer.concat(got.map((p) => p.data)).equals(data)).toBe(true);
+  const c = device.endpoint.counters;
+  expect(c.readvs - before.readvs).toBe(1);
+  expect(c.reads - before.reads).toBe(0);
+  expect(transport.stats?.copies).toBe(0);
+});
+
+it('several guest packets for one connection in one TX run reach the host with one writev', async () => {
+  const q = new FakeQemu(transport.socketPath);
+  qemu = q;
+  const { hostGot } = await connected(q);
+  const before = structuredClone(device.endpoint.counters);
+  const parts = ['one ', 'two ', 'three ', 'four'];
+  for (const [i, p] of parts.entries())
+    q.sendPacket(guestHdr(VsockOp.RW), Buffer.from(p), false, i === parts.length - 1);
+  await until(() => Buffer.concat(hostGot).toString() === parts.join(''), 'the bytes at the host');
+  const c = device.endpoint.counters;
+  expect(c.writevs - before.writevs).toBe(1);
+  expect(c.writes - before.writes).toBe(0);
+  expect(c.fromPeer.rw - before.fromPeer.rw).toBe(4);
 });

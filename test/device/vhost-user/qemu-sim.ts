@@ -330,8 +330,11 @@ export class FakeQemu {
     if (st2 !== 0n) throw new Error('barrier failed');
   }
 
-  /** Guest to host: a header descriptor and a payload descriptor, as Linux 6.1 sends. */
-  sendPacket(hdr: VsockHeader, data?: Buffer, contiguous = false): number {
+  /**
+   * Guest to host: a header descriptor and a payload descriptor, as Linux 6.1
+   * sends, then the doorbell (unless `ring` is false: several packets, one kick).
+   */
+  sendPacket(hdr: VsockHeader, data?: Buffer, contiguous = false, ring = true): number {
     const len = data?.length ?? 0;
     const h = { ...hdr, len };
     if (contiguous) {
@@ -339,7 +342,7 @@ export class FakeQemu {
       encodeHeader(h, this.ram, a);
       data?.copy(this.ram, a + VSOCK_HDR_SIZE);
       const head = this.tx.offer([{ addr: a, len: VSOCK_HDR_SIZE + len }]);
-      this.tx.doorbell();
+      if (ring) this.tx.doorbell();
       return head;
     }
     const ha = this.alloc(VSOCK_HDR_SIZE);
@@ -351,7 +354,7 @@ export class FakeQemu {
       descs.push({ addr: da, len });
     }
     const head = this.tx.offer(descs);
-    this.tx.doorbell();
+    if (ring) this.tx.doorbell();
     return head;
   }
 
@@ -419,10 +422,33 @@ export class FakeBackend implements VsockBackend {
   received: { hdr: VsockHeader; data?: Buffer }[] = [];
   outbox: { hdr: VsockHeader; data?: Buffer }[] = [];
   gone: string[] = [];
+  /** Packets per TX batch, and per RX turn (how many buffers each turn was offered). */
+  batches: number[] = [];
+  offered: number[] = [];
+  private inBatch = 0;
   onRxPending: () => void = () => {};
 
   handlePacket(hdr: VsockHeader, data?: Buffer): void {
+    if (this.inBatch > 0) this.inBatch++;
     this.received.push(data ? { hdr, data: Buffer.from(data) } : { hdr });
+  }
+
+  beginBatch(): void {
+    this.inBatch = 1;
+  }
+
+  endBatch(): void {
+    this.batches.push(this.inBatch - 1);
+    this.inBatch = 0;
+  }
+
+  /** One queued packet per turn (a control packet's or one RW payload's worth). */
+  nextPackets(bufs: readonly Buffer[], count: number, out: VsockHeader[]): number {
+    this.offered.push(count);
+    const hdr = this.nextPacket(bufs[0]!);
+    if (!hdr) return 0;
+    out[0] = hdr;
+    return 1;
   }
 
   nextPacket(buf: Buffer): VsockHeader | null {

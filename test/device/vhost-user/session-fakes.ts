@@ -3,11 +3,7 @@
 // session does to fds (plain numbers here) and replies, a queue handler that
 // records the chains it serves, and a device made of two such queues.
 
-import {
-  HOLD_CHAIN,
-  type QueueHandler,
-  type VhostUserDevice,
-} from '../../../src/device/transport/vhost-user/device.js';
+import type { QueueHandler, VhostUserDevice } from '../../../src/device/transport/vhost-user/device.js';
 import { bits } from '../../../src/device/transport/vhost-user/features.js';
 import { GuestMemoryError } from '../../../src/device/transport/vhost-user/memory.js';
 import {
@@ -81,23 +77,35 @@ export class FakeEnv implements SessionEnv {
   }
 }
 
-/** A queue handler that takes every chain (or holds them), recording the heads. */
+/**
+ * A queue handler that takes every chain of a batch (or the first `takeAtMost`
+ * of each, or none while `hold`: the rest are held), recording the heads and
+ * the batch sizes.
+ */
 export class RecordingQueue implements QueueHandler {
   served: number[] = [];
+  batches: number[] = [];
   malformedWhy: string[] = [];
   hold = false;
+  takeAtMost = Number.POSITIVE_INFINITY;
   wants = true;
   constructor(
     readonly name: string,
     readonly quietWhileServing = false,
+    readonly batch = 4,
   ) {}
   wantsChain(): boolean {
     return this.wants;
   }
-  serve(chain: DescriptorChain): number {
-    if (this.hold) return HOLD_CHAIN;
-    this.served.push(chain.head);
-    return chain.writableLen;
+  serve(chains: readonly DescriptorChain[], lens: number[]): number {
+    this.batches.push(chains.length);
+    if (this.hold) return 0;
+    const n = Math.min(chains.length, this.takeAtMost);
+    for (let i = 0; i < n; i++) {
+      this.served.push(chains[i]!.head);
+      lens[i] = chains[i]!.writableLen;
+    }
+    return n;
   }
   malformed(why: string): void {
     this.malformedWhy.push(why);

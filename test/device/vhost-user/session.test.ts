@@ -6,8 +6,9 @@
  * handshake answers (features from the layer plus the device's, CONFIG only
  * with a config space, REPLY_ACK only when negotiated), the one code path for
  * SET_VRING_KICK/CALL/ERR (replace and close, NOFD), when a ring is served,
- * the chain loop (used entries, call signalled, a held chain given back when
- * the view is dropped, malformed chains, budgets), a ring that cannot be
+ * the chain loop (batches of the handler's size, used entries, one call per
+ * run, a held tail served first next run, held chains given back when the
+ * view is dropped, malformed chains, budgets), a ring that cannot be
  * built (err signalled once), GET_VRING_BASE and RESET_OWNER resetting a
  * live device, refused requests, and `end` releasing everything once.
  */
@@ -53,7 +54,12 @@ const msg = (
 });
 const u64 = (r: VhostUserMessage) => r.payload.readBigUInt64LE(0);
 /** A microtask and an event-loop turn: queue runs scheduled now have happened. */
-const settle = () => new Promise((r) => setImmediate(r));
+const nextTurn = () => new Promise((r) => setImmediate(r));
+/** Runs (microtasks) and then the call decided at the end of their loop turn (an immediate) are done. */
+const settle = async () => {
+  await nextTurn();
+  await nextTurn();
+};
 
 let logLines: string[];
 const sessions: VhostUserSession[] = [];
@@ -240,6 +246,50 @@ describe('serving rings', () => {
     expect(u.device.queues[0]!.served).toHaveLength(1);
   });
 
+  it('hands out batches of the handler’s size and signals the call once per run', async () => {
+    const t = setup();
+    boot(t);
+    const heads = offer(t, 1, 7);
+    await settle();
+    expect(t.device.queues[1]!.batches).toEqual([4, 3]);
+    expect(t.queues[1]!.takeUsed().map((u) => u.id)).toEqual(heads);
+    expect(t.env.signals).toEqual([201]);
+  });
+
+  it('several runs in one loop turn (two kicks, the device’s own wake-up) signal the call once', async () => {
+    const t = setup();
+    boot(t);
+    await settle();
+    t.env.signals.length = 0;
+    const first = offer(t, 1, 2);
+    await null; // the kick's run, in this turn
+    await null;
+    expect(t.device.queues[1]!.served).toEqual(first);
+    const second = offer(t, 1, 2);
+    await null;
+    await null;
+    expect(t.device.queues[1]!.served).toEqual([...first, ...second]);
+    expect(t.env.signals).toEqual([]); // decided at the end of the turn
+    await settle();
+    expect(t.env.signals).toEqual([201]);
+  });
+
+  it('chains a batch did not use are held, and come first in the next run', async () => {
+    const t = setup();
+    boot(t);
+    const q = t.device.queues[0]!;
+    q.takeAtMost = 1;
+    const heads = offer(t, 0, 3);
+    await settle();
+    expect(q.served).toEqual([heads[0]]);
+    expect(t.queues[0]!.usedIdx()).toBe(1);
+    q.takeAtMost = Number.POSITIVE_INFINITY;
+    const more = offer(t, 0, 1);
+    await settle();
+    expect(q.served).toEqual([...heads, ...more]);
+    expect(q.batches.at(-1)).toBe(3); // the two held, then one new
+  });
+
   it('a chain the handler holds goes back to the ring (used, len 0) when the view is dropped', async () => {
     const t = setup();
     boot(t);
@@ -287,15 +337,16 @@ describe('serving rings', () => {
     const q = t.device.queues[1]!;
     let total = 0;
     const serve = q.serve.bind(q);
-    q.serve = (chain) => {
-      total++;
-      t.queues[1]!.offer([{ addr: 0x50000, len: 8, flags: 2 }]); // the driver refills at once
-      return serve(chain);
+    q.serve = (chains, lens) => {
+      total += chains.length;
+      // The driver refills at once.
+      for (const _ of chains) t.queues[1]!.offer([{ addr: 0x50000, len: 8, flags: 2 }]);
+      return serve(chains, lens);
     };
     offer(t, 1, QSIZE);
-    await settle();
+    await nextTurn();
     expect(total).toBe(QUEUE_BUDGET);
-    await settle();
+    await nextTurn();
     expect(total).toBeGreaterThan(QUEUE_BUDGET);
   });
 

@@ -9,7 +9,8 @@
  *   3. write <stdout bytes> of a fixed pattern (byte i = i % 251) to stdout,
  *   4. wait (bounded) until the trace shows the agent spliced all of them out.
  * Then tracing is switched off and one line `SPLICE-PROBE <json>` goes to
- * stderr: our stdin/stdout pipes (`pipe:[inode]`, the same inode the agent's
+ * stderr: the RW packets the guest sent per connection (vsock tracepoint
+ * virtio_transport_alloc_pkt), our stdin/stdout pipes (`pipe:[inode]`, the same inode the agent's
  * end shows), every fd the agent spliced from/to with its link and, for
  * sockets, the protocol name, both as seen when the trace started (getxattr `system.sockprotoname`: "AF_VSOCK"
  * for a vsock socket), and per (fd_in, fd_out, flags) the number of calls,
@@ -29,6 +30,9 @@ const outBytes = Number(process.argv[2] ?? 4 << 20);
 const T = '/sys/kernel/tracing';
 const agent = process.ppid;
 const EVENTS = ['sys_enter_splice', 'sys_exit_splice'];
+/** The guest's virtio-vsock packets as the transport builds them (6.1: vsock/virtio_transport_alloc_pkt). */
+const PKT = 'vsock/virtio_transport_alloc_pkt';
+const RW = 5;
 const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 const say = (line) => fs.writeSync(2, `${line}\n`);
 
@@ -83,6 +87,9 @@ for (const ev of EVENTS) {
   tw(`events/syscalls/${ev}/filter`, `common_pid == ${agent}`);
   tw(`events/syscalls/${ev}/enable`, '1');
 }
+// Every RW packet the guest sends while stdout flows is stdout (stdin has no reverse RW).
+tw(`events/${PKT}/filter`, `op == ${RW}`);
+tw(`events/${PKT}/enable`, '1');
 tw('tracing_on', '1');
 // The agent's fd table now, while every stdio fd of ours is open on its side
 // (its stdin ends are closed once stdin reaches EOF, before the report).
@@ -116,7 +123,30 @@ while (written < outBytes) {
   written += len;
 }
 
-// 4. Until the agent has spliced every byte of our stdout pipe out (bounded).
+/**
+ * RW packets the guest sent so far, per connection (the host's port: the
+ * guest side of every passfd stream is the listener's port): how
+ * many, their bytes, and how many of each size class (≤ 4 KiB, ≤ 16 KiB,
+ * ≤ 64 KiB). Our stdout is one connection, our stderr another.
+ */
+function txPackets() {
+  const conns = {};
+  for (const m of fs
+    .readFileSync(`${T}/trace`, 'utf8')
+    .matchAll(/virtio_transport_alloc_pkt: \d+:\d+ -> \d+:(\d+) len=(\d+) /g)) {
+    const len = Number(m[2]);
+    conns[m[1]] ??= { port: Number(m[1]), count: 0, bytes: 0, upTo4k: 0, upTo16k: 0, upTo64k: 0 };
+    const c = conns[m[1]];
+    c.count++;
+    c.bytes += len;
+    if (len <= 4096) c.upTo4k++;
+    else if (len <= 16384) c.upTo16k++;
+    else c.upTo64k++;
+  }
+  return Object.values(conns);
+}
+
+// 4. Until the agent has sent every byte of our stdout pipe out, by splice or in packets (bounded).
 const stdoutFds = () =>
   fs.readdirSync(`/proc/${agent}/fd`).filter((fd) => link(`/proc/${agent}/fd/${fd}`) === report.stdoutPipe);
 const deadline = Date.now() + 60_000;
@@ -126,12 +156,14 @@ for (;;) {
   spliced = calls()
     .filter((c) => mine.has(c.fdIn) && c.ret > 0)
     .reduce((s, c) => s + c.ret, 0);
-  if (spliced >= outBytes || Date.now() > deadline) break;
+  const sent = Math.max(0, ...txPackets().map((c) => c.bytes));
+  if (spliced >= outBytes || sent >= outBytes || Date.now() > deadline) break;
   sleep(100);
 }
 
 tw('tracing_on', '0');
 const all = calls();
+const packets = txPackets();
 const fds = {};
 for (const fd of new Set(all.flatMap((c) => [c.fdIn, c.fdOut]))) fds[fd] = agentFds[fd] ?? null;
 const groups = {};
@@ -143,6 +175,8 @@ for (const c of all) {
   if (c.ret > 0) g.bytes += c.ret;
   else if (c.ret < 0) g.errors[-c.ret] = (g.errors[-c.ret] ?? 0) + 1;
 }
+tw(`events/${PKT}/enable`, '0');
+tw(`events/${PKT}/filter`, '0');
 for (const ev of EVENTS) {
   tw(`events/syscalls/${ev}/enable`, '0');
   tw(`events/syscalls/${ev}/filter`, '0');
@@ -155,6 +189,7 @@ say(
     splicedFromStdout: spliced,
     fds,
     groups: Object.values(groups),
+    txPackets: packets,
     lostEvents: fs.readFileSync(`${T}/trace`, 'utf8').includes('LOST'),
     sample: fs
       .readFileSync(`${T}/trace`, 'utf8')

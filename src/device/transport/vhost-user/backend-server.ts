@@ -105,6 +105,11 @@ export class VhostUserServer {
     return this.#current !== null;
   }
 
+  /** The connected front-end's session (null without one). */
+  get session(): VhostUserSession | null {
+    return this.#current?.session ?? null;
+  }
+
   /** Starts listening on the socket path (a stale socket file there is replaced). */
   listen(): void {
     // One front-end at a time (until its session ends); the next waits in the backlog (8).

@@ -1,20 +1,18 @@
 /**
  * What a vhost-user device is to the generic layer (after rust-vmm's
  * `VhostUserBackend` trait): its queues, its own feature bits and its config
- * space, and for each queue a handler that serves one descriptor chain at a
- * time. Everything else is generic and written once: the message dispatch,
- * feature negotiation, memory table, ring set-up and the kick/call/err
- * eventfds (session.ts), the loop that takes chains from a ring, returns
- * them used, suppresses and re-enables kicks and signals the call eventfd
- * (vring.ts), and the scheduling of queue runs. A device is one small file:
+ * space, and for each queue a handler that serves batches of descriptor
+ * chains. Everything else is generic and written once: the message
+ * dispatch, feature negotiation, memory table, ring set-up and the
+ * kick/call/err eventfds (session.ts), the loop that takes chains from a
+ * ring in batches, returns them used, suppresses and re-enables kicks and
+ * signals the call eventfd once per run (vring.ts), and the scheduling of
+ * queue runs. A device is one small file:
  * the vsock device (vsock-device.ts) is the first; a console or a
  * vhost-user-fs would be the next.
  */
 import type { Logger } from '../../../util/log.js';
 import type { DescriptorChain } from './virtqueue.js';
-
-/** `QueueHandler.serve` has nothing for this chain after all: keep it for the next run. */
-export const HOLD_CHAIN = -1;
 
 /** How one queue's descriptor chains are served. */
 export interface QueueHandler {
@@ -25,14 +23,20 @@ export interface QueueHandler {
    * ignored with EVENT_IDX; kicks are re-enabled before the run ends).
    */
   readonly quietWhileServing: boolean;
-  /** Whether to take another chain now (RX: packets are due; TX: whatever the driver made available). */
+  /** The most chains one `serve` call is given. */
+  readonly batch: number;
+  /** Whether to take more chains now (RX: packets are due; TX: whatever the driver made available). */
   wantsChain(): boolean;
   /**
-   * Serves one chain: returns the bytes written into its writable buffers
-   * (its used length; 0 for a chain only read, or one dropped as malformed,
-   * after saying so with `malformed`), or HOLD_CHAIN to keep it for later.
+   * Serves a batch of chains, in ring order: puts the bytes written into
+   * the writable buffers of `chains[i]` in `lens[i]` (its used length; 0
+   * for a chain only read, or one dropped as malformed after saying so with
+   * `malformed`) for the first `n` chains and returns `n`. Chains after
+   * those (the device had nothing for them) are held for the next run, not
+   * returned. Every chain's buffers may be used until `serve` returns, not
+   * after: the chains go back to the driver then.
    */
-  serve(chain: DescriptorChain): number;
+  serve(chains: readonly DescriptorChain[], lens: number[]): number;
   /** A chain was dropped as malformed (by the ring, or by `serve`): count it, log it. */
   malformed(why: string): void;
 }

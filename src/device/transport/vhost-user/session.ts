@@ -288,6 +288,7 @@ export class VhostUserSession {
     if (!v || v.kickFd < 0 || this.#closed) return;
     try {
       this.env.readKick(v.kickFd);
+      v.kicked();
     } catch (err) {
       this.end(`kick fd of queue ${index}: ${(err as Error).message}`, true);
       return;

@@ -160,6 +160,16 @@ export class SplitVirtqueue {
     return this.#broken;
   }
 
+  /** The ring's indices for operators: avail.idx, next to take, used.idx, and the suppression fields. */
+  describe(): string {
+    const avail = this.#avail.readUInt16LE(2);
+    const flags = `availFlags=${this.#avail.readUInt16LE(0)} usedFlags=${this.#used.readUInt16LE(0)}`;
+    const events = this.eventIdx
+      ? ` usedEvent=${this.#avail.readUInt16LE(4 + 2 * this.size)} availEvent=${this.#used.readUInt16LE(4 + 8 * this.size)}`
+      : '';
+    return `size=${this.size} avail=${avail} next=${this.#lastAvail} used=${this.#usedIdx} ${flags}${events}${this.#broken ? ` broken: ${this.#broken}` : ''}`;
+  }
+
   /** Chains the driver made available and the device has not taken yet. */
   availableCount(): number {
     return (this.#avail.readUInt16LE(2) - this.#lastAvail) & 0xffff;

@@ -12,21 +12,33 @@
  * eventfd and stays down until its set-up changes.
  *
  * The loop (`serve`), after rust-vmm's vhost-user-backend + virtio-queue
- * pattern: while the handler wants chains and the budget lasts, take the next
- * chain (or the one held from the last run), let the handler fill or consume
- * it, give it back used; with no chain left, re-enable kicks and look once
- * more for chains that arrived meanwhile; a chain the ring cannot hand out
- * intact is returned used with length 0 (the handler counts it); a ring
- * whose indices are broken (the driver broke the virtio rules: nothing in it
- * can be trusted or given back) is left alone and reported to the session
- * (`onBroken`), which marks the whole device as needing a reset. After the run the
- * call eventfd is signalled if the driver asked for it (EVENT_IDX aware).
- * A chain the handler had nothing for is held (not returned empty, which
- * would cost the guest a buffer until it refills) and given back to the old
- * ring, while its memory is still mapped, when the view is dropped.
+ * pattern: while the handler wants chains and the budget lasts, take a batch
+ * of chains (the ones held from the last run first, then new ones from the
+ * ring, up to the handler's batch size), let the handler fill or consume
+ * them, and give back used the ones it served; chains it had nothing for
+ * are held (not returned empty, which would cost the guest buffers until it
+ * refills) for the next run, and given back to the old ring, while its
+ * memory is still mapped, when the view is dropped. With no chain left,
+ * kicks are re-enabled and the ring looked at once more for chains that
+ * arrived meanwhile. A chain the ring cannot hand out intact is returned
+ * used with length 0 (the handler counts it); a ring whose indices are
+ * broken (the driver broke the virtio rules: nothing in it can be trusted or
+ * given back, not even the chains of the batch being taken) is left alone
+ * and reported to the session (`onBroken`), which marks the whole device as
+ * needing a reset. The call eventfd is signalled at most once per event-loop
+ * turn (setImmediate, after every readiness callback of the turn ran its
+ * runs), after all their used chains, and only if the driver asked for it
+ * (EVENT_IDX: `used_event`; else the NO_INTERRUPT flag): with several
+ * connections ready at once, one run each, the guest gets one interrupt, not
+ * one per run. A view dropped meanwhile decides its call first, so no used
+ * chain goes unannounced.
+ *
+ * Counters for operators: kicks read, calls signalled, runs, chains used,
+ * and when the last kick and call happened (`describe`, with the ring's
+ * indices).
  */
 import type { Logger } from '../../../util/log.js';
-import { HOLD_CHAIN, type QueueHandler } from './device.js';
+import type { QueueHandler } from './device.js';
 import { Feature, hasBit } from './features.js';
 import { GuestMemoryError } from './memory.js';
 import type { VringAddr } from './messages.js';
@@ -45,7 +57,14 @@ export class Vring {
   #queue: SplitVirtqueue | null = null;
   /** The view could not be built: down until the set-up changes. */
   #failed = false;
-  #held: DescriptorChain | null = null;
+  /** Chains taken from the ring that the handler had nothing for yet. */
+  #held: DescriptorChain[] = [];
+  readonly #batch: DescriptorChain[] = [];
+  readonly #lens: number[] = [];
+  /** Used chains were pushed this loop turn: the call is decided at its end. */
+  #callDue: NodeJS.Immediate | null = null;
+  /** Kicks read, calls signalled, runs, chains used; when the last kick/call happened (ms since the epoch). */
+  readonly stats = { kicks: 0, calls: 0, runs: 0, chains: 0, lastKick: 0, lastCall: 0 };
 
   constructor(
     readonly index: number,
@@ -84,14 +103,15 @@ export class Vring {
   dropView(): void {
     const q = this.#queue;
     if (!q) return;
-    if (this.#held) {
+    if (this.#callDue) this.#decideCall();
+    for (const chain of this.#held) {
       try {
-        q.pushUsed(this.#held.head, 0);
+        q.pushUsed(chain.head, 0);
       } catch {
         // the ring's memory is gone: nothing to give back
       }
-      this.#held = null;
     }
+    this.#held = [];
     this.base = q.lastAvailIdx;
     this.#queue = null;
   }
@@ -138,50 +158,96 @@ export class Vring {
   serve(handler: QueueHandler, budget: number): boolean {
     const q = this.#queue;
     if (!q || q.broken) return false;
+    this.stats.runs++;
     let used = 0;
     let more = false;
+    const batch = this.#batch;
     try {
       while (handler.wantsChain()) {
-        if (budget-- <= 0) {
+        if (budget <= 0) {
           more = true;
           break;
         }
-        const chain = this.#held ?? this.#pop(q, handler);
-        this.#held = null;
-        if (chain === undefined) {
-          used++; // a malformed chain was returned
-          continue;
+        batch.length = 0;
+        for (const chain of this.#held) batch.push(chain);
+        this.#held = [];
+        const want = Math.max(batch.length, Math.min(handler.batch, budget));
+        while (batch.length < want) {
+          const chain = this.#pop(q, handler);
+          if (chain === null) break;
+          if (chain === undefined)
+            used++; // a malformed chain was returned
+          else batch.push(chain);
         }
-        if (chain === null) {
-          if (q.broken) break;
+        if (q.broken) break; // reported by #pop; nothing taken is given back
+        if (batch.length === 0) {
           // Nothing available: the driver kicks when it adds more.
           if (q.enableNotification()) continue;
           break;
         }
         if (handler.quietWhileServing) q.disableNotification();
-        let len: number;
+        let n: number;
         try {
-          len = handler.serve(chain);
+          n = handler.serve(batch, this.#lens);
         } catch (err) {
-          q.pushUsed(chain.head, 0);
-          used++;
+          for (const chain of batch) q.pushUsed(chain.head, 0);
+          used += batch.length;
+          batch.length = 0;
           throw err;
         }
-        if (len === HOLD_CHAIN) {
-          this.#held = chain;
+        for (let i = 0; i < n; i++) q.pushUsed(batch[i]!.head, this.#lens[i]!);
+        used += n;
+        budget -= n;
+        if (n < batch.length) {
+          this.#held = batch.slice(n);
           break;
         }
-        q.pushUsed(chain.head, len);
-        used++;
       }
     } finally {
-      if (used > 0 && q.needsNotify()) this.signalUsed();
+      batch.length = 0;
+      this.stats.chains += used;
+      if (used > 0) this.#callDue ??= setImmediate(() => this.#decideCall());
     }
     return more;
   }
 
+  /** One call for every run since the last decision, if the driver wants one now. */
+  #decideCall(): void {
+    if (this.#callDue) clearImmediate(this.#callDue);
+    this.#callDue = null;
+    const q = this.#queue;
+    if (!q || q.broken) return;
+    try {
+      if (q.needsNotify()) this.signalUsed();
+    } catch {
+      // the ring's memory is gone: the driver is not looking any more
+    }
+  }
+
+  /** A kick was read from the driver (counted for operators). */
+  kicked(): void {
+    this.stats.kicks++;
+    this.stats.lastKick = Date.now();
+  }
+
+  /** The ring for operators: its indices, held chains, counters and the last kick and call. */
+  describe(now = Date.now()): string {
+    const ago = (t: number) => (t === 0 ? '-' : `${now - t}ms`);
+    const q = this.#queue;
+    const ring = q
+      ? q.describe()
+      : `no view (enabled=${this.enabled} kick=${this.#fds.kick >= 0} base=${this.base})`;
+    const { kicks, calls, runs, chains } = this.stats;
+    return (
+      `queue ${this.index}: ${ring} held=${this.#held.length} kicks=${kicks} calls=${calls} runs=${runs} ` +
+      `chains=${chains} lastKick=${ago(this.stats.lastKick)} lastCall=${ago(this.stats.lastCall)}`
+    );
+  }
+
   /** Signals the call eventfd (used buffers for the driver). */
   signalUsed(): void {
+    this.stats.calls++;
+    this.stats.lastCall = Date.now();
     this.#signal('call');
   }
 

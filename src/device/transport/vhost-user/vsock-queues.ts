@@ -2,26 +2,29 @@
  * The virtio-vsock device's two data queues over guest memory, as queue
  * handlers of the generic layer (device.ts): RX (queue 0, host to guest) and
  * TX (queue 1, guest to host). QEMU keeps the event queue (queue 2) for
- * itself. The loop around them (taking chains, returning them used, kick
- * suppression, the call eventfd, budgets) is the generic one in vring.ts;
- * what is here is what a vsock packet does in one chain.
+ * itself. The loop around them (taking chains in batches, returning them
+ * used, kick suppression, the call eventfd, budgets) is the generic one in
+ * vring.ts; what is here is what vsock packets do in a batch of chains.
  *
- * RX: while the backend has packets due, each chain gets one: the backend
- * writes the RW payload straight into the chain's writable bytes after the
- * 44-byte header, the header goes in front of it, and the chain's used
- * length is the packet's. The payload goes through no intermediate buffer
- * whenever the bytes from offset 44 of the chain lie in one descriptor:
- * Linux 6.1 posts a 44-byte header descriptor and a 4 KiB buffer descriptor
- * per receive buffer (newer kernels one contiguous buffer), both are that
- * case, so an fd the backend reads lands directly in guest memory. Only a
- * payload area scattered over several descriptors is gathered in a scratch
- * buffer and copied. A chain taken when the backend then has nothing after
- * all (a connection waiting for credit) is held for the next packet.
+ * RX: while the backend has packets due, each chain gets one. The backend
+ * writes RW payloads straight into the chains' writable bytes after the
+ * 44-byte header, several chains per turn: one turn is offered the payload
+ * areas of consecutive chains up to 64 KiB (one read(2)/readv(2) of the
+ * host fd fills them, one packet per chain), then the headers go in front.
+ * A chain's payload area is used in place when it lies in one descriptor
+ * from offset 44 (or at least a full page of it does): Linux 6.1 posts a
+ * 44-byte header descriptor and a 4 KiB buffer descriptor per receive
+ * buffer, newer kernels one contiguous buffer; both are that case. Only a
+ * payload area scattered over small descriptors is gathered in a scratch
+ * buffer (one chain per turn then) and copied. Chains left when the backend
+ * has nothing more (a connection waiting for credit) are held for later.
  *
  * TX: each chain the guest made available is one packet: the header is
  * decoded from its readable bytes and the payload handed to the backend as a
  * view into guest memory (copied only when it spans descriptors); the chain
- * goes back with length 0.
+ * goes back with length 0. A batch of chains is one backend batch, so the
+ * payloads a connection gets in it are written with one writev before the
+ * chains go back to the guest.
  *
  * Trust: every chain comes from the guest. A header that does not decode, a
  * length that does not fit the chain, or a chain the ring cannot hand out
@@ -33,17 +36,22 @@ import {
   encodeHeader,
   VSOCK_HDR_SIZE,
   VSOCK_MAX_PKT_PAYLOAD,
+  type VsockHeader,
   VsockPacketError,
 } from '../../../protocol/vsock-packet.js';
 import type { Logger } from '../../../util/log.js';
 import type { VsockBackend } from '../transport.js';
-import { HOLD_CHAIN, type QueueHandler } from './device.js';
+import type { QueueHandler } from './device.js';
 import type { DescriptorChain } from './virtqueue.js';
 
 export const RX_QUEUE = 0;
 export const TX_QUEUE = 1;
 /** Queues the backend serves (QEMU handles the event queue). */
 export const VSOCK_QUEUE_COUNT = 2;
+/** Chains per batch, each queue. */
+export const VSOCK_BATCH = 64;
+/** Payload room offered to one connection's turn on RX: one packet's worth (Linux sends up to 64 KiB per packet). */
+const RX_TURN_BYTES = VSOCK_MAX_PKT_PAYLOAD;
 
 export interface VsockQueueStats {
   rxPackets: number;
@@ -72,6 +80,10 @@ export class VsockQueues {
   readonly #scratch = Buffer.allocUnsafe(VSOCK_MAX_PKT_PAYLOAD);
   readonly #hdr = Buffer.allocUnsafe(VSOCK_HDR_SIZE);
 
+  /** One RX turn's payload areas and the headers the backend wrote for them. */
+  readonly #areas: Buffer[] = [];
+  readonly #hdrs: VsockHeader[] = [];
+
   constructor(
     private readonly backend: VsockBackend,
     private readonly log: Logger,
@@ -80,17 +92,27 @@ export class VsockQueues {
     this.rx = {
       name: 'rx',
       quietWhileServing: false,
+      batch: VSOCK_BATCH,
       wantsChain: () => backend.hasPendingRx(),
-      serve: (chain) => this.#fillRx(chain),
+      serve: (chains, lens) => this.#fillRx(chains, lens),
       malformed,
     };
     this.tx = {
       name: 'tx',
       quietWhileServing: true,
+      batch: VSOCK_BATCH,
       wantsChain: () => true,
-      serve: (chain) => {
-        this.#deliverTx(chain);
-        return 0;
+      serve: (chains, lens) => {
+        backend.beginBatch();
+        try {
+          for (let i = 0; i < chains.length; i++) {
+            this.#deliverTx(chains[i]!);
+            lens[i] = 0;
+          }
+        } finally {
+          backend.endBatch();
+        }
+        return chains.length;
       },
       malformed,
     };
@@ -103,15 +125,44 @@ export class VsockQueues {
 
   // ─── RX: host → guest ──────────────────────────────────────────────────
 
+  /** Fills `chains` with packets, turn by turn; returns how many chains were used (the rest are held). */
+  #fillRx(chains: readonly DescriptorChain[], lens: number[]): number {
+    let i = 0;
+    while (i < chains.length && this.backend.hasPendingRx()) {
+      const first = this.#payloadArea(chains[i]!);
+      if (first === null) {
+        lens[i++] = 0; // dropped: too small for a header
+        continue;
+      }
+      // One turn: this chain's payload area, and the next chains' while they are direct, up to RX_TURN_BYTES.
+      const areas = this.#areas;
+      areas.length = 0;
+      areas.push(first.area);
+      let room = first.area.length;
+      for (let j = i + 1; first.direct && j < chains.length && room < RX_TURN_BYTES; j++) {
+        const next = this.#payloadArea(chains[j]!);
+        if (next === null || !next.direct) break;
+        areas.push(next.area);
+        room += next.area.length;
+      }
+      const n = this.backend.nextPackets(areas, areas.length, this.#hdrs);
+      if (n === 0) break;
+      for (let k = 0; k < n; k++, i++)
+        lens[i] = this.#finishRx(chains[i]!, this.#hdrs[k]!, areas[k]!, first.direct);
+    }
+    return i;
+  }
+
   /**
-   * Writes one packet into `chain`; returns the bytes written (0: the chain
-   * is unusable, return it empty; HOLD_CHAIN: the backend had nothing).
+   * Where `chain`'s payload goes: the bytes from offset 44 when they lie in
+   * one descriptor (or at least a page of them does), else the scratch
+   * buffer (`direct` false). Null for a chain too small for a header (dropped).
    */
-  #fillRx(chain: DescriptorChain): number {
+  #payloadArea(chain: DescriptorChain): { area: Buffer; direct: boolean } | null {
     const segs = chain.writable;
     if (chain.writableLen < VSOCK_HDR_SIZE) {
       this.#drop(`rx chain ${chain.head} of ${chain.writableLen} bytes cannot hold a vsock header`);
-      return 0;
+      return null;
     }
     // Where the payload starts: segment `pi`, offset `po`.
     let pi = 0;
@@ -121,20 +172,22 @@ export class VsockQueues {
       pi++;
     }
     const room = Math.min(chain.writableLen - VSOCK_HDR_SIZE, VSOCK_MAX_PKT_PAYLOAD);
-    let direct: Buffer | null = null;
     if (pi < segs.length) {
       const seg = segs[pi]!;
       const inSeg = Math.min(seg.length - po, VSOCK_MAX_PKT_PAYLOAD);
       // One descriptor holds the payload area (or at least a full page of it): fill it in place.
-      if (inSeg === room || inSeg >= 4096) direct = seg.subarray(po, po + inSeg);
+      if (inSeg === room || inSeg >= 4096) return { area: seg.subarray(po, po + inSeg), direct: true };
     }
-    const target = direct ?? this.#scratch.subarray(0, room);
-    const hdr = this.backend.nextPacket(target);
-    if (!hdr) return HOLD_CHAIN;
-    if (hdr.len > target.length) {
+    return { area: this.#scratch.subarray(0, room), direct: false };
+  }
+
+  /** Puts `hdr` (and a payload gathered in scratch) into `chain`; returns its used length (0: packet lost). */
+  #finishRx(chain: DescriptorChain, hdr: VsockHeader, area: Buffer, direct: boolean): number {
+    const segs = chain.writable;
+    if (hdr.len > area.length) {
       // A backend bug, not the guest's: never write past the chain.
       this.log.error(
-        `backend produced ${hdr.len} payload bytes for a ${target.length}-byte buffer; packet lost`,
+        `backend produced ${hdr.len} payload bytes for a ${area.length}-byte buffer; packet lost`,
       );
       this.stats.dropped++;
       return 0;
@@ -195,8 +248,9 @@ export class VsockQueues {
       const seg = segs[pi]!;
       if (seg.length - po >= hdr.len) data = seg.subarray(po, po + hdr.len);
       else {
-        gather(segs, VSOCK_HDR_SIZE, this.#scratch, hdr.len);
-        data = this.#scratch.subarray(0, hdr.len);
+        // A copy of its own: the batch may keep the payload until it ends.
+        data = Buffer.allocUnsafe(hdr.len);
+        gather(segs, VSOCK_HDR_SIZE, data, hdr.len);
         this.stats.copies++;
       }
     }

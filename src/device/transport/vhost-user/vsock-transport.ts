@@ -8,8 +8,9 @@
 import type { Logger } from '../../../util/log.js';
 import type { GuestTransport, VsockBackend } from '../transport.js';
 import { VhostUserServer } from './backend-server.js';
+import type { Vring } from './vring.js';
 import { VhostUserVsockDevice } from './vsock-device.js';
-import type { VsockQueueStats } from './vsock-queues.js';
+import { RX_QUEUE, TX_QUEUE, type VsockQueueStats } from './vsock-queues.js';
 
 export interface VhostUserVsockOptions {
   socketPath: string;
@@ -48,6 +49,16 @@ export class VhostUserVsockTransport implements GuestTransport {
   /** The current session's queue statistics (null without a QEMU). */
   get stats(): VsockQueueStats | null {
     return this.connected ? (this.#device?.queues.stats ?? null) : null;
+  }
+
+  /** The current session's rings (RX, TX): counters, and a line each for operators; empty without a QEMU. */
+  rings(): { name: string; stats: Vring['stats']; describe: () => string }[] {
+    const session = this.#server?.session;
+    if (!session) return [];
+    return [RX_QUEUE, TX_QUEUE].map((i) => {
+      const v = session.vring(i);
+      return { name: i === RX_QUEUE ? 'rx' : 'tx', stats: v.stats, describe: () => v.describe() };
+    });
   }
 
   /** Starts listening on the socket path (a stale socket file there is replaced). */
