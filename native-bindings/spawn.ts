@@ -13,8 +13,9 @@
  * a bad cwd) come back as posix_spawn's return value, not as a child that
  * exits 127.
  *
- * What the child gets: fds 0-2 from `stdio` (dup2, which clears
- * close-on-exec; every other fd of ours is close-on-exec already), every
+ * What the child gets: fds 0-2 from `stdio` and 3, 4, ... from `extraFds`
+ * (dup2, which clears close-on-exec; every other fd of ours is
+ * close-on-exec already), every
  * signal at its default disposition and an empty signal mask (Node ignores
  * SIGPIPE and SIGXFSZ; ignored signals and the mask would survive exec), a
  * new session when asked (`POSIX_SPAWN_SETSID`), and `cwd` through
@@ -71,6 +72,8 @@ export interface PosixSpawnOptions {
   cwd?: string;
   /** The fds that become the child's 0, 1 and 2. */
   stdio: readonly [number, number, number];
+  /** More fds for the child, as its 3, 4, ... (e.g. a pipe a helper reports on). */
+  extraFds?: readonly number[];
   /** Make the child a session (and process group) leader. */
   setsid?: boolean;
 }
@@ -91,10 +94,11 @@ export function posixSpawn(o: PosixSpawnOptions): number {
   const actions = Buffer.alloc(256);
   const attr = Buffer.alloc(512);
   const sigs = Buffer.alloc(256);
-  // A source fd below 3 could be overwritten by an earlier dup2 onto it: lift those first.
+  // A source fd below the last target could be overwritten by an earlier dup2 onto it: lift those first.
+  const wanted = [...o.stdio, ...(o.extraFds ?? [])];
   const lifted: number[] = [];
-  const stdio = o.stdio.map((fd) => {
-    if (fd >= 3) return fd;
+  const stdio = wanted.map((fd) => {
+    if (fd >= wanted.length) return fd;
     const high = dupFd(fd);
     lifted.push(high);
     return high;

@@ -13,9 +13,21 @@
  * process lives until RemoveContainer. In terminal mode stdout and stderr
  * share one stream and stderr_port is 0.
  *
- * "Containers" here are process groups in the agent's own root: isolation is
- * the VM's job in this project; what matters is the IO wiring.
+ * A container whose spec names a root filesystem (`OCI.Root.Path`, as the
+ * containerd shim sends it) runs in that root with its own mount, UTS, IPC
+ * and PID namespaces, its user (`Process.User`) and `Hostname`; its exec
+ * processes join those namespaces (process/container-root.ts). The command
+ * and working directory are checked in the root at CreateContainer, so a
+ * missing binary fails the create, as with runc. Without a root, a
+ * "container" is a process group in the agent's own root (`run`): isolation
+ * is the VM's job; what matters is the IO wiring.
+ *
+ * Signals follow Kata's agent: SignalProcess with an empty exec id and
+ * SIGKILL kills every process of the container (the runtime's `kill --all`);
+ * SIGTERM to a container's PID 1 that has no handler for it (which the
+ * kernel would drop) becomes SIGKILL.
  */
+import os from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import { closeQuietly } from '../../native-bindings/index.js';
 import { agentMethods, type Process } from '../protocol/agent-api.js';
@@ -25,6 +37,7 @@ import type { TtrpcServer } from '../ttrpc/server.js';
 import type { Logger } from '../util/log.js';
 import type { PassfdStreams } from './passfd-streams.js';
 import { type ContainerProcess, spawnContainerProcess } from './process/container-process.js';
+import { checkInRoot } from './process/container-root.js';
 
 interface Ports {
   stdinPort: number;
@@ -40,6 +53,8 @@ interface ExecEntry {
 
 interface Container {
   id: string;
+  /** The container's root filesystem and hostname (OCI Root.Path, Hostname); null: the agent's own root. */
+  rootfs: { path: string; hostname: string } | null;
   /** Set by CreateContainer, consumed by StartContainer. */
   pending: { process: Process; fds: (number | null)[] } | null;
   execs: Map<string, ExecEntry>;
@@ -54,6 +69,8 @@ export class AgentService {
     private readonly streams: PassfdStreams,
     private readonly log: Logger,
     private readonly drainTimeoutMs?: number,
+    /** Where the agent may keep small runtime files (the containers' /dev template). */
+    private readonly runtimeDir: string = os.tmpdir(),
   ) {}
 
   /** Counts for leak checks: containers and live exec processes. */
@@ -70,8 +87,21 @@ export class AgentService {
       if (this.containers.has(req.containerId)) throw exists(`container ${req.containerId} already exists`);
       const process = req.OCI?.Process;
       if (!process || process.Args.length === 0) throw invalid('OCI.Process.Args is empty');
+      const root = req.OCI?.Root?.Path;
+      if (root) {
+        try {
+          checkInRoot(root, process.Args, envPath(process.Env), process.Cwd);
+        } catch (err) {
+          throw invalid((err as Error).message);
+        }
+      }
       // Reserve the id before awaiting streams so a duplicate create fails at once.
-      const c: Container = { id: req.containerId, pending: null, execs: new Map() };
+      const c: Container = {
+        id: req.containerId,
+        rootfs: root ? { path: root, hostname: req.OCI?.Hostname ?? '' } : null,
+        pending: null,
+        execs: new Map(),
+      };
       this.containers.set(c.id, c);
       try {
         c.pending = { process, fds: await this.claim(req, process.Terminal) };
@@ -96,6 +126,16 @@ export class AgentService {
       if (c.execs.has(req.execId)) throw exists(`exec ${req.execId} already exists in ${c.id}`);
       const process = req.process;
       if (!process || process.Args.length === 0) throw invalid('process.Args is empty');
+      const init = c.execs.get(c.id)?.process;
+      if (c.rootfs) {
+        if (!init || init.hasExited || init.containerPid === null)
+          throw precondition(`container ${c.id} is not running`);
+        try {
+          checkInRoot(c.rootfs.path, process.Args, envPath(process.Env), process.Cwd);
+        } catch (err) {
+          throw invalid((err as Error).message);
+        }
+      }
       const fds = await this.claim(req, process.Terminal);
       await this.start(c, req.execId, process, fds);
       return {};
@@ -111,9 +151,18 @@ export class AgentService {
       return { status: st.status };
     });
     server.registerTyped(m.SignalProcess, async (req) => {
-      const { entry } = this.exec(req.containerId, req.execId);
+      if (req.execId === '' && req.signal === SIGKILL) {
+        // Kata's "all": every process of the container.
+        for (const e of this.container(req.containerId).execs.values()) {
+          e.process.signal(SIGKILL, { group: true });
+        }
+        return {};
+      }
+      const { entry, execId, c } = this.exec(req.containerId, req.execId);
+      let sig = req.signal;
+      if (execId === c.id && sig === SIGTERM && c.rootfs && !entry.process.handlesSignal(sig)) sig = SIGKILL;
       try {
-        entry.process.signal(req.signal);
+        entry.process.signal(sig);
       } catch (err) {
         throw invalid((err as Error).message);
       }
@@ -174,10 +223,25 @@ export class AgentService {
 
   private async start(c: Container, execId: string, process: Process, fds: (number | null)[]): Promise<void> {
     let proc: ContainerProcess;
+    const user = process.User;
+    const initPid = execId === c.id ? undefined : (c.execs.get(c.id)?.process.containerPid ?? undefined);
     try {
       proc = await spawnContainerProcess({
+        ...(c.rootfs
+          ? {
+              container: {
+                root: c.rootfs.path,
+                runtimeDir: this.runtimeDir,
+                ...(execId === c.id ? { hostname: c.rootfs.hostname } : { joinPid: initPid }),
+                ...(user
+                  ? { user: { uid: user.UID, gid: user.GID, additionalGids: user.AdditionalGids } }
+                  : {}),
+              },
+            }
+          : {}),
         args: process.Args,
-        env: process.Env.length > 0 ? process.Env : undefined,
+        // A container's environment is exactly its spec's; `run` without -e inherits the agent's.
+        env: process.Env.length > 0 || c.rootfs ? process.Env : undefined,
         cwd: process.Cwd || undefined,
         terminal: process.Terminal,
         ...(process.Terminal && process.ConsoleSize?.Height && process.ConsoleSize.Width
@@ -236,6 +300,14 @@ export class AgentService {
     }
     this.containers.clear();
   }
+}
+
+const SIGKILL = os.constants.signals.SIGKILL;
+const SIGTERM = os.constants.signals.SIGTERM;
+
+/** PATH from a process's "K=V" environment. */
+function envPath(env: readonly string[]): string | undefined {
+  return env.find((e) => e.startsWith('PATH='))?.slice(5);
 }
 
 function invalid(msg: string): TtrpcError {

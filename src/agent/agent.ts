@@ -21,6 +21,8 @@ export interface AgentOptions {
   /** Test hook: delay before a passfd stream is registered (shows the accept race is handled). */
   acceptDelayMs?: number;
   drainTimeoutMs?: number;
+  /** Where the agent may keep small runtime files (default: the OS temp dir). */
+  runtimeDir?: string;
   log: Logger;
 }
 
@@ -32,7 +34,7 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.streams = new PassfdStreams(opts.streamWaitMs, opts.log.child('passfd'));
-    this.service = new AgentService(this.streams, opts.log, opts.drainTimeoutMs);
+    this.service = new AgentService(this.streams, opts.log, opts.drainTimeoutMs, opts.runtimeDir);
     this.server = new TtrpcServer({ logger: opts.log.child('ttrpc') });
     this.service.register(this.server);
   }

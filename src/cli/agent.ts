@@ -71,6 +71,7 @@ export function registerAgent(program: Command): void {
           streamWaitMs: opts.streamWaitMs,
           drainTimeoutMs: opts.drainTimeoutMs,
           acceptDelayMs: opts.acceptDelayMs,
+          ...(opts.guestDir ? { runtimeDir: opts.guestDir } : {}),
           log,
         });
         await agent.start();

@@ -53,13 +53,25 @@
  * process's own environment first, so a missing command rejects with ENOENT
  * in both modes.
  *
+ * Containers. With `container`, the process runs in a container's root
+ * filesystem, namespaces and user (container-root.ts): the pid spawned is a
+ * namespace helper that waits for the container's process and exits with its
+ * status, so exit reporting is unchanged, while signals go to the
+ * container's process itself (its pidfd), and a group signal reaches both.
+ *
  * Fds. Stream fds passed in belong to the launcher from the call on, even if
  * it throws. Everything the launcher creates is closed once the process has
  * exited and every stream is finished (`drained`); the RPC pipe streams are
  * closed by whoever consumes them.
  */
 import type { Readable, Writable } from 'node:stream';
-import { closeQuietly, fdKind, setCloexec, setWinSize } from '../../../native-bindings/index.js';
+import { closeQuietly, fdKind, makePipe, setCloexec, setWinSize } from '../../../native-bindings/index.js';
+import {
+  type ContainerRootOptions,
+  IsolatedProcess,
+  isolatedCommand,
+  readAnnouncedPid,
+} from './container-root.js';
 import { type CttyMethod, cttyStep, envObject } from './ctty-step.js';
 import { type ExitStatus, exitStatus, signalNumber } from './exit-status.js';
 import type { InputForwarder } from './input-forwarder.js';
@@ -93,6 +105,8 @@ export interface SpawnOptions {
   drainTimeoutMs?: number;
   /** Terminal mode: how the child gets its controlling terminal (default 'auto': setsid(1), else Node). */
   ctty?: CttyMethod;
+  /** Run inside a container's root filesystem and namespaces (container-root.ts); `cwd` is then in-root. */
+  container?: ContainerRootOptions;
 }
 
 export interface SignalOptions {
@@ -119,6 +133,8 @@ export class ContainerProcess {
   private readonly inputs: InputForwarder[];
   private readonly outputs: OutputForwarder[];
   private master: number | null;
+  /** With `container`: the container's process itself (the spawned pid is the namespace helper). */
+  private isolated: IsolatedProcess | null = null;
   private exited = false;
   private readonly waitPromise: Promise<ExitStatus>;
 
@@ -135,6 +151,7 @@ export class ContainerProcess {
     this.stderrPipe = w.stderrPipe;
     const exited = child.exited.then(({ code, signal }) => {
       this.exited = true;
+      this.isolated?.close();
       return exitStatus(code, signal);
     });
     this.waitPromise = exited.then(async (status) => {
@@ -165,6 +182,7 @@ export class ContainerProcess {
     const given = streams.filter((fd): fd is number => fd !== null);
     let w: Wiring | null = null;
     let child: SpawnedProcess;
+    let announce: [number, number] | null = null;
     try {
       validate(opts, given);
       for (const fd of given) setCloexec(fd, true);
@@ -172,18 +190,23 @@ export class ContainerProcess {
       const cwd = opts.cwd ?? process.cwd();
       // Looked up here (PATH of the process's own environment, as execvp would),
       // so a missing command is an ENOENT from spawn in both modes.
-      const resolved = resolveCommand(opts.args[0]!, envObject(env).PATH, cwd);
       let file: string;
       let argv: string[];
       let childEnv: Record<string, string>;
-      if (opts.terminal) {
+      if (opts.container) {
+        ({ file, argv } = isolatedCommand(opts.container, opts.args, envObject(env), cwd, !!opts.terminal));
+        childEnv = envObject(env);
+        announce = makePipe(false);
+        w = opts.terminal ? wireTerminal(opts) : wirePipes(opts);
+      } else if (opts.terminal) {
+        resolveCommand(opts.args[0]!, envObject(env).PATH, cwd); // fail now, not as the step's exit 127
         const step = cttyStep(opts.ctty ?? 'auto', opts.args, env);
         file = step.file;
         argv = [step.file, ...step.args];
         childEnv = step.env;
         w = wireTerminal(opts);
       } else {
-        file = resolved;
+        file = resolveCommand(opts.args[0]!, envObject(env).PATH, cwd);
         argv = opts.args;
         childEnv = envObject(env);
         w = wirePipes(opts);
@@ -195,19 +218,47 @@ export class ContainerProcess {
         file,
         argv,
         env: Object.entries(childEnv).map(([k, v]) => `${k}=${v}`),
-        cwd,
+        cwd: opts.container ? '/' : cwd,
         stdio: w.childStdio,
-        setsid: !opts.terminal,
+        // In a container the helper leads the session; the process makes its own with `setsid -c`.
+        setsid: !!opts.container || !opts.terminal,
+        extraFds: announce ? [announce[1]] : [],
       });
     } catch (err) {
       if (w) abandon(w);
       for (const fd of given) closeQuietly(fd);
+      if (announce) closeQuietly(announce[0]);
       throw err;
     } finally {
       // The child has its copies now (or never will): the agent's must go, or EOF never comes.
       if (w) for (const fd of w.childEnds) closeQuietly(fd);
+      if (announce) closeQuietly(announce[1]);
     }
-    return new ContainerProcess(child, w, opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS, !!opts.terminal);
+    const proc = new ContainerProcess(
+      child,
+      w,
+      opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
+      !!opts.terminal,
+    );
+    if (announce) {
+      try {
+        proc.isolated = new IsolatedProcess(await readAnnouncedPid(announce[0], child.exited));
+      } catch (err) {
+        proc.signal('SIGKILL', { group: true });
+        throw err;
+      }
+    }
+    return proc;
+  }
+
+  /** In a container: the host pid of the container's process (whose namespaces execs join). */
+  get containerPid(): number | null {
+    return this.isolated?.pid ?? null;
+  }
+
+  /** In a container: whether the process handles `sig` (Kata turns an unhandled SIGTERM to PID 1 into SIGKILL). */
+  handlesSignal(sig: number | string): boolean {
+    return this.isolated?.handles(signalNumber(sig)) ?? true;
   }
 
   /** True once the process has exited (its output may still be on its way: use `wait()`). */
@@ -227,17 +278,13 @@ export class ContainerProcess {
   signal(sig: number | string, opts: SignalOptions = {}): boolean {
     const num = signalNumber(sig);
     if (opts.group) {
-      try {
-        process.kill(-this.pid, num);
-        return true;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
-        throw err;
-      }
+      // In a container the process leads its own group in terminal mode: signal both.
+      const groups = this.isolated ? [this.pid, this.isolated.pid] : [this.pid];
+      return groups.map((g) => killGroup(g, num)).some(Boolean);
     }
     // Not after the exit: the pid may already belong to someone else.
     if (this.exited) return false;
-    return this.child.kill(num);
+    return this.isolated ? this.isolated.signal(num) : this.child.kill(num);
   }
 
   /** Terminal mode: sets the window size (TIOCSWINSZ; the foreground group gets SIGWINCH). */
@@ -300,6 +347,17 @@ export class ContainerProcess {
     if (this.master === null) return;
     closeQuietly(this.master);
     this.master = null;
+  }
+}
+
+/** kill(-pgid); false when the group is gone (ESRCH). */
+function killGroup(pgid: number, sig: number): boolean {
+  try {
+    process.kill(-pgid, sig);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
   }
 }
 

@@ -1,0 +1,319 @@
+/**
+ * Running a process inside a container's root filesystem, with its own
+ * mount, UTS, IPC and PID namespaces, its user and its hostname: what runc
+ * (or Kata's rustjail) does between fork and exec, done here with a short
+ * chain of util-linux tools, because the agent runs on Node, which can
+ * neither fork nor unshare a mount namespace in its multi-threaded process.
+ *
+ * The init process of a container (CreateContainer/StartContainer):
+ *
+ *   unshare -m -u -i -p -f --kill-child      new namespaces; forks P1, the PID 1 of the new PID namespace
+ *    └ P1: sh -c INIT_SCRIPT                  reports P1's host pid on fd 3, then, in the new mount namespace:
+ *          proc on <root>/proc, a tmpfs /dev with null zero full random urandom tty ptmx and the
+ *          fd/stdin/stdout/stderr links, the agent's devpts bound on /dev/pts, a tmpfs /dev/shm;
+ *          the hostname; then exec:
+ *      setpriv --regid G --groups …          gid and supplementary groups (still uid 0, so…)
+ *      [setsid -c]                            terminal mode: a new session with the pty as controlling tty
+ *      unshare --root <root> --wd <cwd> -S U  …chroot and chdir can still happen; then setuid; then exec
+ *      <args>                                 the container's process, as P1 (PID 1 inside)
+ *
+ * An exec process (ExecProcess) joins the init's namespaces instead:
+ *
+ *   nsenter -t <P1> -m -u -i -p               forks into the container's PID namespace
+ *    └ sh -c EXEC_SCRIPT                      reports its host pid on fd 3, then the same setpriv … unshare --root … chain
+ *
+ * Why these tools: they are util-linux (present wherever the agent runs:
+ * on the host for the loopback guest, and through the host root shared into
+ * a QEMU guest), the whole chain is a handful of execs (a few ms), and
+ * every step before the final exec runs from the agent's filesystem, so the
+ * image needs nothing but the program it runs. chroot, not pivot_root: the
+ * last step must both change the root and exec, which `unshare --root`
+ * does; the container is isolated by the VM, not by the chroot.
+ *
+ * The process the agent spawns (unshare or nsenter, "P0") stays outside and
+ * waits for P1, then exits with P1's status (re-raising the signal that
+ * killed it): the agent's exit reporting keeps working on P0. Signals must
+ * reach P1 itself, though (P0 ignores SIGTERM and would die of others), so
+ * P1 reports its host pid, read from /proc/self/stat before the container's
+ * own /proc is mounted, on a pipe the agent gives as fd 3; the agent then
+ * holds a pidfd for P1 (`IsolatedProcess`).
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { closeQuietly, pidfdOpen, pidfdSignal } from '../../../native-bindings/index.js';
+import { isDirInRoot, resolveCommandInRoot } from './root-path.js';
+
+export interface ContainerRootOptions {
+  /** The container's root filesystem, as the agent sees it. */
+  root: string;
+  /** Init only: the hostname (empty: keep the guest's). */
+  hostname?: string;
+  /** The process's user (default root, no supplementary groups). */
+  user?: { uid: number; gid: number; additionalGids?: readonly number[] };
+  /** Exec: the host pid of the container's init (P1), whose namespaces the process joins. */
+  joinPid?: number;
+  /** Where the agent keeps the /dev template (links and empty dirs copied into each container's /dev). */
+  runtimeDir: string;
+}
+
+const TOOLS = ['unshare', 'nsenter', 'setpriv', 'setsid', 'sh', 'mount', 'cp', 'mkdir', 'hostname'] as const;
+type Tool = (typeof TOOLS)[number];
+const SEARCH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+
+let tools: Record<Tool, string> | null = null;
+
+/** Absolute paths of the tools the chain runs (looked up once); throws naming what is missing. */
+export function isolationTools(): Record<Tool, string> {
+  if (tools) return tools;
+  const found: Partial<Record<Tool, string>> = {};
+  const missing: string[] = [];
+  for (const t of TOOLS) {
+    const p = SEARCH.map((d) => path.join(d, t)).find((f) => {
+      try {
+        fs.accessSync(f, fs.constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    if (p) found[t] = p;
+    else missing.push(t);
+  }
+  if (missing.length > 0) {
+    throw new Error(
+      `container root filesystems need ${missing.join(', ')} in the agent's filesystem (util-linux, coreutils, mount, hostname)`,
+    );
+  }
+  tools = found as Record<Tool, string>;
+  return tools;
+}
+
+const ANNOUNCE = 'read -r pid _ < /proc/self/stat; echo "$pid" >&3; exec 3>&-';
+
+/** Runs as P1 in the new namespaces: $1 root, $2 hostname, $3 /dev template, $4-$7 mount cp mkdir hostname. */
+const INIT_SCRIPT = `set -e
+${ANNOUNCE}
+r=$1 h=$2 t=$3 m=$4 c=$5 k=$6 n=$7
+shift 7
+[ -d "$r/proc" ] && [ -d "$r/dev" ] || $k -p "$r/proc" "$r/dev"
+$m -t proc -o nosuid,noexec,nodev proc "$r/proc"
+$m -t tmpfs -o nosuid,strictatime,mode=755,size=65536k tmpfs "$r/dev"
+$c -a /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty /dev/ptmx "$t/." "$r/dev/"
+$m --bind /dev/pts "$r/dev/pts"
+$m -t tmpfs -o nosuid,nodev,noexec,mode=1777,size=65536k shm "$r/dev/shm"
+[ -z "$h" ] || $n "$h"
+exec "$@"`;
+
+/** Runs as the exec's process in the container's namespaces (before chroot). */
+const EXEC_SCRIPT = `set -e
+${ANNOUNCE}
+exec "$@"`;
+
+/** `<runtimeDir>/container-dev`: the links and directories every container's /dev gets (made once). */
+function devTemplate(runtimeDir: string): string {
+  const dir = path.join(runtimeDir, 'container-dev');
+  if (fs.existsSync(path.join(dir, 'stderr'))) return dir;
+  const tmp = `${dir}.${process.pid}.tmp`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(path.join(tmp, 'pts'), { recursive: true, mode: 0o755 });
+  fs.mkdirSync(path.join(tmp, 'shm'), { mode: 0o1777 });
+  fs.chmodSync(path.join(tmp, 'shm'), 0o1777);
+  fs.symlinkSync('/proc/self/fd', path.join(tmp, 'fd'));
+  ['stdin', 'stdout', 'stderr'].forEach((n, i) => {
+    fs.symlinkSync(`/proc/self/fd/${i}`, path.join(tmp, n));
+  });
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.renameSync(tmp, dir);
+  return dir;
+}
+
+/**
+ * What can be checked from outside before anything runs: the working
+ * directory and the command exist in the root. Throws an error with `code`
+ * ENOENT or EACCES and a message in runc's words.
+ */
+export function checkInRoot(
+  root: string,
+  args: readonly string[],
+  pathEnv: string | undefined,
+  cwd: string,
+): void {
+  if (!isDirInRoot(root, cwd || '/')) {
+    throw Object.assign(
+      new Error(`chdir to cwd ("${cwd}") set in config.json failed: no such directory in the container`),
+      {
+        code: 'ENOENT',
+      },
+    );
+  }
+  try {
+    resolveCommandInRoot(root, args[0]!, pathEnv, cwd || '/');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'EACCES' ? 'permission denied' : 'executable file not found in $PATH';
+    throw Object.assign(new Error(`exec: "${args[0]}": ${why}`), { code });
+  }
+}
+
+export interface IsolatedCommand {
+  file: string;
+  argv: string[];
+}
+
+/**
+ * Checks what can be checked from outside (the command and the working
+ * directory exist in the root) and returns the chain to spawn. Throws an
+ * error with `code` ENOENT/EACCES for a missing command, and a plain error
+ * for a missing working directory.
+ */
+export function isolatedCommand(
+  c: ContainerRootOptions,
+  args: readonly string[],
+  env: Record<string, string>,
+  cwd: string,
+  terminal: boolean,
+): IsolatedCommand {
+  const t = isolationTools();
+  const inCwd = cwd || '/';
+  checkInRoot(c.root, args, env.PATH, inCwd);
+  const u = c.user ?? { uid: 0, gid: 0 };
+  const groups = u.additionalGids ?? [];
+  const final = [
+    t.setpriv,
+    '--regid',
+    String(u.gid),
+    ...(groups.length > 0 ? ['--groups', groups.join(',')] : ['--clear-groups']),
+    '--',
+    ...(terminal ? [t.setsid, '-c'] : []),
+    t.unshare,
+    '--root',
+    c.root,
+    '--wd',
+    inCwd,
+    ...(u.uid !== 0 ? ['-S', String(u.uid)] : []),
+    '--',
+    ...args,
+  ];
+  if (c.joinPid !== undefined) {
+    return {
+      file: t.nsenter,
+      argv: [
+        t.nsenter,
+        '-t',
+        String(c.joinPid),
+        '-m',
+        '-u',
+        '-i',
+        '-p',
+        '--',
+        t.sh,
+        '-c',
+        EXEC_SCRIPT,
+        'passfd-exec',
+        ...final,
+      ],
+    };
+  }
+  return {
+    file: t.unshare,
+    argv: [
+      t.unshare,
+      '-m',
+      '-u',
+      '-i',
+      '-p',
+      '-f',
+      '--kill-child',
+      '--propagation',
+      'private',
+      '--',
+      t.sh,
+      '-c',
+      INIT_SCRIPT,
+      'passfd-init',
+      c.root,
+      c.hostname ?? '',
+      devTemplate(c.runtimeDir),
+      t.mount,
+      t.cp,
+      t.mkdir,
+      t.hostname,
+      ...final,
+    ],
+  };
+}
+
+/** How long a chain may take to report P1's pid before the start counts as failed. */
+export const ANNOUNCE_TIMEOUT_MS = 10_000;
+
+/**
+ * Reads the pid P1 writes on the announce pipe (`fd`, the read end, owned
+ * and closed here). Rejects when the chain exits first (`exited` settles) or
+ * after `timeoutMs`.
+ */
+export function readAnnouncedPid(
+  fd: number,
+  exited: Promise<unknown>,
+  timeoutMs = ANNOUNCE_TIMEOUT_MS,
+): Promise<number> {
+  const sock = new net.Socket({ fd, readable: true, writable: false });
+  return new Promise<number>((resolve, reject) => {
+    let text = '';
+    const done = (err: Error | null, pid?: number) => {
+      clearTimeout(timer);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(pid!);
+    };
+    const timer = setTimeout(
+      () => done(new Error(`container setup did not start within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    sock.on('data', (b: Buffer) => {
+      text += b.toString();
+      const nl = text.indexOf('\n');
+      if (nl < 0) return;
+      const pid = Number(text.slice(0, nl));
+      if (Number.isInteger(pid) && pid > 0) done(null, pid);
+      else done(new Error(`container setup reported a bad pid: ${JSON.stringify(text.slice(0, nl))}`));
+    });
+    sock.on('error', (err) => done(err));
+    void exited.then(() =>
+      done(new Error('container setup failed before the process started (see its stderr)')),
+    );
+  });
+}
+
+/**
+ * P1 followed through a pidfd: signals reach the container's process
+ * itself, never a recycled pid.
+ */
+export class IsolatedProcess {
+  private pidfd: number | null;
+
+  constructor(readonly pid: number) {
+    this.pidfd = pidfdOpen(pid);
+  }
+
+  /** Sends `sig`; false when the process is gone. */
+  signal(sig: number): boolean {
+    return this.pidfd === null ? false : pidfdSignal(this.pidfd, sig);
+  }
+
+  /** True when `sig` has a handler installed (SigCgt in /proc/<pid>/status). */
+  handles(sig: number): boolean {
+    try {
+      const status = fs.readFileSync(`/proc/${this.pid}/status`, 'utf8');
+      const m = /^SigCgt:\s*([0-9a-f]+)$/m.exec(status);
+      return m ? ((BigInt(`0x${m[1]}`) >> BigInt(sig - 1)) & 1n) === 1n : false;
+    } catch {
+      return false;
+    }
+  }
+
+  close(): void {
+    closeQuietly(this.pidfd);
+    this.pidfd = null;
+  }
+}
