@@ -77,7 +77,23 @@ export interface HypervisorConfig {
   hvsock_path: string;
   /** The guest's vsock context id (the host is 2). Default 3. */
   guest_cid: number;
+  /**
+   * The guest the containerd shim gives each container (a sandbox):
+   * "loopback" (the `vmm` process plays the guest kernel, the agent runs
+   * on the host, as `run` does) or "qemu" (a QEMU guest, as `run --vm
+   * qemu` boots it). Default "loopback".
+   */
+  guest: GuestKind;
+  /** QEMU guests: the accelerator, "tcg" (software, works everywhere) or "kvm". Default "tcg". */
+  accel: 'tcg' | 'kvm';
+  /** QEMU guests: virtual CPUs (Kata's default_vcpus). Default 1. */
+  default_vcpus: number;
+  /** QEMU guests: memory in MiB (Kata's default_memory). Default 1024. */
+  default_memory: number;
 }
+
+export const GUEST_KINDS = ['loopback', 'qemu'] as const;
+export type GuestKind = (typeof GUEST_KINDS)[number];
 
 /** `[agent]`: how the runtime reaches the guest agent. */
 export interface AgentConfig {
@@ -134,6 +150,18 @@ function integer(def: number, min: number, max: number, what: string): KeyRule<n
   };
 }
 
+/** One of a fixed set of strings. */
+function oneOf<T extends string>(def: T, values: readonly T[]): KeyRule<T> {
+  const reason = `must be one of ${values.map((v) => JSON.stringify(v)).join(', ')}`;
+  return {
+    default: def,
+    check: (v) =>
+      typeof v === 'string' && (values as readonly string[]).includes(v)
+        ? { ok: true, value: v as T }
+        : { ok: false, reason },
+  };
+}
+
 /** A Unix socket path; empty is allowed and means "not set". */
 function socketPath(def: string): KeyRule<string> {
   return {
@@ -164,6 +192,10 @@ export const SCHEMA: Schema = {
   hypervisor: {
     hvsock_path: socketPath(''),
     guest_cid: integer(3, MIN_GUEST_CID, MAX_GUEST_CID, 'guest CID'),
+    guest: oneOf<GuestKind>('loopback', GUEST_KINDS),
+    accel: oneOf<'tcg' | 'kvm'>('tcg', ['tcg', 'kvm']),
+    default_vcpus: integer(1, 1, 64, 'number of vCPUs'),
+    default_memory: integer(1024, 128, 65536, 'number of MiB'),
   },
   agent: {
     dial_timeout_ms: integer(5_000, 1, MAX_TIMEOUT_MS, 'number of milliseconds'),

@@ -17,7 +17,14 @@ const DEFAULTS: Config = {
     agent_stream_wait_ms: 10_000,
     rpc_chunk_size: 32_768,
   },
-  hypervisor: { hvsock_path: '', guest_cid: 3 },
+  hypervisor: {
+    hvsock_path: '',
+    guest_cid: 3,
+    guest: 'loopback',
+    accel: 'tcg',
+    default_vcpus: 1,
+    default_memory: 1024,
+  },
   agent: { dial_timeout_ms: 5_000 },
 };
 
@@ -170,6 +177,44 @@ const KEY_CASES: KeyCase[] = [
     ],
   },
   {
+    key: 'hypervisor.guest',
+    valid: [
+      ['"loopback"', 'loopback'],
+      ['"qemu"', 'qemu'],
+    ],
+    invalid: [
+      ['"QEMU"', 'must be one of "loopback", "qemu"'],
+      ['1', 'must be one of "loopback", "qemu"'],
+    ],
+  },
+  {
+    key: 'hypervisor.accel',
+    valid: [
+      ['"tcg"', 'tcg'],
+      ['"kvm"', 'kvm'],
+    ],
+    invalid: [['"hvf"', 'must be one of "tcg", "kvm"']],
+  },
+  {
+    key: 'hypervisor.default_vcpus',
+    valid: [
+      ['1', 1],
+      ['64', 64],
+    ],
+    invalid: [
+      ['0', 'must be an integer number of vCPUs in 1..64'],
+      ['1.5', 'must be an integer number of vCPUs in 1..64'],
+    ],
+  },
+  {
+    key: 'hypervisor.default_memory',
+    valid: [
+      ['128', 128],
+      ['2048', 2048],
+    ],
+    invalid: [['64', 'must be an integer number of MiB in 128..65536']],
+  },
+  {
     key: 'agent.dial_timeout_ms',
     valid: [
       ['1', 1],
@@ -270,7 +315,7 @@ describe('unknown keys and sections', () => {
   it('rejects a sub-table of a known section as an unknown key', () => {
     const err = errorOf('[hypervisor.dragonball]\npath = "/x"\n');
     expect(err.message).toBe(
-      'config.toml: hypervisor.dragonball = { path = "/x" }: unknown key; valid keys in [hypervisor]: hvsock_path, guest_cid',
+      'config.toml: hypervisor.dragonball = { path = "/x" }: unknown key; valid keys in [hypervisor]: hvsock_path, guest_cid, guest, accel, default_vcpus, default_memory',
     );
     expect(err.key).toBe('hypervisor.dragonball');
   });
