@@ -11,7 +11,7 @@
 import type { Command } from 'commander';
 import { Agent } from '../agent/agent.js';
 import { AfVsock } from '../guest-vsock/af-vsock.js';
-import { StandinVsock } from '../guest-vsock/standin.js';
+import { StandinVsock, waitForStandin } from '../guest-vsock/standin.js';
 import type { GuestVsock } from '../guest-vsock/types.js';
 import { createLogger } from '../util/log.js';
 import { notifyReady, notifyStopping } from '../util/sd-notify.js';
@@ -39,6 +39,12 @@ export function registerAgent(program: Command): void {
       3000,
     )
     .option('--accept-delay-ms <ms>', '(testing) delay registering accepted passfd streams', parseMs, 0)
+    .option(
+      '--wait-guest-ms <ms>',
+      "loopback guest: wait up to this long for the vmm's stand-in socket (start together with the vmm)",
+      parseMs,
+      0,
+    )
     .action(
       async (opts: {
         guestDir?: string;
@@ -48,6 +54,7 @@ export function registerAgent(program: Command): void {
         streamWaitMs: number;
         drainTimeoutMs: number;
         acceptDelayMs: number;
+        waitGuestMs: number;
       }) => {
         const log = createLogger('agent');
         if (!opts.guestDir === !opts.vsock) {
@@ -57,6 +64,7 @@ export function registerAgent(program: Command): void {
         const passfdPort =
           opts.passfdPort ?? (envPort ? parsePort(envPort) : undefined) ?? DEFAULT_PASSFD_PORT;
         if (passfdPort === opts.agentPort) throw new Error('--passfd-port and --agent-port must differ');
+        if (opts.guestDir && opts.waitGuestMs > 0) await waitForStandin(opts.guestDir, opts.waitGuestMs);
         const vsock: GuestVsock = opts.vsock
           ? new AfVsock({
               // net.Socket cannot wrap AF_VSOCK fds: ttrpc connections come bridged over AF_UNIX.

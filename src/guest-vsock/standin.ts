@@ -16,6 +16,31 @@ import {
 import type { AcceptedStream, ConnectedStream, GuestVsock, VsockListener } from './types.js';
 import { VsockError } from './types.js';
 
+/**
+ * Waits (polling every 10 ms, at most `timeoutMs`) until the stand-in at
+ * `<guestDir>/vsock.sock` accepts connections, as a guest's agent waits for
+ * its vsock device: lets an agent start together with its vmm instead of
+ * after it. Throws when the time is up.
+ */
+export async function waitForStandin(guestDir: string, timeoutMs: number): Promise<void> {
+  const socketPath = path.join(guestDir, STANDIN_SOCKET_NAME);
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      closeQuietly(connectUnix(socketPath));
+      return;
+    } catch (err) {
+      if (Date.now() >= until) {
+        throw new VsockError(
+          (err as { code?: string }).code ?? 'ETIMEDOUT',
+          `vsock stand-in at ${socketPath} not up within ${timeoutMs} ms`,
+        );
+      }
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 export class StandinVsock implements GuestVsock {
   readonly kind = 'standin';
   readonly socketPath: string;
