@@ -33,6 +33,13 @@ export interface StackOptions {
   startTimeoutMs?: number;
   /** Extra node options for the children, e.g. `--cpu-prof --cpu-prof-dir=<dir>` (not allowed in NODE_OPTIONS). */
   nodeArgs?: string[];
+  /**
+   * Start the agent together with the vmm (it waits for the vmm's guest
+   * socket, `agent --wait-guest-ms`) instead of after it: the two Node
+   * start-ups overlap. The containerd shim uses it; start-up is on every
+   * container's path there.
+   */
+  parallel?: boolean;
 }
 
 interface DgramSocket {
@@ -61,6 +68,8 @@ export interface StartReadyOptions {
   nodeArgs?: string[];
   /** Capture the child's stderr (default: it goes to ours). */
   onStderr?: (chunk: Buffer) => void;
+  /** Give up: the child is killed and the start rejects. */
+  signal?: AbortSignal;
 }
 
 /** Starts `passfd-broker <args>` and resolves once it has sent READY=1. */
@@ -96,6 +105,9 @@ export function startReady(
     const onExit = (code: number | null, sig: string | null) =>
       finish(new Error(`${name} exited before it was ready (${sig ?? `exit ${code}`})`));
     const timer = setTimeout(() => finish(new Error(`${name} not ready within ${timeoutMs} ms`)), timeoutMs);
+    opts.signal?.addEventListener('abort', () => finish(new Error(`${name}: start abandoned`)), {
+      once: true,
+    });
     sock.on('message', (buf) => {
       if (buf.toString().split('\n').includes('READY=1')) finish(null);
     });
@@ -132,16 +144,9 @@ export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedSt
   const rt = opts.config.runtime;
   const cid = String(opts.config.hypervisor.guest_cid);
   let vmm: ReadyChild | null = null;
-  try {
-    vmm = await startReady(
-      ['vmm', '--hvsock', hvsockPath, '--guest-dir', guestDir, '--guest-cid', cid],
-      dir,
-      'vmm',
-      level,
-      timeout,
-      { nodeArgs: opts.nodeArgs },
-    );
-    const agent = await startReady(
+  const abandon = new AbortController();
+  const startAgent = () =>
+    startReady(
       [
         'agent',
         '--guest-dir',
@@ -152,14 +157,30 @@ export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedSt
         String(rt.agent_port),
         '--stream-wait-ms',
         String(rt.agent_stream_wait_ms),
+        ...(opts.parallel ? ['--wait-guest-ms', String(timeout)] : []),
         ...(opts.agentArgs ?? []),
       ],
       dir,
       'agent',
       level,
       timeout,
+      { nodeArgs: opts.nodeArgs, signal: abandon.signal },
+    );
+  let early: Promise<ReadyChild> | null = null;
+  try {
+    if (opts.parallel) {
+      early = startAgent();
+      early.catch(() => {}); // awaited below, after the vmm
+    }
+    vmm = await startReady(
+      ['vmm', '--hvsock', hvsockPath, '--guest-dir', guestDir, '--guest-cid', cid],
+      dir,
+      'vmm',
+      level,
+      timeout,
       { nodeArgs: opts.nodeArgs },
     );
+    const agent = await (early ?? startAgent());
     const v = vmm;
     return {
       dir,
@@ -176,6 +197,14 @@ export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedSt
       },
     };
   } catch (err) {
+    if (early) {
+      abandon.abort();
+      const a = await early.catch(() => null);
+      if (a) {
+        await stopChild(a.child);
+        a.closeNotify();
+      }
+    }
     if (vmm) {
       await stopChild(vmm.child);
       vmm.closeNotify();
