@@ -135,31 +135,38 @@ export function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
   });
 }
 
+/** The `agent` command line for a loopback guest in `guestDir`, from the configuration. */
+export function loopbackAgentArgs(config: Config, guestDir: string, extra: readonly string[] = []): string[] {
+  const rt = config.runtime;
+  return [
+    'agent',
+    '--guest-dir',
+    guestDir,
+    '--passfd-port',
+    String(rt.passfd_listener_port),
+    '--agent-port',
+    String(rt.agent_port),
+    '--stream-wait-ms',
+    String(rt.agent_stream_wait_ms),
+    ...extra,
+  ];
+}
+
 export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedStack> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-run-'));
   const hvsockPath = path.join(dir, 'hvsock.sock');
   const guestDir = path.join(dir, 'guest');
   const level = opts.logLevel ?? 'warn';
   const timeout = opts.startTimeoutMs ?? 20_000;
-  const rt = opts.config.runtime;
   const cid = String(opts.config.hypervisor.guest_cid);
   let vmm: ReadyChild | null = null;
   const abandon = new AbortController();
   const startAgent = () =>
     startReady(
-      [
-        'agent',
-        '--guest-dir',
-        guestDir,
-        '--passfd-port',
-        String(rt.passfd_listener_port),
-        '--agent-port',
-        String(rt.agent_port),
-        '--stream-wait-ms',
-        String(rt.agent_stream_wait_ms),
+      loopbackAgentArgs(opts.config, guestDir, [
         ...(opts.parallel ? ['--wait-guest-ms', String(timeout)] : []),
         ...(opts.agentArgs ?? []),
-      ],
+      ]),
       dir,
       'agent',
       level,
