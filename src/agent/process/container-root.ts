@@ -7,8 +7,9 @@
  *
  * The init process of a container (CreateContainer/StartContainer):
  *
- *   unshare -m -u -i -p -f --kill-child      new namespaces; forks P1, the PID 1 of the new PID namespace
- *    └ P1: sh -c INIT_SCRIPT                  reports P1's host pid on fd 3, then, in the new mount namespace:
+ *   unshare -m -u -i -p                      new namespaces (the PID one for its children)
+ *    └ P0: sh -c WAIT_SCRIPT                  starts P1, reports P1's host pid ($!) on fd 3, waits for it
+ *       └ P1: sh -c INIT_SCRIPT               PID 1 of the new PID namespace; in the new mount namespace:
  *          proc on <root>/proc, a tmpfs /dev with null zero full random urandom tty ptmx and the
  *          fd/stdin/stdout/stderr links, the agent's devpts bound on /dev/pts, a tmpfs /dev/shm;
  *          the hostname; then exec:
@@ -30,13 +31,15 @@
  * last step must both change the root and exec, which `unshare --root`
  * does; the container is isolated by the VM, not by the chroot.
  *
- * The process the agent spawns (unshare or nsenter, "P0") stays outside and
- * waits for P1, then exits with P1's status (re-raising the signal that
- * killed it): the agent's exit reporting keeps working on P0. Signals must
- * reach P1 itself, though (P0 ignores SIGTERM and would die of others), so
- * P1 reports its host pid, read from /proc/self/stat before the container's
- * own /proc is mounted, on a pipe the agent gives as fd 3; the agent then
- * holds a pidfd for P1 (`IsolatedProcess`).
+ * The process the agent spawns ("P0": the shell above, or nsenter, which
+ * forks into the PID namespace) stays outside and waits for P1, then exits
+ * with P1's status (the shell as `exit 128+signal`, nsenter by re-raising
+ * the signal): the agent's exit reporting keeps working on P0. (Not
+ * `unshare --fork`: it exits 1 instead of 137 when its child dies of
+ * SIGKILL.) Signals must reach P1 itself, so P1's host pid comes back on a
+ * pipe the agent gives as fd 3 (the init's from `$!`, an exec's from its
+ * /proc/self/stat, read before it enters the container's root); the agent
+ * then holds a pidfd for P1 (`IsolatedProcess`).
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -89,11 +92,17 @@ export function isolationTools(): Record<Tool, string> {
   return tools;
 }
 
-const ANNOUNCE = 'read -r pid _ < /proc/self/stat; echo "$pid" >&3; exec 3>&-';
+/** P0 of an init: $1 the shell, $2 INIT_SCRIPT, the rest its arguments. Reports P1, waits, exits with its status. */
+const WAIT_SCRIPT = `sh=$1 init=$2
+shift 2
+"$sh" -c "$init" passfd-init "$@" 3>&- &
+echo $! >&3
+exec 3>&-
+wait $!
+exit $?`;
 
-/** Runs as P1 in the new namespaces: $1 root, $2 hostname, $3 /dev template, $4-$7 mount cp mkdir hostname. */
+/** P1 in the new namespaces: $1 root, $2 hostname, $3 /dev template, $4-$7 mount cp mkdir hostname. */
 const INIT_SCRIPT = `set -e
-${ANNOUNCE}
 r=$1 h=$2 t=$3 m=$4 c=$5 k=$6 n=$7
 shift 7
 [ -d "$r/proc" ] && [ -d "$r/dev" ] || $k -p "$r/proc" "$r/dev"
@@ -105,9 +114,11 @@ $m -t tmpfs -o nosuid,nodev,noexec,mode=1777,size=65536k shm "$r/dev/shm"
 [ -z "$h" ] || $n "$h"
 exec "$@"`;
 
-/** Runs as the exec's process in the container's namespaces (before chroot). */
+/** Runs as the exec's process in the container's namespaces (before chroot): reports its host pid. */
 const EXEC_SCRIPT = `set -e
-${ANNOUNCE}
+read -r pid _ < /proc/self/stat
+echo "$pid" >&3
+exec 3>&-
 exec "$@"`;
 
 /** `<runtimeDir>/container-dev`: the links and directories every container's /dev gets (made once). */
@@ -155,6 +166,9 @@ export function checkInRoot(
     throw Object.assign(new Error(`exec: "${args[0]}": ${why}`), { code });
   }
 }
+
+/** Mount, UTS, IPC and PID (for children) namespaces; mounts do not propagate back. */
+const NEW_NAMESPACES = ['-m', '-u', '-i', '-p', '--propagation', 'private'];
 
 export interface IsolatedCommand {
   file: string;
@@ -215,30 +229,20 @@ export function isolatedCommand(
       ],
     };
   }
+  const setup = [c.root, c.hostname ?? '', devTemplate(c.runtimeDir), t.mount, t.cp, t.mkdir, t.hostname];
   return {
     file: t.unshare,
     argv: [
       t.unshare,
-      '-m',
-      '-u',
-      '-i',
-      '-p',
-      '-f',
-      '--kill-child',
-      '--propagation',
-      'private',
+      ...NEW_NAMESPACES,
       '--',
       t.sh,
       '-c',
+      WAIT_SCRIPT,
+      'passfd-wait',
+      t.sh,
       INIT_SCRIPT,
-      'passfd-init',
-      c.root,
-      c.hostname ?? '',
-      devTemplate(c.runtimeDir),
-      t.mount,
-      t.cp,
-      t.mkdir,
-      t.hostname,
+      ...setup,
       ...final,
     ],
   };
