@@ -5,6 +5,7 @@ export * from './eventfd.js';
 export * from './fd.js';
 export { SysError } from './libc.js';
 export * from './mmap.js';
+export * from './mount.js';
 export * from './poll.js';
 export * from './poll-once.js';
 export * from './pty.js';
