@@ -90,6 +90,8 @@ export interface HypervisorConfig {
   default_vcpus: number;
   /** QEMU guests: memory in MiB (Kata's default_memory). Default 1024. */
   default_memory: number;
+  /** QEMU guests: the QEMU binary, a path or a name looked up in PATH (Kata's `path`). Default "qemu-system-x86_64". */
+  qemu_path: string;
 }
 
 export const GUEST_KINDS = ['loopback', 'qemu'] as const;
@@ -162,6 +164,17 @@ function oneOf<T extends string>(def: T, values: readonly T[]): KeyRule<T> {
   };
 }
 
+/** A non-empty string without NUL (a program name or path). */
+function nonEmptyString(def: string, what: string): KeyRule<string> {
+  return {
+    default: def,
+    check: (v) =>
+      typeof v === 'string' && v !== '' && !v.includes('\0')
+        ? { ok: true, value: v }
+        : { ok: false, reason: `must be a non-empty string (${what})` },
+  };
+}
+
 /** A Unix socket path; empty is allowed and means "not set". */
 function socketPath(def: string): KeyRule<string> {
   return {
@@ -196,6 +209,7 @@ export const SCHEMA: Schema = {
     accel: oneOf<'tcg' | 'kvm'>('tcg', ['tcg', 'kvm']),
     default_vcpus: integer(1, 1, 64, 'number of vCPUs'),
     default_memory: integer(1024, 128, 65536, 'number of MiB'),
+    qemu_path: nonEmptyString('qemu-system-x86_64', 'a program name or path'),
   },
   agent: {
     dial_timeout_ms: integer(5_000, 1, MAX_TIMEOUT_MS, 'number of milliseconds'),

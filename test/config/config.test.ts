@@ -24,6 +24,7 @@ const DEFAULTS: Config = {
     accel: 'tcg',
     default_vcpus: 1,
     default_memory: 1024,
+    qemu_path: 'qemu-system-x86_64',
   },
   agent: { dial_timeout_ms: 5_000 },
 };
@@ -215,6 +216,14 @@ const KEY_CASES: KeyCase[] = [
     invalid: [['64', 'must be an integer number of MiB in 128..65536']],
   },
   {
+    key: 'hypervisor.qemu_path',
+    valid: [['"/opt/qemu/bin/qemu-system-x86_64"', '/opt/qemu/bin/qemu-system-x86_64']],
+    invalid: [
+      ['""', 'must be a non-empty string (a program name or path)'],
+      ['1', 'must be a non-empty string (a program name or path)'],
+    ],
+  },
+  {
     key: 'agent.dial_timeout_ms',
     valid: [
       ['1', 1],
@@ -315,7 +324,7 @@ describe('unknown keys and sections', () => {
   it('rejects a sub-table of a known section as an unknown key', () => {
     const err = errorOf('[hypervisor.dragonball]\npath = "/x"\n');
     expect(err.message).toBe(
-      'config.toml: hypervisor.dragonball = { path = "/x" }: unknown key; valid keys in [hypervisor]: hvsock_path, guest_cid, guest, accel, default_vcpus, default_memory',
+      'config.toml: hypervisor.dragonball = { path = "/x" }: unknown key; valid keys in [hypervisor]: hvsock_path, guest_cid, guest, accel, default_vcpus, default_memory, qemu_path',
     );
     expect(err.key).toBe('hypervisor.dragonball');
   });
