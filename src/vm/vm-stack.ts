@@ -70,6 +70,8 @@ export interface VmStackOptions {
   initramfsCacheDir?: string;
   /** Where the stack reports kept logs (default: a `vm` logger on stderr). */
   log?: Logger;
+  /** The QEMU binary (default qemu-system-x86_64 from PATH). */
+  qemuBinary?: string;
   /** Host directories exported to the guest over 9p and mounted at `guestPath` before the agent starts. */
   shares?: readonly (QemuShare & { guestPath: string })[];
 }
@@ -314,6 +316,7 @@ export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
         onConsole: opts.onConsole,
         agentParams: { passfd_listener_port: rt.passfd_listener_port },
         shares: opts.shares,
+        qemuBinary: opts.qemuBinary,
         command: `${prelude} && cd / && PASSFD_LOG=${shellQuote(level)} exec ${agentCmd}`,
       });
     };
