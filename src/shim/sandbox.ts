@@ -125,6 +125,7 @@ async function startQemuGuest(o: SandboxOptions, shareDir: string): Promise<Gues
     accel: h.accel,
     cpus: h.default_vcpus,
     memoryMiB: h.default_memory,
+    qemuBinary: h.qemu_path,
     shares: [{ tag: SHARE_TAG, path: shareDir, guestPath: GUEST_SHARE_PATH }],
     onVmmLog: (chunk) => o.log.info(`vmm: ${chunk.trimEnd()}`),
     onConsole: (chunk) => o.log.debug(`guest console: ${chunk.trimEnd()}`),
