@@ -59,26 +59,36 @@ function checkStatic(busybox: string): void {
   }
 }
 
+/**
+ * Writes the image's root filesystem into `root` (created): /bin/busybox
+ * and its applet links, /etc/passwd and /etc/group, empty tmp proc sys dev
+ * root. Also usable as a plain directory root (`ctr run --rootfs`, or a
+ * spec's root.path).
+ */
+export function writeBusyboxRootfs(root: string, busybox = '/bin/busybox'): void {
+  checkStatic(busybox);
+  for (const d of ['bin', 'etc', 'tmp', 'proc', 'sys', 'dev', 'root']) {
+    fs.mkdirSync(path.join(root, d), { recursive: true });
+  }
+  fs.chmodSync(path.join(root, 'tmp'), 0o1777);
+  fs.chmodSync(path.join(root, 'root'), 0o700);
+  fs.copyFileSync(busybox, path.join(root, 'bin/busybox'));
+  fs.chmodSync(path.join(root, 'bin/busybox'), 0o755);
+  for (const a of BUSYBOX_APPLETS) fs.symlinkSync('busybox', path.join(root, 'bin', a));
+  fs.writeFileSync(
+    path.join(root, 'etc/passwd'),
+    'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n',
+  );
+  fs.writeFileSync(path.join(root, 'etc/group'), 'root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n');
+}
+
 /** Builds the image archive; returns its manifest digest. */
 export function buildBusyboxImage(opts: BusyboxImageOptions): string {
   const busybox = opts.busybox ?? '/bin/busybox';
-  checkStatic(busybox);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-image-'));
   try {
     const root = path.join(work, 'rootfs');
-    for (const d of ['bin', 'etc', 'tmp', 'proc', 'sys', 'dev', 'root']) {
-      fs.mkdirSync(path.join(root, d), { recursive: true });
-    }
-    fs.chmodSync(path.join(root, 'tmp'), 0o1777);
-    fs.chmodSync(path.join(root, 'root'), 0o700);
-    fs.copyFileSync(busybox, path.join(root, 'bin/busybox'));
-    fs.chmodSync(path.join(root, 'bin/busybox'), 0o755);
-    for (const a of BUSYBOX_APPLETS) fs.symlinkSync('busybox', path.join(root, 'bin', a));
-    fs.writeFileSync(
-      path.join(root, 'etc/passwd'),
-      'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n',
-    );
-    fs.writeFileSync(path.join(root, 'etc/group'), 'root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n');
+    writeBusyboxRootfs(root, busybox);
 
     const layout = path.join(work, 'oci');
     const blobs = path.join(layout, 'blobs/sha256');

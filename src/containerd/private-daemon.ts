@@ -14,6 +14,9 @@
  * binary there, which is how containerd finds `containerd-shim-<name>-v2`
  * for `--runtime io.containerd.<name>.v2`.
  *
+ * The daemon's TMPDIR is `<dir>/tmp`, so whatever its shims put in the
+ * temporary directory is under `dir` too (and found by leak checks there).
+ *
  * Every `ctr` call is bounded: `ctr()` kills it with SIGKILL after its
  * timeout and says so in the result.
  */
@@ -31,6 +34,8 @@ export interface PrivateContainerdOptions {
   namespace?: string;
   /** Start budget (default 20 s). */
   startTimeoutMs?: number;
+  /** More environment for the daemon (and so for the shims it starts). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface CtrResult {
@@ -64,6 +69,9 @@ export class PrivateContainerd {
   readonly logPath: string;
   /** Where tests and the bench put ctr's FIFOs (`ctr run --fifo-dir`). */
   readonly fifoDir: string;
+  /** The daemon's (and its shims') TMPDIR. */
+  readonly tmpDir: string;
+  private readonly env: NodeJS.ProcessEnv;
   private daemon: ChildProcess | null = null;
   private readonly children = new Set<ChildProcess>();
 
@@ -76,11 +84,14 @@ export class PrivateContainerd {
     this.state = path.join(this.dir, 'state');
     this.optBin = path.join(this.dir, 'opt', 'bin');
     this.fifoDir = path.join(this.dir, 'fifo');
+    this.tmpDir = path.join(this.dir, 'tmp');
+    this.env = { ...process.env, ...opts.env, TMPDIR: this.tmpDir };
     this.namespace = opts.namespace ?? 'passfd';
     this.configPath = path.join(this.dir, 'config.toml');
     this.logPath = path.join(this.dir, 'containerd.log');
     fs.mkdirSync(this.optBin, { recursive: true });
     fs.mkdirSync(this.fifoDir, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 });
     fs.writeFileSync(
       this.configPath,
       [
@@ -119,7 +130,7 @@ export class PrivateContainerd {
       this.daemon = spawn(
         'setpriv',
         ['--pdeathsig', 'SIGKILL', '--', 'containerd', '--config', this.configPath],
-        { stdio: ['ignore', log, log] },
+        { stdio: ['ignore', log, log], env: this.env },
       );
     } finally {
       fs.closeSync(log);

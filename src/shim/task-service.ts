@@ -159,7 +159,11 @@ export class TaskService {
     });
     server.registerTyped(m.CloseIO, async (r) => {
       const p = this.container(r.id).process(r.execId);
-      if (r.stdin && p.brokered) await p.brokered.closeStdin();
+      // Not awaited: on the RPC path stdin ends only once the FIFO is drained to EOF, and ctr
+      // closes its writer only after this call has returned (it calls CloseIO from its read of EOF).
+      if (r.stdin && p.brokered) {
+        p.brokered.closeStdin().catch((err: Error) => log.warn(`close stdin of ${r.id}: ${err.message}`));
+      }
       return {};
     });
     server.registerTyped(m.Connect, () => ({

@@ -92,10 +92,16 @@ export function isolationTools(): Record<Tool, string> {
   return tools;
 }
 
-/** P0 of an init: $1 the shell, $2 INIT_SCRIPT, the rest its arguments. Reports P1, waits, exits with its status. */
+/**
+ * P0 of an init: $1 the shell, $2 INIT_SCRIPT, the rest its arguments. Reports P1, waits, exits with its
+ * status. Its stdin goes through fd 4: a background job's stdin is /dev/null without job control, and
+ * dash ignores a plain `0<&0` there.
+ */
 const WAIT_SCRIPT = `sh=$1 init=$2
 shift 2
-"$sh" -c "$init" passfd-init "$@" 3>&- &
+exec 4<&0
+"$sh" -c "$init" passfd-init "$@" <&4 3>&- 4<&- &
+exec 4<&-
 echo $! >&3
 exec 3>&-
 wait $!

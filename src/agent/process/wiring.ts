@@ -56,7 +56,11 @@ function rpcReader(fd: number): net.Socket {
 }
 
 function rpcWriter(fd: number): net.Socket {
-  return new net.Socket({ fd, readable: false, writable: true });
+  const sock = new net.Socket({ fd, readable: false, writable: true });
+  // EPIPE once the process has gone with input still coming: each WriteStdin
+  // learns it from its write callback; unhandled, the event would end the agent.
+  sock.on('error', () => {});
+  return sock;
 }
 
 export function wirePipes(opts: SpawnOptions): Wiring {
