@@ -148,6 +148,9 @@ export class TaskService {
     });
     server.registerTyped(m.ResizePty, async (r) => {
       const p = this.container(r.id).process(r.execId);
+      log.debug(
+        `resize ${r.id}${r.execId ? `/${r.execId}` : ''} to ${r.height}x${r.width} (${Status[p.status]})`,
+      );
       if (p.status !== Status.RUNNING || !p.brokered) {
         p.consoleSize = { rows: r.height, cols: r.width };
         return {};
@@ -293,6 +296,10 @@ export class TaskService {
       throw asTtrpcError(err, 'passfd start');
     }
     p.status = Status.RUNNING;
+    // A size that came while the init was only created (its pty exists already): apply it now.
+    if (p.isInit && p.consoleSize && p.stdio.terminal) {
+      await p.brokered!.resize(p.consoleSize.rows, p.consoleSize.cols).catch(() => {});
+    }
     this.followExit(c, p);
     if (p.isInit) this.o.events.publish(TaskTopic.start, TaskStartSchema, { containerId: id, pid: this.pid });
     else

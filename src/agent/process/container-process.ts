@@ -65,12 +65,12 @@
  * closed by whoever consumes them.
  */
 import type { Readable, Writable } from 'node:stream';
-import { closeQuietly, fdKind, makePipe, setCloexec, setWinSize } from '../../../native-bindings/index.js';
+import { closeQuietly, fdKind, setCloexec, setWinSize } from '../../../native-bindings/index.js';
 import {
   type ContainerRootOptions,
-  IsolatedProcess,
+  type IsolatedProcess,
   isolatedCommand,
-  readAnnouncedPid,
+  SetupHandshake,
 } from './container-root.js';
 import { type CttyMethod, cttyStep, envObject } from './ctty-step.js';
 import { type ExitStatus, exitStatus, signalNumber } from './exit-status.js';
@@ -182,7 +182,7 @@ export class ContainerProcess {
     const given = streams.filter((fd): fd is number => fd !== null);
     let w: Wiring | null = null;
     let child: SpawnedProcess;
-    let announce: [number, number] | null = null;
+    let handshake: SetupHandshake | null = null;
     try {
       validate(opts, given);
       for (const fd of given) setCloexec(fd, true);
@@ -196,7 +196,7 @@ export class ContainerProcess {
       if (opts.container) {
         ({ file, argv } = isolatedCommand(opts.container, opts.args, envObject(env), cwd, !!opts.terminal));
         childEnv = envObject(env);
-        announce = makePipe(false);
+        handshake = new SetupHandshake();
         w = opts.terminal ? wireTerminal(opts) : wirePipes(opts);
       } else if (opts.terminal) {
         resolveCommand(opts.args[0]!, envObject(env).PATH, cwd); // fail now, not as the step's exit 127
@@ -222,17 +222,17 @@ export class ContainerProcess {
         stdio: w.childStdio,
         // In a container the helper leads the session; the process makes its own with `setsid -c`.
         setsid: !!opts.container || !opts.terminal,
-        extraFds: announce ? [announce[1]] : [],
+        extraFds: handshake?.childFds ?? [],
       });
     } catch (err) {
       if (w) abandon(w);
       for (const fd of given) closeQuietly(fd);
-      if (announce) closeQuietly(announce[0]);
+      handshake?.close();
       throw err;
     } finally {
       // The child has its copies now (or never will): the agent's must go, or EOF never comes.
       if (w) for (const fd of w.childEnds) closeQuietly(fd);
-      if (announce) closeQuietly(announce[1]);
+      handshake?.releaseChildEnds();
     }
     const proc = new ContainerProcess(
       child,
@@ -240,9 +240,9 @@ export class ContainerProcess {
       opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
       !!opts.terminal,
     );
-    if (announce) {
+    if (handshake) {
       try {
-        proc.isolated = new IsolatedProcess(await readAnnouncedPid(announce[0], child.exited));
+        proc.isolated = await handshake.complete(child.exited);
       } catch (err) {
         proc.signal('SIGKILL', { group: true });
         throw err;

@@ -8,11 +8,11 @@
  * The init process of a container (CreateContainer/StartContainer):
  *
  *   unshare -m -u -i -p                      new namespaces (the PID one for its children)
- *    └ P0: sh -c WAIT_SCRIPT                  starts P1, reports P1's host pid ($!) on fd 3, waits for it
+ *    └ P0: sh -c WAIT_SCRIPT                  starts P1 and waits for it
  *       └ P1: sh -c INIT_SCRIPT               PID 1 of the new PID namespace; in the new mount namespace:
  *          proc on <root>/proc, a tmpfs /dev with null zero full random urandom tty ptmx and the
  *          fd/stdin/stdout/stderr links, the agent's devpts bound on /dev/pts, a tmpfs /dev/shm;
- *          the hostname; then exec:
+ *          the hostname; reports its host pid on fd 3; then exec:
  *      setpriv --regid G --groups …          gid and supplementary groups (still uid 0, so…)
  *      [setsid -c]                            terminal mode: a new session with the pty as controlling tty
  *      unshare --root <root> --wd <cwd> -S U  …chroot and chdir can still happen; then setuid; then exec
@@ -36,15 +36,15 @@
  * with P1's status (the shell as `exit 128+signal`, nsenter by re-raising
  * the signal): the agent's exit reporting keeps working on P0. (Not
  * `unshare --fork`: it exits 1 instead of 137 when its child dies of
- * SIGKILL.) Signals must reach P1 itself, so P1's host pid comes back on a
- * pipe the agent gives as fd 3 (the init's from `$!`, an exec's from its
- * /proc/self/stat, read before it enters the container's root); the agent
- * then holds a pidfd for P1 (`IsolatedProcess`).
+ * SIGKILL.) Signals must reach P1 itself, so P1 reports its host pid (from
+ * its /proc/self/stat, read before it enters the container's root) on a
+ * pipe the agent gives as fd 3, once the container is set up; the agent
+ * then holds a pidfd for P1 (`IsolatedProcess`), and the start is complete.
  */
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { closeQuietly, pidfdOpen, pidfdSignal } from '../../../native-bindings/index.js';
+import { closeQuietly, makePipe, pidfdOpen, pidfdSignal } from '../../../native-bindings/index.js';
 import { isDirInRoot, resolveCommandInRoot } from './root-path.js';
 
 export interface ContainerRootOptions {
@@ -93,17 +93,24 @@ export function isolationTools(): Record<Tool, string> {
 }
 
 /**
- * P0 of an init: $1 the shell, $2 INIT_SCRIPT, the rest its arguments. Reports P1, waits, exits with its
- * status. Its stdin goes through fd 4: a background job's stdin is /dev/null without job control, and
- * dash ignores a plain `0<&0` there.
+ * The setup handshake (SetupHandshake): reports the shell's host pid on fd 3 (/proc is still the
+ * agent's procfs here, the container's is mounted on <root>/proc, so /proc/self is the host's view),
+ * then waits on fd 4 until the agent holds a pidfd for it, so the pid cannot be gone (and reused)
+ * before then. Done last, once the container is set up: StartContainer returns after it, and an
+ * exec may join at once.
+ */
+const ANNOUNCE = 'read -r pid _ < /proc/self/stat; echo "$pid" >&3; exec 3>&-; read -r _ <&4; exec 4<&-';
+
+/**
+ * P0 of an init: $1 the shell, $2 INIT_SCRIPT, the rest its arguments. Starts P1 (fds 3 and 4 go to
+ * it), waits, exits with its status. P1's stdin goes through fd 5: a background job's stdin is
+ * /dev/null without job control, and dash ignores a plain `0<&0` there.
  */
 const WAIT_SCRIPT = `sh=$1 init=$2
 shift 2
-exec 4<&0
-"$sh" -c "$init" passfd-init "$@" <&4 3>&- 4<&- &
-exec 4<&-
-echo $! >&3
-exec 3>&-
+exec 5<&0
+"$sh" -c "$init" passfd-init "$@" <&5 5<&- &
+exec 5<&- 4<&- 3>&-
 wait $!
 exit $?`;
 
@@ -118,13 +125,12 @@ $c -a /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty /dev/ptmx 
 $m --bind /dev/pts "$r/dev/pts"
 $m -t tmpfs -o nosuid,nodev,noexec,mode=1777,size=65536k shm "$r/dev/shm"
 [ -z "$h" ] || $n "$h"
+${ANNOUNCE}
 exec "$@"`;
 
 /** Runs as the exec's process in the container's namespaces (before chroot): reports its host pid. */
 const EXEC_SCRIPT = `set -e
-read -r pid _ < /proc/self/stat
-echo "$pid" >&3
-exec 3>&-
+${ANNOUNCE}
 exec "$@"`;
 
 /** `<runtimeDir>/container-dev`: the links and directories every container's /dev gets (made once). */
@@ -258,15 +264,61 @@ export function isolatedCommand(
 export const ANNOUNCE_TIMEOUT_MS = 10_000;
 
 /**
- * Reads the pid P1 writes on the announce pipe (`fd`, the read end, owned
- * and closed here). Rejects when the chain exits first (`exited` settles) or
- * after `timeoutMs`.
+ * The agent's side of the setup handshake (see ANNOUNCE): two pipes, whose
+ * ends `childFds` the chain gets as its fds 3 and 4. `complete` reads P1's
+ * pid, opens its pidfd, then lets P1 go on. Rejects when the chain exits
+ * first (its setup failed: the reason is on the process's stderr), or after
+ * `timeoutMs`.
  */
-export function readAnnouncedPid(
-  fd: number,
-  exited: Promise<unknown>,
-  timeoutMs = ANNOUNCE_TIMEOUT_MS,
-): Promise<number> {
+export class SetupHandshake {
+  /** [announce write end, ack read end]: the chain's fds 3 and 4. */
+  readonly childFds: [number, number];
+  private announce: number | null;
+  private ack: number | null;
+
+  constructor() {
+    const [announceR, announceW] = makePipe(false);
+    let ack: [number, number];
+    try {
+      ack = makePipe(false);
+    } catch (err) {
+      closeQuietly(announceR);
+      closeQuietly(announceW);
+      throw err;
+    }
+    this.announce = announceR;
+    this.ack = ack[1];
+    this.childFds = [announceW, ack[0]];
+  }
+
+  /** The child has its copies (or never will): the agent's must go, or P1 never sees EOF. */
+  releaseChildEnds(): void {
+    for (const fd of this.childFds) closeQuietly(fd);
+  }
+
+  async complete(exited: Promise<unknown>, timeoutMs = ANNOUNCE_TIMEOUT_MS): Promise<IsolatedProcess> {
+    try {
+      const fd = this.announce!;
+      this.announce = null; // the reader owns it now
+      const pid = await readPid(fd, exited, timeoutMs);
+      const p = new IsolatedProcess(pid);
+      fs.writeSync(this.ack!, 'go\n');
+      return p;
+    } finally {
+      this.close();
+    }
+  }
+
+  /** Lets go of the agent's ends (P1, if still waiting, reads EOF and gives up). */
+  close(): void {
+    closeQuietly(this.announce);
+    closeQuietly(this.ack);
+    this.announce = null;
+    this.ack = null;
+  }
+}
+
+function readPid(fd: number, exited: Promise<unknown>, timeoutMs: number): Promise<number> {
   const sock = new net.Socket({ fd, readable: true, writable: false });
   return new Promise<number>((resolve, reject) => {
     let text = '';
@@ -277,7 +329,7 @@ export function readAnnouncedPid(
       else resolve(pid!);
     };
     const timer = setTimeout(
-      () => done(new Error(`container setup did not start within ${timeoutMs} ms`)),
+      () => done(new Error(`container setup did not finish within ${timeoutMs} ms`)),
       timeoutMs,
     );
     sock.on('data', (b: Buffer) => {
