@@ -312,7 +312,8 @@ export class BrokeredProcess {
     }
   }
 
-  private releaseAll(): void {
+  /** Lets go of the FIFOs now (keepers, passed fds' tracking, RPC copiers): for a process that will never start or be waited for. */
+  releaseAll(): void {
     for (const p of this.passed.values()) p.release();
     this.rpc?.stop();
     this.fifos.releaseAll();
