@@ -29,6 +29,21 @@ afterEach(async () => {
   expect(await suite.leaks()).toEqual([]);
 });
 
+describe('ctr run: the guest', () => {
+  it('a guest that fails to boot fails the create with a clear error and leaves nothing behind', async () => {
+    const r = await suite.run('noqemu', suite.id('noboot'), ['true']);
+    expect(r.code).not.toBe(0);
+    expect(r.timedOut).toBe(false);
+    expect(r.stderr).toContain('failed to create shim task');
+    expect(r.stderr).toContain('the guest did not start');
+    expect(r.stderr).toContain('/nonexistent/qemu-system-x86_64');
+    // The VM stack keeps the guest's console and vmm log for a guest that failed, and says where.
+    const kept = /kept at (\S+\.log)/.exec(r.stderr)?.[1];
+    expect(kept && fs.existsSync(kept)).toBeTruthy();
+    fs.rmSync(kept!);
+  });
+});
+
 describe.each(IO_PATHS)('ctr run (%s)', (io) => {
   it('prints hello, keeps stdout and stderr apart, and exits with the command’s code', async () => {
     const hello = await suite.run(io, suite.id('hello'), ['echo', 'hello']);

@@ -36,6 +36,8 @@ export const MiB = 1024 * 1024;
 export const CONFIGS = {
   passfd: '[runtime]\nuse_passfd_io = true\n',
   rpc: '[runtime]\nuse_passfd_io = false\n',
+  /** A QEMU guest whose QEMU does not exist: the guest fails to boot. */
+  noqemu: '[hypervisor]\nguest = "qemu"\nqemu_path = "/nonexistent/qemu-system-x86_64"\n',
 } as const;
 
 export type IoPath = 'passfd' | 'rpc';
