@@ -187,7 +187,7 @@ export class ContainerProcess {
       validate(opts, given);
       for (const fd of given) setCloexec(fd, true);
       const env = opts.env ?? Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
-      const cwd = opts.cwd ?? process.cwd();
+      const cwd = opts.cwd ?? (opts.container ? '/' : process.cwd());
       // Looked up here (PATH of the process's own environment, as execvp would),
       // so a missing command is an ENOENT from spawn in both modes.
       let file: string;

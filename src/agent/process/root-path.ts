@@ -48,7 +48,7 @@ export function resolveInRoot(root: string, p: string, cwd = '/'): string {
     if (target.startsWith('/')) inside = '/';
     pending.unshift(...target.split('/'));
   }
-  return path.join(root, inside);
+  return inside === '/' ? path.resolve(root) : path.join(root, inside);
 }
 
 /**
