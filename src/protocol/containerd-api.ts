@@ -27,6 +27,7 @@ import type { TtrpcMethod } from '../ttrpc/common.js';
 import { Task } from './gen/containerd/runtime/v2/task/shim_pb.js';
 import { OptionsSchema } from './gen/containerd/runtimeoptions/v1/api_pb.js';
 import { Events } from './gen/containerd/services/events/ttrpc/v1/events_pb.js';
+import { RUNTIME_OPTIONS_TYPE_NAMES, typeNameOf } from './runtime-options.js';
 
 export * from './gen/containerd/events/task_pb.js';
 export * from './gen/containerd/runtime/v2/task/shim_pb.js';
@@ -80,18 +81,13 @@ export function packEvent<D extends DescMessage>(schema: D, event: MessageShape<
 /** The OCI Process type URL containerd registers (its value is JSON). */
 export const OCI_PROCESS_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Process';
 
-/** Runtime options carrying a config path: containerd's and CRI's older copy of the same message. */
-const RUNTIME_OPTIONS_TYPE_URLS = new Set(['runtimeoptions.v1.Options', 'cri.runtimeoptions.v1.Options']);
-
 /**
  * The ConfigPath in a task's runtime options, or undefined when there is
  * none (no options, other options such as runc's, or an empty path). Type
  * URLs may carry a "<host>/" prefix, as an Any allows.
  */
 export function unpackConfigPath(options: Any | undefined): string | undefined {
-  if (!options || options.typeUrl === '') return undefined;
-  const name = options.typeUrl.slice(options.typeUrl.lastIndexOf('/') + 1);
-  if (!RUNTIME_OPTIONS_TYPE_URLS.has(name)) return undefined;
+  if (!options || !RUNTIME_OPTIONS_TYPE_NAMES.has(typeNameOf(options.typeUrl))) return undefined;
   const opts = fromBinary(OptionsSchema, options.value);
   return opts.configPath || undefined;
 }

@@ -13,6 +13,13 @@
 
 export type ShimAction = 'start' | 'delete' | 'serve';
 
+/**
+ * Not a flag but the one other thing `start` hands the long-lived shim: the
+ * runtime options' ConfigPath it read on its stdin (containerd gives the
+ * long-lived process no options of its own).
+ */
+export const OPTIONS_CONFIG_ENV = 'PASSFD_SHIM_OPTIONS_CONFIG';
+
 export interface ShimFlags {
   namespace: string;
   id: string;

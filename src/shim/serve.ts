@@ -19,7 +19,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { createLogger, parseLevel, setLogLevel } from '../util/log.js';
 import { socketPathOf } from './address.js';
-import type { ShimFlags } from './flags.js';
+import { OPTIONS_CONFIG_ENV, type ShimFlags } from './flags.js';
 
 /** fd 3: the pipe `start` waits on. */
 const READY_FD = 3;
@@ -74,15 +74,13 @@ export async function serve(flags: ShimFlags): Promise<void> {
   tellStart('READY');
 
   // The guest first: its processes start while the rest of the shim loads.
-  const [{ loadShimConfig }, { SandboxSlot }, { Sandbox }, { OPTIONS_CONFIG_ENV }, state, tree] =
-    await Promise.all([
-      import('./config.js'),
-      import('./sandbox-slot.js'),
-      import('./sandbox.js'),
-      import('./start.js'),
-      import('./state-file.js'),
-      import('./process-tree.js'),
-    ]);
+  const [{ loadShimConfig }, { SandboxSlot }, { Sandbox }, state, tree] = await Promise.all([
+    import('./config.js'),
+    import('./sandbox-slot.js'),
+    import('./sandbox.js'),
+    import('./state-file.js'),
+    import('./process-tree.js'),
+  ]);
   const me = tree.identify(process.pid)!;
   let guest: { processes: { name: string; pid: number }[]; dirs: string[] } = { processes: [], dirs: [] };
   const record = () => {

@@ -23,15 +23,14 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import { configPathFromOptions } from '../protocol/runtime-options.js';
 import { socketPathFor, toAddress, writeAddressFile } from './address.js';
-import type { ShimFlags } from './flags.js';
+import { OPTIONS_CONFIG_ENV, type ShimFlags } from './flags.js';
 
-/** How the long-lived shim learns the runtime options' ConfigPath `start` found. */
-export const OPTIONS_CONFIG_ENV = 'PASSFD_SHIM_OPTIONS_CONFIG';
 /** How long the long-lived shim may take to bind its socket. */
 const READY_TIMEOUT_MS = 30_000;
 
-async function readOptionsConfig(): Promise<string | undefined> {
+function readOptionsConfig(): string | undefined {
   if (process.stdin.isTTY) return undefined;
   let data: Buffer;
   try {
@@ -39,14 +38,7 @@ async function readOptionsConfig(): Promise<string | undefined> {
   } catch {
     return undefined;
   }
-  if (data.length === 0) return undefined;
-  // Only now: protobuf is not needed (nor loaded) for the common case of no options.
-  const [{ fromBinary }, { AnySchema }, { unpackConfigPath }] = await Promise.all([
-    import('@bufbuild/protobuf'),
-    import('@bufbuild/protobuf/wkt'),
-    import('../protocol/containerd-api.js'),
-  ]);
-  return unpackConfigPath(fromBinary(AnySchema, data));
+  return configPathFromOptions(data);
 }
 
 export function canConnect(socketPath: string, timeoutMs = 500): Promise<boolean> {
@@ -98,7 +90,7 @@ function readyLine(pipe: Readable, child: ReturnType<typeof spawn>): Promise<voi
 
 export async function start(flags: ShimFlags): Promise<void> {
   const bundle = process.cwd();
-  const optionsConfig = await readOptionsConfig();
+  const optionsConfig = readOptionsConfig();
   const socketPath = socketPathFor(flags.address, flags.namespace, flags.id);
   const address = toAddress(socketPath);
   if (!(await canConnect(socketPath))) {

@@ -18,6 +18,7 @@ import {
   unpackConfigPath,
 } from '../../src/protocol/containerd-api.js';
 import { OptionsSchema } from '../../src/protocol/gen/containerd/runtimeoptions/v1/api_pb.js';
+import { configPathFromOptions } from '../../src/protocol/runtime-options.js';
 import { socketPathFor, socketPathOf } from '../../src/shim/address.js';
 import { configSource } from '../../src/shim/config.js';
 import { FlagError, parseShimFlags } from '../../src/shim/flags.js';
@@ -176,6 +177,16 @@ describe('containerd types', () => {
     expect(unpackConfigPath(opts('io.containerd.runc.v1.Options', '/no'))).toBeUndefined();
     expect(unpackConfigPath(opts('runtimeoptions.v1.Options', ''))).toBeUndefined();
     expect(unpackConfigPath(undefined)).toBeUndefined();
+    // start reads the same from the serialized Any on its stdin, at the wire level.
+    for (const [url, p, want] of [
+      ['runtimeoptions.v1.Options', '/etc/x.toml', '/etc/x.toml'],
+      ['cri.runtimeoptions.v1.Options', '/y', '/y'],
+      ['io.containerd.runc.v1.Options', '/no', undefined],
+      ['runtimeoptions.v1.Options', '', undefined],
+    ] as const) {
+      expect(configPathFromOptions(toBinary(AnySchema, opts(url, p)))).toBe(want);
+    }
+    expect(configPathFromOptions(new Uint8Array())).toBeUndefined();
     expect(taskMethods.Create).toMatchObject({ service: 'containerd.task.v2.Task', name: 'Create' });
   });
 });
