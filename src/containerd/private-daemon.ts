@@ -25,6 +25,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { identify, killTrees, type ProcessIdentity } from '../shim/process-tree.js';
 import { unmountUnder } from './mounts.js';
 
 export interface PrivateContainerdOptions {
@@ -245,9 +246,52 @@ export class PrivateContainerd {
   }
 
   /**
+   * Processes started on this daemon's behalf (not the daemon, not ctr
+   * calls): those whose environment names its ttrpc socket (containerd sets
+   * TTRPC_ADDRESS for every shim it starts, and a shim's children inherit
+   * it), whose command line names its directory (a container's namespace
+   * helpers) or whose root is under it (a container's processes); with the
+   * socket each shim serves.
+   */
+  ownProcesses(): { process: ProcessIdentity; cmdline: string; socket?: string }[] {
+    const marker = `TTRPC_ADDRESS=${this.ttrpcAddress}\0`;
+    const found: { process: ProcessIdentity; cmdline: string; socket?: string }[] = [];
+    for (const name of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(name) || Number(name) === process.pid || Number(name) === this.daemon?.pid) continue;
+      try {
+        const raw = fs.readFileSync(`/proc/${name}/cmdline`, 'utf8');
+        if (raw === '' || raw.startsWith('ctr\0')) continue; // a kernel thread, or a ctr call
+        let root = '';
+        try {
+          root = fs.readlinkSync(`/proc/${name}/root`);
+        } catch {
+          // Gone, or not ours to read.
+        }
+        const env = fs.readFileSync(`/proc/${name}/environ`, 'utf8');
+        if (!env.includes(marker) && !raw.includes(this.dir) && !root.startsWith(this.dir)) continue;
+        const cmdline = raw.split('\0');
+        const id = identify(Number(name));
+        const at = cmdline.indexOf('-socket');
+        if (id) {
+          found.push({
+            process: id,
+            cmdline: cmdline.join(' ').trim(),
+            ...(at >= 0 ? { socket: cmdline[at + 1]?.replace(/^unix:\/\//, '') } : {}),
+          });
+        }
+      } catch {
+        // Exited while we looked, or not ours to read.
+      }
+    }
+    return found;
+  }
+
+  /**
    * Kills ctr calls still running, stops the daemon (SIGTERM, SIGKILL after
-   * 5 s), unmounts anything still mounted under its directory (never
-   * deleting through a mount) and removes the directory.
+   * 5 s), kills whatever its shims left running (a test that failed half
+   * way: shims outlive containerd by design) and their sockets, unmounts
+   * anything still mounted under its directory (never deleting through a
+   * mount) and removes the directory.
    */
   async stop(): Promise<void> {
     for (const c of this.children) c.kill('SIGKILL');
@@ -263,6 +307,9 @@ export class PrivateContainerd {
       });
     }
     this.daemon = null;
+    const left = this.ownProcesses();
+    killTrees(left.map((p) => p.process));
+    for (const p of left) if (p.socket) fs.rmSync(p.socket, { force: true });
     unmountUnder(this.dir);
     fs.rmSync(this.dir, { recursive: true, force: true });
   }

@@ -31,6 +31,7 @@ import {
 } from '../../src/protocol/containerd-api.js';
 import { GrpcCode } from '../../src/protocol/ttrpc.js';
 import { socketPathOf } from '../../src/shim/address.js';
+import { identify, killTrees } from '../../src/shim/process-tree.js';
 import { STATE_FILE } from '../../src/shim/state-file.js';
 import { TtrpcClient, TtrpcError, TtrpcServer } from '../../src/ttrpc/index.js';
 import { mountsUnder } from '../../src/util/mountinfo.js';
@@ -83,10 +84,29 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  expect(await leftovers()).toEqual([]);
-  await h.close();
-  unmountUnder(h.dir);
-  fs.rmSync(h.dir, { recursive: true, force: true });
+  try {
+    expect(await leftovers()).toEqual([]);
+  } finally {
+    // Whatever a failed test left: the shim and everything it started (they carry our TTRPC_ADDRESS).
+    const marker = `TTRPC_ADDRESS=${h.eventsSocket}\0`;
+    const left = fs.readdirSync('/proc').flatMap((name) => {
+      try {
+        return /^\d+$/.test(name) && fs.readFileSync(`/proc/${name}/environ`, 'utf8').includes(marker)
+          ? [identify(Number(name))!]
+          : [];
+      } catch {
+        return [];
+      }
+    });
+    killTrees(left.filter(Boolean));
+    const address = fs.existsSync(path.join(h.bundle, 'address'))
+      ? fs.readFileSync(path.join(h.bundle, 'address'), 'utf8')
+      : '';
+    if (address) fs.rmSync(socketPathOf(address), { force: true });
+    await h.close();
+    unmountUnder(h.dir);
+    fs.rmSync(h.dir, { recursive: true, force: true });
+  }
 });
 
 /** What is left of the shim: its processes (by their environment), mounts, temporary files. */

@@ -213,32 +213,9 @@ export class CtrSuite {
   }
 }
 
-/** "pid: cmdline" of every process started on behalf of this containerd (not containerd itself, not us). */
+/** "pid: cmdline" of every process started on behalf of this containerd (PrivateContainerd.ownProcesses). */
 export function ownProcesses(d: PrivateContainerd): string[] {
-  const marker = `TTRPC_ADDRESS=${d.ttrpcAddress}\0`;
-  const found: string[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
-    if (pid === process.pid || pid === d.pid) continue;
-    try {
-      const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      if (cmdline === '' || cmdline.startsWith('ctr\0')) continue; // a kernel thread, or a ctr call of ours
-      const environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8');
-      let root = '';
-      try {
-        root = fs.readlinkSync(`/proc/${pid}/root`);
-      } catch {
-        // Gone, or not ours to read.
-      }
-      if (environ.includes(marker) || cmdline.includes(d.dir) || root.startsWith(d.dir)) {
-        found.push(`${pid}: ${cmdline.replace(/\0/g, ' ').trim().slice(0, 200)}`);
-      }
-    } catch {
-      // Exited while we looked.
-    }
-  }
-  return found;
+  return d.ownProcesses().map((p) => `${p.process.pid}: ${p.cmdline.slice(0, 200)}`);
 }
 
 export const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
