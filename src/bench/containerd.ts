@@ -31,6 +31,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { buildBusyboxImage } from '../containerd/busybox-image.js';
 import { PrivateContainerd } from '../containerd/private-daemon.js';
+import { clockTicksPerSecond, readCpuTicks } from './proc-cpu.js';
 import { createProgress } from './progress.js';
 import { median, percentile } from './stats.js';
 
@@ -68,6 +69,23 @@ export interface ContainerdRow {
   target?: string;
 }
 
+interface Samples {
+  stdoutMiBps: number[];
+  stdinMiBps: number[];
+  startMs: number[];
+  /** CPU seconds per GiB during the transfers: the runtime's processes (shim, agent), and ctr. */
+  stdoutCpu: { runtime: number[]; ctr: number[] };
+  stdinCpu: { runtime: number[]; ctr: number[] };
+}
+
+const emptySamples = (): Samples => ({
+  stdoutMiBps: [],
+  stdinMiBps: [],
+  startMs: [],
+  stdoutCpu: { runtime: [], ctr: [] },
+  stdinCpu: { runtime: [], ctr: [] },
+});
+
 export interface ContainerdBenchReport {
   meta: {
     date: string;
@@ -81,7 +99,7 @@ export interface ContainerdBenchReport {
   };
   options: Omit<ContainerdBenchOptions, 'progress'>;
   rows: ContainerdRow[];
-  samples: Record<CtrRuntime, { stdoutMiBps: number[]; stdinMiBps: number[]; startMs: number[] }>;
+  samples: Record<CtrRuntime, Samples>;
   errors: string[];
 }
 
@@ -98,9 +116,14 @@ function ctrRun(
   d: PrivateContainerd,
   args: string[],
   timeoutMs: number,
-  io: { onStdout?: (b: Buffer) => void; onStderr?: (b: Buffer, stdin: NodeJS.WritableStream) => void } = {},
+  io: {
+    onStdout?: (b: Buffer) => void;
+    onStderr?: (b: Buffer, stdin: NodeJS.WritableStream) => void;
+    onSpawn?: (pid: number) => void;
+  } = {},
 ): Promise<void> {
   const child = d.spawnCtr(args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  io.onSpawn?.(child.pid!);
   let err = '';
   (child.stdout as Readable).on('data', (b: Buffer) => io.onStdout?.(b));
   child.stdin!.on('error', () => {});
@@ -124,6 +147,49 @@ function ctrRun(
   });
 }
 
+/**
+ * CPU use of the runtime's long-lived processes (this project's shim and
+ * agent, or containerd-shim-runc-v2) and of ctr between `start` and `end`,
+ * from /proc/<pid>/stat. The container's own process (dd) is the same on
+ * both sides and is left out.
+ */
+class CpuWindow {
+  private readonly before = new Map<number, { role: 'runtime' | 'ctr'; ticks: number }>();
+
+  constructor(d: PrivateContainerd, ctrPid: number) {
+    for (const p of d.ownProcesses()) {
+      const c = p.cmdline;
+      if (/shim\/main\.js|containerd-shim-runc-v2|cli\/main\.js agent/.test(c))
+        this.add(p.process.pid, 'runtime');
+    }
+    this.add(ctrPid, 'ctr');
+  }
+
+  private add(pid: number, role: 'runtime' | 'ctr'): void {
+    try {
+      this.before.set(pid, { role, ticks: readCpuTicks(pid).self });
+    } catch {
+      // Gone already.
+    }
+  }
+
+  /** CPU seconds per role since the start (a process gone meanwhile counts what it had at the start). */
+  end(): { runtime: number; ctr: number } {
+    const out = { runtime: 0, ctr: 0 };
+    const hz = clockTicksPerSecond();
+    for (const [pid, b] of this.before) {
+      let now = b.ticks;
+      try {
+        now = readCpuTicks(pid).self;
+      } catch {
+        // Gone: nothing more to count.
+      }
+      out[b.role] += (now - b.ticks) / hz;
+    }
+    return out;
+  }
+}
+
 export async function runContainerdBench(o: ContainerdBenchOptions): Promise<ContainerdBenchReport> {
   const started = performance.now();
   for (const tool of ['containerd', 'ctr', 'runc']) {
@@ -136,10 +202,7 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
   const mib = Math.max(1, Math.round(o.bytes / MiB));
   const progress = createProgress(o.reps * 4 + o.starts * 2, o.progress, 'starting a private containerd');
   const d = await PrivateContainerd.start();
-  const samples: ContainerdBenchReport['samples'] = {
-    passfd: { stdoutMiBps: [], stdinMiBps: [], startMs: [] },
-    runc: { stdoutMiBps: [], stdinMiBps: [], startMs: [] },
-  };
+  const samples: ContainerdBenchReport['samples'] = { passfd: emptySamples(), runc: emptySamples() };
   const errors: string[] = [];
   let n = 0;
   try {
@@ -163,8 +226,16 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
       try {
         await fn();
       } catch (err) {
-        errors.push(`${label} ${rt}: ${(err as Error).message}`);
-        progress.log(`bench containerd: ${label} ${rt} failed: ${(err as Error).message}`);
+        // What the runtime said about that container (its shim logs into containerd's log).
+        const id = `bench-${process.pid}-${rt}-${n - 1}`;
+        const said = d
+          .log()
+          .split('\n')
+          .filter((l) => l.includes(id) && /\b(warn|error)\b|level=(warning|error)/.test(l))
+          .slice(-5);
+        const message = [(err as Error).message, ...said].join('\n    ');
+        errors.push(`${label} ${rt}: ${message}`);
+        progress.log(`bench containerd: ${label} ${rt} failed: ${message}`);
       }
     };
     for (let rep = 0; rep < o.reps; rep++) {
@@ -174,15 +245,27 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
           let bytes = 0;
           let first = 0;
           let last = 0;
+          let ctrPid = 0;
+          let cpu: CpuWindow | null = null;
+          let used = { runtime: 0, ctr: 0 };
           await ctrRun(d, run(rt, ['dd', 'if=/dev/zero', `bs=${MiB}`, `count=${mib}`]), o.timeoutMs, {
+            onSpawn: (pid) => {
+              ctrPid = pid;
+            },
             onStdout: (b) => {
-              if (bytes === 0) first = performance.now();
+              if (bytes === 0) {
+                first = performance.now();
+                cpu = new CpuWindow(d, ctrPid);
+              }
               bytes += b.length;
               last = performance.now();
+              if (bytes === mib * MiB && cpu) used = cpu.end();
             },
           });
           if (bytes !== mib * MiB) throw new Error(`stdout: ${bytes} of ${mib * MiB} bytes arrived`);
           samples[rt].stdoutMiBps.push(mib / ((last - first) / 1000));
+          samples[rt].stdoutCpu.runtime.push(used.runtime / (mib / 1024));
+          samples[rt].stdoutCpu.ctr.push(used.ctr / (mib / 1024));
         });
       }
       for (const rt of order) {
@@ -190,16 +273,23 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
           let from = 0;
           let report = '';
           let until = 0;
+          let ctrPid = 0;
+          let cpu: CpuWindow | null = null;
+          let used = { runtime: 0, ctr: 0 };
           const block = Buffer.alloc(MiB, 0x61);
           await ctrRun(
             d,
             run(rt, ['sh', '-c', `echo ready >&2; exec dd of=/dev/null bs=${MiB} iflag=fullblock`]),
             o.timeoutMs,
             {
+              onSpawn: (pid) => {
+                ctrPid = pid;
+              },
               onStderr: (b, stdin) => {
                 const text = b.toString();
                 if (from === 0 && text.includes('ready')) {
                   from = performance.now();
+                  cpu = new CpuWindow(d, ctrPid);
                   void (async () => {
                     for (let i = 0; i < mib; i++) {
                       if (!stdin.write(block)) await new Promise((r) => stdin.once('drain', r));
@@ -208,7 +298,10 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
                   })();
                 } else if (from > 0) {
                   report += text;
-                  if (/records in/.test(report) && until === 0) until = performance.now();
+                  if (/records in/.test(report) && until === 0) {
+                    until = performance.now();
+                    if (cpu) used = cpu.end();
+                  }
                 }
               },
             },
@@ -218,6 +311,8 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
             throw new Error(`stdin: dd reported ${JSON.stringify(report.trim())}, not ${mib}+0 records`);
           }
           samples[rt].stdinMiBps.push(mib / ((until - from) / 1000));
+          samples[rt].stdinCpu.runtime.push(used.runtime / (mib / 1024));
+          samples[rt].stdinCpu.ctr.push(used.ctr / (mib / 1024));
         });
       }
     }
@@ -254,6 +349,20 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
     );
   if (ok(samples.passfd.stdinMiBps) && ok(samples.runc.stdinMiBps))
     rows.push(row('stdin throughput (median)', 'MiB/s', (r) => samples[r].stdinMiBps, median, '≥ 0.8× runc'));
+  for (const dir of ['stdout', 'stdin'] as const) {
+    const key = `${dir}Cpu` as const;
+    if (ok(samples.passfd[key].runtime) && ok(samples.runc[key].runtime)) {
+      rows.push(
+        row(
+          `${dir} CPU: runtime processes (shim + agent / runc shim)`,
+          'CPU s/GiB',
+          (r) => samples[r][key].runtime,
+          median,
+        ),
+      );
+      rows.push(row(`${dir} CPU: ctr`, 'CPU s/GiB', (r) => samples[r][key].ctr, median));
+    }
+  }
   if (ok(samples.passfd.startMs) && ok(samples.runc.startMs)) {
     rows.push(row('ctr run --rm … true, p50', 'ms', (r) => samples[r].startMs, median, '≤ 2× runc'));
     rows.push(
