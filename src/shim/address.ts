@@ -11,6 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 
 /** containerd's state directory for shim sockets (hard-coded there too). */
@@ -46,4 +47,18 @@ export function readAddressFile(bundle: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** True when something accepts connections on the socket within `timeoutMs` (a live shim). */
+export function socketAnswers(socketPath: string, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(socketPath);
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+    s.setTimeout(timeoutMs, () => done(false));
+  });
 }

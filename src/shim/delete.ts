@@ -17,31 +17,17 @@
  * The exit status reported is 128 + SIGKILL, as runc's shim reports it.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
 import { DeleteResponseSchema } from '../protocol/containerd-api.js';
-import { readAddressFile, socketPathOf } from './address.js';
+import { readAddressFile, socketAnswers, socketPathOf } from './address.js';
 import type { ShimFlags } from './flags.js';
 import { isAlive, killTrees } from './process-tree.js';
 import { unmountAll } from './rootfs.js';
 import { readState, removeState } from './state-file.js';
 
 const SIGKILL_STATUS = 128 + 9;
-
-function answers(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(socketPath);
-    const done = (ok: boolean) => {
-      s.destroy();
-      resolve(ok);
-    };
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-    s.setTimeout(500, () => done(false));
-  });
-}
 
 export async function deleteTask(flags: ShimFlags): Promise<void> {
   const bundle = flags.bundle || process.cwd();
@@ -50,7 +36,7 @@ export async function deleteTask(flags: ShimFlags): Promise<void> {
   const address = readAddressFile(bundle);
   const socketPath = state?.socket ?? (address ? socketPathOf(address) : undefined);
   const serving =
-    state !== null && isAlive(state.shim) && socketPath !== undefined && (await answers(socketPath));
+    state !== null && isAlive(state.shim) && socketPath !== undefined && (await socketAnswers(socketPath));
   if (!serving) {
     const killed = killTrees(state ? [state.shim, ...state.processes] : []);
     if (killed.length > 0) warn(`killed ${killed.length} leftover process(es): ${killed.join(' ')}`);

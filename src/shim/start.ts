@@ -20,11 +20,10 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { configPathFromOptions } from '../protocol/runtime-options.js';
-import { socketPathFor, toAddress, writeAddressFile } from './address.js';
+import { socketAnswers, socketPathFor, toAddress, writeAddressFile } from './address.js';
 import { OPTIONS_CONFIG_ENV, type ShimFlags } from './flags.js';
 
 /** How long the long-lived shim may take to bind its socket. */
@@ -39,19 +38,6 @@ function readOptionsConfig(): string | undefined {
     return undefined;
   }
   return configPathFromOptions(data);
-}
-
-export function canConnect(socketPath: string, timeoutMs = 500): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(socketPath);
-    const done = (ok: boolean) => {
-      s.destroy();
-      resolve(ok);
-    };
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-    s.setTimeout(timeoutMs, () => done(false));
-  });
 }
 
 function openLog(bundle: string): number {
@@ -93,7 +79,7 @@ export async function start(flags: ShimFlags): Promise<void> {
   const optionsConfig = readOptionsConfig();
   const socketPath = socketPathFor(flags.address, flags.namespace, flags.id);
   const address = toAddress(socketPath);
-  if (!(await canConnect(socketPath))) {
+  if (!(await socketAnswers(socketPath))) {
     const logFd = openLog(bundle);
     let child: ReturnType<typeof spawn>;
     try {
