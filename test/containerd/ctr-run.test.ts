@@ -11,23 +11,11 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { writeBusyboxRootfs } from '../../src/containerd/busybox-image.js';
-import { CtrSuite, IO_PATHS, MiB, RUNTIME, sha256 } from './support.js';
+import { IO_PATHS, MiB, RUNTIME, sha256, useCtrSuite } from './support.js';
 
-let suite: CtrSuite;
-
-beforeAll(async () => {
-  suite = await CtrSuite.start();
-}, 120_000);
-
-afterAll(async () => {
-  await suite?.stop();
-});
-
-afterEach(async () => {
-  expect(await suite.leaks()).toEqual([]);
-});
+const suite = useCtrSuite();
 
 describe('ctr run: the guest', () => {
   it('a guest that fails to boot fails the create with a clear error and leaves nothing behind', async () => {

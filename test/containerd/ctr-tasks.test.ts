@@ -11,22 +11,10 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CtrSuite, IO_PATHS, MiB, ownProcesses, sha256 } from './support.js';
+import { describe, expect, it } from 'vitest';
+import { IO_PATHS, MiB, ownProcesses, sha256, useCtrSuite } from './support.js';
 
-let suite: CtrSuite;
-
-beforeAll(async () => {
-  suite = await CtrSuite.start();
-}, 120_000);
-
-afterAll(async () => {
-  await suite?.stop();
-});
-
-afterEach(async () => {
-  expect(await suite.leaks()).toEqual([]);
-});
+const suite = useCtrSuite();
 
 /** Collects a child's output; `until(re)` resolves once stdout matches. */
 function watch(child: ChildProcess) {
@@ -110,7 +98,9 @@ describe.each(IO_PATHS)('ctr tasks (%s)', (io) => {
 
   it('ctr task exec runs a second process with its own stdio and exit code', async () => {
     const id = suite.id('exec');
-    const r = await suite.d.ctr(suite.runArgs(io, id, ['sleep', '1000'], ['-d']), { timeoutMs: 60_000 });
+    const r = await suite.d.ctr(suite.runArgs(io, id, ['sleep', '1000'], ['-d']), {
+      timeoutMs: 60_000,
+    });
     expect(r.code).toBe(0);
     await suite.waitTask(id, 'RUNNING');
     const e = await suite.ctr([
@@ -155,7 +145,9 @@ describe.each(IO_PATHS)('ctr tasks (%s)', (io) => {
   it('run -d, attach, ps, ls, kill -s SIGKILL, rm, c rm', async () => {
     const id = suite.id('detach');
     const loop = 'echo started; while read l; do echo "got $l"; done; echo bye; exit 3';
-    const r = await suite.d.ctr(suite.runArgs(io, id, ['sh', '-c', loop], ['-d']), { timeoutMs: 60_000 });
+    const r = await suite.d.ctr(suite.runArgs(io, id, ['sh', '-c', loop], ['-d']), {
+      timeoutMs: 60_000,
+    });
     expect(r.code).toBe(0);
     await suite.waitTask(id, 'RUNNING');
     const ls = (await suite.ctr(['task', 'ls'])).stdout;

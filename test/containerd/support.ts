@@ -22,6 +22,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { buildBusyboxImage } from '../../src/containerd/busybox-image.js';
 import { type CtrOptions, type CtrResult, PrivateContainerd } from '../../src/containerd/private-daemon.js';
 import { socketPathFor } from '../../src/shim/address.js';
@@ -219,3 +220,28 @@ export function ownProcesses(d: PrivateContainerd): string[] {
 }
 
 export const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+
+/**
+ * A suite for the calling test file: started before its tests, stopped
+ * after them, and a leak check after every test. Returns the suite (a
+ * stand-in that reaches the started one; using it outside a test throws).
+ */
+export function useCtrSuite(configs: Record<string, string> = CONFIGS, leakWaitMs?: number): CtrSuite {
+  let suite: CtrSuite | undefined;
+  beforeAll(async () => {
+    suite = await CtrSuite.start(configs);
+  }, 120_000);
+  afterAll(async () => {
+    await suite?.stop();
+  });
+  afterEach(async () => {
+    expect(await suite!.leaks(leakWaitMs)).toEqual([]);
+  });
+  return new Proxy({} as CtrSuite, {
+    get: (_, key) => {
+      if (!suite) throw new Error('the containerd suite did not start (see beforeAll)');
+      const v = Reflect.get(suite, key);
+      return typeof v === 'function' ? v.bind(suite) : v;
+    },
+  });
+}

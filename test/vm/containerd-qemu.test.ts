@@ -12,29 +12,23 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { findGuestKernel } from '../../src/vm/initramfs.js';
-import { CtrSuite, MiB, ownProcesses, sha256 } from '../containerd/support.js';
+import { MiB, ownProcesses, sha256, useCtrSuite } from '../containerd/support.js';
 
 const QEMU_RUN_MS = 300_000;
-let suite: CtrSuite;
-
-beforeAll(async () => {
+beforeAll(() => {
   execFileSync('sh', ['-c', 'command -v qemu-system-x86_64'], { stdio: 'ignore' }); // throws when missing
   findGuestKernel(); // throws when missing
-  suite = await CtrSuite.start({
+});
+
+const suite = useCtrSuite(
+  {
     passfd: '[hypervisor]\nguest = "qemu"\n',
     rpc: '[hypervisor]\nguest = "qemu"\n[runtime]\nuse_passfd_io = false\n',
-  });
-}, 120_000);
-
-afterAll(async () => {
-  await suite?.stop();
-});
-
-afterEach(async () => {
-  expect(await suite.leaks(30_000)).toEqual([]);
-});
+  },
+  30_000,
+);
 
 describe.each(['passfd', 'rpc'])('ctr run in a QEMU guest (%s)', (io) => {
   it('runs on the guest’s kernel in the image’s root, with output, stderr and the exit code', async () => {
