@@ -5,6 +5,9 @@
  *
  *   npm run build && node --import tsx examples/broker-library.ts
  *
+ * (After `npm install passfd-broker` elsewhere, the same code runs as plain
+ * JavaScript: only the package's public entry point is imported.)
+ *
  * Against a running device, set HVSOCK=/path/to/h.sock (its agent must run);
  * otherwise an embedded vmm + agent are started and stopped.
  */
@@ -13,10 +16,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Broker } from '../src/broker/broker.js';
-import { startEmbeddedStack } from '../src/broker/embedded-stack.js';
-import { defaultConfig } from '../src/config/schema.js';
-import { createLogger } from '../src/util/log.js';
+import { Broker, defaultConfig, startEmbeddedStack } from 'passfd-broker';
 
 const config = defaultConfig();
 const stack = process.env.HVSOCK ? null : await startEmbeddedStack({ config });
@@ -27,7 +27,7 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'example-'));
 const fifos = { stdin: `${dir}/c1-stdin`, stdout: `${dir}/c1-stdout`, stderr: `${dir}/c1-stderr` };
 for (const f of Object.values(fifos)) execFileSync('mkfifo', [f]);
 
-const broker = new Broker({ hvsockPath, config, log: createLogger('example') });
+const broker = new Broker({ hvsockPath, config });
 const proc = await broker.start({ containerId: 'c1', args: ['tr', 'a-z', 'A-Z'], fifos });
 console.log('host ports', proc.hostPorts);
 

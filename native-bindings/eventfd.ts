@@ -8,7 +8,7 @@
  * non-blocking: `eventfdRead` returns null when the counter is zero (EAGAIN)
  * and `eventfdWrite` returns false when the counter would overflow (EAGAIN),
  * so neither ever stalls the event loop. Readiness is watched elsewhere
- * (poll.ts / the epoll package), never by blocking here.
+ * (poll.ts), never by blocking here.
  */
 import { c, check, E, errno, libc, SysError } from './libc.js';
 

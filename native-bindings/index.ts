@@ -1,7 +1,9 @@
 /** The project's only door to koffi: typed libc wrappers. */
 
 export * from './ctty-exec.js';
+export * from './errno-name.js';
 export * from './eventfd.js';
+export * from './exit-by-signal.js';
 export * from './fd.js';
 export { SysError } from './libc.js';
 export * from './mmap.js';

@@ -9,7 +9,9 @@
  * bytes, `struct cmsghdr` 16, `struct ucred` 12, `struct sockaddr_un` 110.
  */
 import os from 'node:os';
+import util from 'node:util';
 import koffi from 'koffi';
+import { errnoName } from './errno-name.js';
 
 export const libc = koffi.load('libc.so.6');
 koffi.alias('ssize_t', 'intptr_t');
@@ -53,19 +55,19 @@ export const c = {
   epoll_ctl: libc.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
 };
 
-const errnoNames = new Map<number, string>();
-for (const [name, value] of Object.entries(os.constants.errno)) {
-  if (!errnoNames.has(value)) errnoNames.set(value, name);
-}
-
-/** An errno from a libc call, named (`EAGAIN`, `EBADF`, ...) as Node's own errors are. */
+/**
+ * An errno from a libc call, named (`EAGAIN`, `EBADF`, ...) as Node's own
+ * errors are, with the system's description: "connect /x: ENOENT (no such
+ * file or directory)".
+ */
 export class SysError extends Error {
   readonly code: string;
   readonly errno: number;
   readonly syscall: string;
   constructor(syscall: string, errno: number, detail?: string) {
-    const code = errnoNames.get(errno) ?? `E${errno}`;
-    super(`${syscall}${detail ? ` ${detail}` : ''}: ${code} (${os.constants.errno ? errno : ''})`);
+    const code = errnoName(errno);
+    const text = util.getSystemErrorMap().get(-errno)?.[1] ?? `errno ${errno}`;
+    super(`${syscall}${detail ? ` ${detail}` : ''}: ${code} (${text})`);
     this.name = 'SysError';
     this.code = code;
     this.errno = errno;

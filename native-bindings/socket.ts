@@ -5,7 +5,9 @@
  * The device and the loopback guest own these fds themselves (driven by
  * poll.ts) instead of handing them to `net.Socket`: a `net.Socket` reads
  * eagerly, and a read that consumes a message carrying SCM_RIGHTS silently
- * drops the fds (NODE-NOTES), so any socket that may carry fds stays raw.
+ * drops the fds (libuv reads a non-IPC stream with plain read(2), and the
+ * kernel discards the rights that arrive with it), so any socket that may
+ * carry fds stays raw.
  */
 
 import { O_CLOEXEC, O_NONBLOCK } from './fd.js';
@@ -20,6 +22,7 @@ export const SOL_SOCKET = 1;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
 export const SO_PEERCRED = 17;
+export const SO_PEERGROUPS = 59;
 export const SHUT_RD = 0;
 export const SHUT_WR = 1;
 export const SHUT_RDWR = 2;
@@ -118,6 +121,27 @@ export function peerCred(fd: number): PeerCred {
   return { pid: out.readInt32LE(0), uid: out.readUInt32LE(4), gid: out.readUInt32LE(8) };
 }
 
+/**
+ * The supplementary groups of the process at the other end of a Unix socket
+ * (SO_PEERGROUPS, Linux ≥ 4.13), as recorded at connect/listen time.
+ */
+export function peerGroups(fd: number): number[] {
+  let out = Buffer.alloc(4 * 32);
+  for (;;) {
+    const len = [out.length];
+    if (c.getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, out, len) === 0) {
+      const groups: number[] = [];
+      for (let off = 0; off + 4 <= len[0]!; off += 4) groups.push(out.readUInt32LE(off));
+      return groups;
+    }
+    // ERANGE: the kernel wrote the length it needs.
+    const e = errno();
+    if (e !== E.ERANGE || len[0]! <= out.length)
+      throw new SysError('getsockopt(SO_PEERGROUPS)', e, `fd ${fd}`);
+    out = Buffer.alloc(len[0]!);
+  }
+}
+
 function intOpt(fd: number, name: number, value: number, label: string): void {
   const v = Buffer.alloc(4);
   v.writeInt32LE(value, 0);
@@ -138,6 +162,18 @@ export function getSocketBuffer(fd: number, which: 'snd' | 'rcv'): number {
     'getsockopt',
     `fd ${fd}`,
   );
+  return out.readInt32LE(0);
+}
+
+const SIOCOUTQ = 0x5411;
+/**
+ * What the peer has not read yet of what was sent on `fd` (SIOCOUTQ). For
+ * AF_UNIX this counts queued buffers in kernel memory (not payload bytes),
+ * so only "zero: the peer has read everything" is exact.
+ */
+export function unreadBySendPeer(fd: number): number {
+  const out = Buffer.alloc(4);
+  check(c.ioctl(fd, SIOCOUTQ, out), 'ioctl(SIOCOUTQ)', `fd ${fd}`);
   return out.readInt32LE(0);
 }
 

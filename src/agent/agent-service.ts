@@ -11,7 +11,10 @@
  * is the container id (an empty exec id means the init process); an exec
  * process is forgotten once WaitProcess has returned its status; the init
  * process lives until RemoveContainer. In terminal mode stdout and stderr
- * share one stream and stderr_port is 0.
+ * share one stream and stderr_port is 0. A request waiting for its streams
+ * holds its container id (CreateContainer) or exec id (ExecProcess); if
+ * RemoveContainer comes meanwhile, the request fails with NOT_FOUND, closes
+ * what it claimed and starts nothing.
  *
  * A container whose spec names a root filesystem (`OCI.Root.Path`, as the
  * containerd shim sends it) runs in that root with its own mount, UTS, IPC
@@ -35,9 +38,11 @@ import { GrpcCode } from '../protocol/ttrpc.js';
 import { TtrpcError } from '../ttrpc/errors.js';
 import type { TtrpcServer } from '../ttrpc/server.js';
 import type { Logger } from '../util/log.js';
+import type { ProcessGuardian } from './guardian.js';
 import type { PassfdStreams } from './passfd-streams.js';
 import { type ContainerProcess, spawnContainerProcess } from './process/container-process.js';
 import { checkInRoot } from './process/container-root.js';
+import { START_FAILURE, startError } from './start-error.js';
 
 interface Ports {
   stdinPort: number;
@@ -57,7 +62,11 @@ interface Container {
   rootfs: { path: string; hostname: string } | null;
   /** Set by CreateContainer, consumed by StartContainer. */
   pending: { process: Process; fds: (number | null)[] } | null;
+  /** CreateContainer is still waiting for the container's passfd streams. */
+  creating: boolean;
   execs: Map<string, ExecEntry>;
+  /** Exec ids of ExecProcess requests still waiting for their streams or their spawn. */
+  startingExecs: Set<string>;
 }
 
 const MAX_READ = 1 << 20;
@@ -69,6 +78,8 @@ export class AgentService {
     private readonly streams: PassfdStreams,
     private readonly log: Logger,
     private readonly drainTimeoutMs?: number,
+    /** Kills the processes' groups should the agent die (guardian.ts). */
+    private readonly guardian?: ProcessGuardian,
     /** Where the agent may keep small runtime files (the containers' /dev template). */
     private readonly runtimeDir: string = os.tmpdir(),
   ) {}
@@ -100,20 +111,31 @@ export class AgentService {
         id: req.containerId,
         rootfs: root ? { path: root, hostname: req.OCI?.Hostname ?? '' } : null,
         pending: null,
+        creating: true,
         execs: new Map(),
+        startingExecs: new Set(),
       };
       this.containers.set(c.id, c);
+      let fds: (number | null)[];
       try {
-        c.pending = { process, fds: await this.claim(req, process.Terminal) };
+        fds = await this.claim(req, process.Terminal);
       } catch (err) {
-        this.containers.delete(c.id);
+        // RemoveContainer may have dropped the reservation meanwhile and another create taken the id.
+        if (this.containers.get(c.id) === c) this.containers.delete(c.id);
         throw err;
       }
+      c.creating = false;
+      if (this.containers.get(c.id) !== c) {
+        for (const fd of fds) closeQuietly(fd);
+        throw removedMeanwhile(c.id);
+      }
+      c.pending = { process, fds };
       this.log.debug(`created container ${c.id}`);
       return {};
     });
     server.registerTyped(m.StartContainer, async (req) => {
       const c = this.container(req.containerId);
+      if (c.creating) throw precondition(`container ${c.id} is still being created`);
       if (!c.pending) throw precondition(`container ${c.id} was already started`);
       const { process, fds } = c.pending;
       c.pending = null;
@@ -123,7 +145,9 @@ export class AgentService {
     server.registerTyped(m.ExecProcess, async (req) => {
       const c = this.container(req.containerId);
       if (!req.execId) throw invalid('exec_id is empty');
-      if (c.execs.has(req.execId)) throw exists(`exec ${req.execId} already exists in ${c.id}`);
+      if (c.execs.has(req.execId) || c.startingExecs.has(req.execId)) {
+        throw exists(`exec ${req.execId} already exists in ${c.id}`);
+      }
       const process = req.process;
       if (!process || process.Args.length === 0) throw invalid('process.Args is empty');
       const init = c.execs.get(c.id)?.process;
@@ -136,8 +160,14 @@ export class AgentService {
           throw invalid((err as Error).message);
         }
       }
-      const fds = await this.claim(req, process.Terminal);
-      await this.start(c, req.execId, process, fds);
+      // Reserved while its streams are awaited, so a second exec with this id fails at once.
+      c.startingExecs.add(req.execId);
+      try {
+        const fds = await this.claim(req, process.Terminal);
+        await this.start(c, req.execId, process, fds);
+      } finally {
+        c.startingExecs.delete(req.execId);
+      }
       return {};
     });
     server.registerTyped(m.WaitProcess, async (req, ctx) => {
@@ -221,7 +251,16 @@ export class AgentService {
     return results.map((r) => (r as PromiseFulfilledResult<number | null>).value);
   }
 
+  /**
+   * Spawns a container's process. The container may have been removed while
+   * the request waited for its streams or for the spawn: then nothing is left
+   * running (nobody could kill it) and the caller gets NOT_FOUND.
+   */
   private async start(c: Container, execId: string, process: Process, fds: (number | null)[]): Promise<void> {
+    if (this.containers.get(c.id) !== c) {
+      for (const fd of fds) closeQuietly(fd);
+      throw removedMeanwhile(c.id);
+    }
     let proc: ContainerProcess;
     const user = process.User;
     const initPid = execId === c.id ? undefined : (c.execs.get(c.id)?.process.containerPid ?? undefined);
@@ -254,12 +293,26 @@ export class AgentService {
       });
     } catch (err) {
       // The launcher owns the fds from the call on and has closed them.
-      throw new TtrpcError(
-        GrpcCode.INVALID_ARGUMENT,
-        `cannot start ${process.Args[0]}: ${(err as Error).message}`,
-      );
+      // A container's cwd is in its root, not the agent's: checked there (container-root.ts).
+      if ((err as { badCwd?: string }).badCwd !== undefined)
+        throw new TtrpcError(
+          GrpcCode.INVALID_ARGUMENT,
+          `${START_FAILURE} ${process.Args[0]}: ${(err as Error).message}`,
+        );
+      throw startError(err, process.Args[0]!, c.rootfs ? undefined : process.Cwd || undefined);
+    }
+    if (this.containers.get(c.id) !== c) {
+      proc.signal('SIGKILL', { group: true });
+      proc.destroy();
+      throw removedMeanwhile(c.id);
     }
     c.execs.set(execId, { process: proc, readChain: new Map() });
+    // In a container with a terminal the process leads its own group apart from the helper's: guard both.
+    const groups = proc.containerPid !== null && proc.terminal ? [proc.pid, proc.containerPid] : [proc.pid];
+    for (const g of groups) this.guardian?.track(g);
+    void proc.wait().finally(() => {
+      for (const g of groups) this.guardian?.leaderGone(g);
+    });
     this.log.debug(`started ${c.id}/${execId} pid ${proc.pid}: ${process.Args.join(' ')}`);
   }
 
@@ -315,6 +368,9 @@ function invalid(msg: string): TtrpcError {
 }
 function exists(msg: string): TtrpcError {
   return new TtrpcError(GrpcCode.ALREADY_EXISTS, msg);
+}
+function removedMeanwhile(id: string): TtrpcError {
+  return new TtrpcError(GrpcCode.NOT_FOUND, `container ${id} was removed while the request was in progress`);
 }
 function precondition(msg: string): TtrpcError {
   return new TtrpcError(GrpcCode.FAILED_PRECONDITION, msg);

@@ -2,7 +2,7 @@
  * The guest agent: listens on `passfd_listener_port` for passfd streams and
  * on the agent port for ttrpc (`grpc.AgentService`), over whichever
  * GuestVsock the guest offers (the loopback stand-in or AF_VSOCK): the agent
- * code does not care which.
+ * code does not care which. Its processes end with it (guardian.ts).
  */
 import net from 'node:net';
 import { closeQuietly } from '../../native-bindings/index.js';
@@ -10,6 +10,7 @@ import type { GuestVsock, VsockListener } from '../guest-vsock/types.js';
 import { TtrpcServer } from '../ttrpc/server.js';
 import type { Logger } from '../util/log.js';
 import { AgentService } from './agent-service.js';
+import { ProcessGuardian } from './guardian.js';
 import { PassfdStreams } from './passfd-streams.js';
 
 export interface AgentOptions {
@@ -31,16 +32,25 @@ export class Agent {
   readonly service: AgentService;
   private readonly server: TtrpcServer;
   private readonly listeners: VsockListener[] = [];
+  private readonly guardian: ProcessGuardian;
 
   constructor(private readonly opts: AgentOptions) {
     this.streams = new PassfdStreams(opts.streamWaitMs, opts.log.child('passfd'));
-    this.service = new AgentService(this.streams, opts.log, opts.drainTimeoutMs, opts.runtimeDir);
+    this.guardian = new ProcessGuardian(opts.log.child('guardian'));
+    this.service = new AgentService(
+      this.streams,
+      opts.log,
+      opts.drainTimeoutMs,
+      this.guardian,
+      opts.runtimeDir,
+    );
     this.server = new TtrpcServer({ logger: opts.log.child('ttrpc') });
     this.service.register(this.server);
   }
 
   async start(): Promise<void> {
     const { vsock, passfdPort, agentPort, log } = this.opts;
+    this.guardian.start();
     this.listeners.push(
       await vsock.listen(passfdPort, (s) => {
         log.debug(`passfd stream from host port ${s.peerPort}`);
@@ -71,6 +81,7 @@ export class Agent {
     for (const l of this.listeners) l.close();
     await this.server.close();
     this.service.close();
+    this.guardian.close();
     this.streams.close();
   }
 }

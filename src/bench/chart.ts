@@ -4,10 +4,22 @@
  * canvas). Three panels from the summary rows: throughput per path beside
  * the kernel ceiling, CPU seconds per GiB stacked by process, and round-trip
  * latency.
+ *
+ * vega and vega-lite are optional peer dependencies (large, and only this
+ * file uses them): they load when a chart is rendered, and without them
+ * `renderChartSvg` throws ChartUnavailableError, which `--out` reports
+ * instead of failing the run.
  */
-import * as vega from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
+import type { TopLevelSpec } from 'vega-lite';
 import type { BenchReport } from './results.js';
+
+/** vega or vega-lite is not installed. */
+export class ChartUnavailableError extends Error {
+  constructor(cause: unknown) {
+    super('chart.svg needs the optional packages vega and vega-lite (npm install vega vega-lite)', { cause });
+    this.name = 'ChartUnavailableError';
+  }
+}
 
 const PATH_LABEL = { passfd: 'passfd', rpc: 'RPC-copy', kernel: 'kernel ceiling' };
 
@@ -128,8 +140,16 @@ export function chartSpec(report: BenchReport): TopLevelSpec {
   } as TopLevelSpec;
 }
 
-/** The chart as an SVG document. */
+/** The chart as an SVG document. Throws ChartUnavailableError without vega and vega-lite. */
 export async function renderChartSvg(report: BenchReport): Promise<string> {
+  let vega: typeof import('vega');
+  let compile: typeof import('vega-lite').compile;
+  try {
+    [vega, { compile }] = await Promise.all([import('vega'), import('vega-lite')]);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_MODULE_NOT_FOUND') throw new ChartUnavailableError(err);
+    throw err;
+  }
   const vgSpec = compile(chartSpec(report)).spec;
   const view = new vega.View(vega.parse(vgSpec), { renderer: 'none' });
   try {

@@ -33,6 +33,7 @@ import { buildBusyboxImage } from '../containerd/busybox-image.js';
 import { PrivateContainerd } from '../containerd/private-daemon.js';
 import { clockTicksPerSecond, readCpuTicks } from './proc-cpu.js';
 import { createProgress } from './progress.js';
+import { BenchInterrupted } from './runner.js';
 import { median, percentile } from './stats.js';
 
 export const CTR_RUNTIMES = { passfd: 'io.containerd.passfd.v2', runc: 'io.containerd.runc.v2' } as const;
@@ -40,12 +41,8 @@ export type CtrRuntime = keyof typeof CTR_RUNTIMES;
 
 const IMAGE = 'localhost/passfd-bench-busybox:1';
 const MiB = 1024 * 1024;
-/** The shim wrapper of this package (dist/src/bench → bin/). */
-const SHIM = path.resolve(
-  import.meta.dirname,
-  import.meta.filename.endsWith('.ts') ? '../..' : '../../..',
-  'bin/containerd-shim-passfd-v2',
-);
+/** The shim wrapper of this package: bin/ two levels up from the CLI bundle (dist/cli) and from src/bench alike. */
+const SHIM = path.resolve(import.meta.dirname, '../../bin/containerd-shim-passfd-v2');
 
 export interface ContainerdBenchOptions {
   /** Bytes per transfer (a whole number of MiB is used). */
@@ -56,6 +53,8 @@ export interface ContainerdBenchOptions {
   /** Bound for any one ctr run. */
   timeoutMs: number;
   progress: boolean;
+  /** Aborting (with the signal's name) stops the run after the ctr call in flight: BenchInterrupted. */
+  abort?: AbortSignal;
 }
 
 export interface ContainerdRow {
@@ -97,7 +96,7 @@ export interface ContainerdBenchReport {
     runc: string;
     durationS: number;
   };
-  options: Omit<ContainerdBenchOptions, 'progress'>;
+  options: Omit<ContainerdBenchOptions, 'progress' | 'abort'>;
   rows: ContainerdRow[];
   samples: Record<CtrRuntime, Samples>;
   errors: string[];
@@ -222,6 +221,7 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
       ...cmd,
     ];
     const measure = async (label: string, rt: CtrRuntime, fn: () => Promise<void>) => {
+      if (o.abort?.aborted) throw new BenchInterrupted(o.abort.reason as NodeJS.Signals);
       progress.step(`${label} ${rt}`);
       try {
         await fn();
@@ -413,9 +413,12 @@ export function containerdMarkdown(r: ContainerdBenchReport): string {
   return `${lines.join('\n')}\n`;
 }
 
-/** Writes containerd.json and containerd.md into `dir`. */
-export function writeContainerdOutputs(dir: string, r: ContainerdBenchReport): void {
+/** Writes containerd.json and containerd.md into `dir`; returns their paths. */
+export function writeContainerdOutputs(dir: string, r: ContainerdBenchReport): string[] {
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'containerd.json'), `${JSON.stringify(r, null, 2)}\n`);
-  fs.writeFileSync(path.join(dir, 'containerd.md'), containerdMarkdown(r));
+  const json = path.join(dir, 'containerd.json');
+  const markdown = path.join(dir, 'containerd.md');
+  fs.writeFileSync(json, `${JSON.stringify(r, null, 2)}\n`);
+  fs.writeFileSync(markdown, containerdMarkdown(r));
+  return [json, markdown];
 }

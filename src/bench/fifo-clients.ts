@@ -21,6 +21,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import type { FifoPaths } from '../broker/fifo-set.js';
+import { dieWithParent } from '../util/lifeline.js';
 
 export interface Helper {
   child: ChildProcess;
@@ -41,11 +42,19 @@ export interface GateOptions {
 }
 
 /**
- * Spawns `sh -c 'read _ <&3; exec 3<&-; exec <script>'` with `$1..` = args:
- * the gate is fd 3, so the tool's own stdin can be any fd.
+ * Spawns `sh -c 'read _ <&3 || exit; exec 3<&-; exec <script>'` with `$1..`
+ * = args: the gate is fd 3, so the tool's own stdin can be any fd. A gate
+ * that closes without `go()` (the bench died) ends the helper, and so does
+ * the bench's death later (SIGKILL, util/lifeline.ts): a `dd` blocked on a
+ * FIFO nobody will open again must not outlive it.
  */
 export function gatedShell(script: string, args: string[], opts: GateOptions = {}): Helper {
-  const child = spawn('sh', ['-c', `read _ <&3; exec 3<&-; exec ${script}`, 'helper', ...args], {
+  const cmd = dieWithParent(
+    'sh',
+    ['-c', `read _ <&3 || exit 125; exec 3<&-; exec ${script}`, 'helper', ...args],
+    'SIGKILL',
+  );
+  const child = spawn(cmd.file, cmd.args, {
     stdio: [opts.stdin ?? 'ignore', opts.stdout ?? 'pipe', 'pipe', 'pipe'],
   });
   let out = '';

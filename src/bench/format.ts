@@ -1,3 +1,5 @@
+import type { StartupRow } from './startup.js';
+
 /**
  * Number formatting shared by the terminal table and the Markdown report:
  * three significant figures (enough for medians of a few repetitions), "n/a"
@@ -33,3 +35,26 @@ export const COLUMNS = [
   'passfd % ceiling',
   'rpc % ceiling',
 ];
+
+/** The start-up table's columns. */
+export const STARTUP_COLUMNS = ['probe', 'until', 'wall p50 ms', 'wall p90 ms', 'CPU p50 ms', '× node -e 0'];
+
+/** The cells of one start-up row, in STARTUP_COLUMNS order. */
+export function startupCells(r: StartupRow): string[] {
+  return [
+    r.label,
+    r.until === 'ready' ? 'READY=1' : 'exit',
+    fmt(r.wallP50Ms),
+    fmt(r.wallP90Ms),
+    fmt(r.cpuP50Ms),
+    fmtRatio(r.vsNode),
+  ];
+}
+
+/** What the start-up figures are, in one line (both renderers). */
+export function startupNote(rows: StartupRow[]): string {
+  return (
+    `p50 of ${rows[0]?.n ?? 0} runs each, probes interleaved; wall: spawn → exit or READY=1; ` +
+    'CPU: the process and what it reaped (run: its vmm and agent too), in 10 ms ticks'
+  );
+}

@@ -4,7 +4,7 @@
  * run's machine and options, and any run that failed. Pure: report in, text
  * out.
  */
-import { COLUMNS, fmt, fmtPct, fmtRatio } from './format.js';
+import { COLUMNS, fmt, fmtPct, fmtRatio, STARTUP_COLUMNS, startupCells, startupNote } from './format.js';
 import type { BenchMeta, BenchReport, SummaryRow } from './results.js';
 
 const SECTION_TITLE: Record<string, string> = {
@@ -88,6 +88,18 @@ export function renderMarkdown(report: BenchReport): string {
     );
     for (const r of report.summary.filter((x) => x.section === s))
       lines.push(`| ${rowCells(r).map(escapeCell).join(' | ')} |`);
+    lines.push('');
+  }
+  if (report.startup) {
+    lines.push(
+      '## Start-up (beside `node -e 0`, same run)',
+      '',
+      `${startupNote(report.startup)}.`,
+      '',
+      `| ${STARTUP_COLUMNS.join(' | ')} |`,
+      `|${STARTUP_COLUMNS.map((_, i) => (i < 2 ? ' --- ' : ' ---: ')).join('|')}|`,
+    );
+    for (const r of report.startup) lines.push(`| ${startupCells(r).map(escapeCell).join(' | ')} |`);
     lines.push('');
   }
   lines.push('## Options', '', '```json', JSON.stringify(report.options, null, 2), '```', '');

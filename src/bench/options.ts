@@ -19,11 +19,19 @@ export const SCENARIOS = [
   'setup',
   'concurrency',
   'ceiling',
+  'startup',
   'containerd',
 ] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 /** What a run measures unless told: `containerd` (real containerd + ctr, vs runc; containerd.ts) is asked for by name. */
 export const DEFAULT_SCENARIOS: readonly Scenario[] = SCENARIOS.filter((s) => s !== 'containerd');
+
+/**
+ * A QEMU run's default scenarios: all but `startup`, which times the host's
+ * CLI (the loopback stack) and says nothing about the guest; it can still be
+ * asked for by name.
+ */
+const VM_SCENARIOS: Scenario[] = DEFAULT_SCENARIOS.filter((s) => s !== 'startup');
 
 /** Where the agent and the container processes run: the embedded loopback stack, or a QEMU guest. */
 export type BenchMode = 'loopback' | 'qemu';
@@ -40,6 +48,8 @@ export interface BenchOptions {
   trips: number;
   /** Process starts per set-up repetition. */
   setups: number;
+  /** Rounds of the start-up scenario (each CLI probe runs this many times). */
+  startups: number;
   /** Upper bound for any one measured operation (a transfer, a latency rep). */
   timeoutMs: number;
   chunkSize?: number;
@@ -52,23 +62,25 @@ export function defaultOptions(quick: boolean, mode: BenchMode = 'loopback'): Be
   if (mode === 'qemu')
     return quick
       ? {
-          scenarios: [...DEFAULT_SCENARIOS],
+          scenarios: [...VM_SCENARIOS],
           bytes: 16 * MiB,
           concurrencyBytes: 8 * MiB,
           concurrency: [1, 4],
           reps: 2,
           trips: 300,
           setups: 10,
+          startups: 10,
           timeoutMs: 120_000,
         }
       : {
-          scenarios: [...DEFAULT_SCENARIOS],
+          scenarios: [...VM_SCENARIOS],
           bytes: 64 * MiB,
           concurrencyBytes: 32 * MiB,
           concurrency: [1, 4],
           reps: 3,
           trips: 1000,
           setups: 10,
+          startups: 20,
           timeoutMs: 300_000,
         };
   return quick
@@ -80,6 +92,7 @@ export function defaultOptions(quick: boolean, mode: BenchMode = 'loopback'): Be
         reps: 2,
         trips: 1000,
         setups: 10,
+        startups: 10,
         timeoutMs: 30_000,
       }
     : {
@@ -90,6 +103,7 @@ export function defaultOptions(quick: boolean, mode: BenchMode = 'loopback'): Be
         reps: 3,
         trips: 10_000,
         setups: 50,
+        startups: 20,
         timeoutMs: 600_000,
       };
 }

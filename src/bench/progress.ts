@@ -31,19 +31,24 @@ export function createProgress(
     cliProgress.Presets.shades_classic,
   );
   let value = 0;
+  let stopped = false;
   bar.start(total, 0, { label: startLabel });
   return {
     step: (label) => {
+      if (stopped) return;
       bar.update(value, { label });
       value += 1;
     },
+    // Idempotent: also called when the run is interrupted, to give the cursor back.
     done: () => {
+      if (stopped) return;
+      stopped = true;
       bar.update(total, { label: 'done' });
       bar.stop();
     },
     log: (l) => {
       process.stderr.write(`\r\x1b[2K${l}\n`);
-      bar.update(value);
+      if (!stopped) bar.update(value);
     },
   };
 }

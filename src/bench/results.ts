@@ -9,9 +9,11 @@
  * of the kernel pipe-relay ceiling measured in the same run.
  */
 import type { BenchMode } from './options.js';
+import type { StartupRow } from './startup.js';
 import { median, ratio } from './stats.js';
 
-export type Path = 'passfd' | 'rpc' | 'kernel';
+/** What a record measured: one IO path, the kernel alone (ceiling), or the CLI's start-up. */
+export type Path = 'passfd' | 'rpc' | 'kernel' | 'cli';
 
 export interface RunRecord {
   scenario: string;
@@ -84,6 +86,8 @@ export interface BenchReport {
   ceilingMiBps: number;
   runs: RunRecord[];
   errors: RunError[];
+  /** The start-up scenario's rows (absent when it was not selected or failed). */
+  startup?: StartupRow[];
 }
 
 interface MetricInfo {

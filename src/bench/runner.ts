@@ -6,7 +6,9 @@
  * (passfd and RPC-copy), then for each repetition runs every selected
  * scenario once per path, alternating which path goes first from one
  * repetition to the next so warm-up and drift do not favour either. A failed
- * run is recorded and the benchmark goes on.
+ * run is recorded and the benchmark goes on. The start-up scenario
+ * (startup.ts) runs first, before any stack exists, and needs none: a run of
+ * only `--scenarios startup` starts no stack at all.
  *
  * In a guest the FIFOs, their `dd`/`wc` clients and the kernel ceiling stay
  * on the host (containerd's side is the host's); the container processes
@@ -20,7 +22,8 @@ import path from 'node:path';
 import { Broker } from '../broker/broker.js';
 import { startEmbeddedStack } from '../broker/embedded-stack.js';
 import type { Config } from '../config/schema.js';
-import { createLogger } from '../util/log.js';
+import { chosenLogLevel, createLogger } from '../util/log.js';
+import { makePrivateDir } from '../util/private-dir.js';
 import { findGuestKernel } from '../vm/initramfs.js';
 import { startVmStack } from '../vm/vm-stack.js';
 import type { BenchMode, BenchOptions } from './options.js';
@@ -39,6 +42,7 @@ import {
   stdinThroughput,
   stdoutThroughput,
 } from './scenarios.js';
+import { measureStartup, type StartupRow } from './startup.js';
 
 interface Step {
   scenario: string;
@@ -102,14 +106,26 @@ export interface VmBenchSpec {
   memoryMiB: number;
 }
 
+/** The run was interrupted by a signal (RunBenchOptions.abort): everything it started is gone. */
+export class BenchInterrupted extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`interrupted by ${signal}`);
+    this.name = 'BenchInterrupted';
+  }
+}
+
 export interface RunBenchOptions {
   config: Config;
+  /** The file `config` came from (the vmm reads its access keys from it). */
+  configPath?: string;
   bench: BenchOptions;
   progress: boolean;
   /** Run the agent and the container processes in a QEMU guest instead of the loopback stack. */
   vm?: VmBenchSpec;
   /** Loopback only: write V8 CPU profiles of the vmm and agent children here (node --cpu-prof). */
   cpuProfDir?: string;
+  /** Aborted (reason: the signal's name) when the user interrupts the run. */
+  abort?: AbortSignal;
 }
 
 interface BenchStack {
@@ -136,14 +152,11 @@ function qemuVersion(): string {
  */
 const VM_START_TIMEOUT_MS = { tcg: 300_000, kvm: 60_000 } as const;
 
-async function startStack(
-  config: Config,
-  vm: VmBenchSpec | undefined,
-  cpuProfDir: string | undefined,
-): Promise<BenchStack> {
+async function startStack(o: RunBenchOptions): Promise<BenchStack> {
+  const { config, configPath, vm, cpuProfDir } = o;
   if (!vm) {
     const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(cpuProfDir)}`] : [];
-    const s = await startEmbeddedStack({ config, nodeArgs });
+    const s = await startEmbeddedStack({ config, configPath, nodeArgs, logLevel: chosenLogLevel() });
     return {
       hvsockPath: s.hvsockPath,
       roles: { broker: 'self', vmm: s.vmm.pid!, agent: s.agent.pid! },
@@ -152,6 +165,8 @@ async function startStack(
   }
   const s = await startVmStack({
     config,
+    configPath,
+    logLevel: chosenLogLevel(),
     accel: vm.accel,
     cpus: vm.cpus,
     memoryMiB: vm.memoryMiB,
@@ -175,18 +190,75 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
   const log = createLogger('bench');
   const mode: BenchMode = o.vm ? 'qemu' : 'loopback';
   const steps = plan(o.bench);
+  const withStartup = o.bench.scenarios.includes('startup');
   const progress = createProgress(
-    steps.length,
+    steps.length + (withStartup ? 1 : 0),
     o.progress,
-    o.vm ? `booting the QEMU guest (${o.vm.accel})` : 'starting vmm + agent',
+    withStartup ? 'start-up' : o.vm ? `booting the QEMU guest (${o.vm.accel})` : 'starting vmm + agent',
   );
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-bench-'));
+  // Interrupted (o.abort): the cursor comes back at once, the stack and the
+  // directory go as soon as the stack exists, and runBench rejects with
+  // BenchInterrupted without waiting for the step in flight.
+  let teardown: (() => Promise<void>) | null = null;
+  let interrupted: (() => void) | null = null;
+  const onAbort = () => {
+    progress.done();
+    void teardown?.().then(() => interrupted?.());
+  };
+  o.abort?.addEventListener('abort', onAbort, { once: true });
+  const runs: RunRecord[] = [];
+  const errors: RunError[] = [];
+  // Start-up first, before the stack below exists: its processes would compete for the CPU.
+  let startup: StartupRow[] | undefined;
+  if (withStartup) {
+    progress.step(`start-up: node -e 0, --help, run -- true, vmm, agent × ${o.bench.startups}`);
+    try {
+      startup = await measureStartup({ count: o.bench.startups });
+    } catch (err) {
+      const message = (err as Error).message;
+      errors.push({ scenario: 'startup', path: 'cli', rep: 0, message });
+      progress.log(`bench: start-up failed: ${message}`);
+    }
+  }
+  const report = (stack: BenchStack | null): BenchReport => {
+    const { rows, ceilingMiBps } = summarize(runs, mode);
+    const cpus = os.cpus();
+    return {
+      meta: {
+        date: new Date().toISOString(),
+        host: os.hostname(),
+        cpus: cpus.length,
+        cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+        kernel: os.release(),
+        node: process.version,
+        clkTck: clockTicksPerSecond(),
+        durationS: (performance.now() - started) / 1000,
+        mode,
+        ...(stack?.vm ? { vm: stack.vm } : {}),
+        roles: cpuRoleLabels(mode),
+      },
+      options: { ...o.bench, rpc_chunk_size: o.bench.chunkSize ?? o.config.runtime.rpc_chunk_size },
+      summary: rows,
+      ceilingMiBps,
+      runs,
+      errors,
+      ...(startup ? { startup } : {}),
+    };
+  };
+  if (o.abort?.aborted || steps.length === 0) {
+    progress.done();
+    o.abort?.removeEventListener('abort', onAbort);
+    if (o.abort?.aborted) throw new BenchInterrupted(o.abort.reason as NodeJS.Signals);
+    return report(null);
+  }
+  const dir = makePrivateDir('passfd-bench-');
   let stack: BenchStack;
   try {
-    stack = await startStack(o.config, o.vm, o.cpuProfDir);
+    stack = await startStack(o);
   } catch (err) {
     progress.done();
     fs.rmSync(dir, { recursive: true, force: true });
+    o.abort?.removeEventListener('abort', onAbort);
     throw err;
   }
   const mk = (passfd: boolean) => {
@@ -196,52 +268,46 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
     return new Broker({ hvsockPath: stack.hvsockPath, config, log });
   };
   const brokers = { passfd: mk(true), rpc: mk(false) };
+  let tornDown: Promise<void> | null = null;
+  teardown = () =>
+    (tornDown ??= (async () => {
+      progress.done();
+      await brokers.passfd.close();
+      await brokers.rpc.close();
+      await stack.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    })());
   const ctx: BenchContext = {
     brokers,
     roles: stack.roles,
     dir,
     timeoutMs: o.bench.timeoutMs,
   };
-  const runs: RunRecord[] = [];
-  const errors: RunError[] = [];
-  try {
+  const measure = async () => {
     for (const s of steps) {
+      if (o.abort?.aborted) return;
       progress.step(s.label);
       try {
         runs.push({ scenario: s.scenario, path: s.path, rep: s.rep, metrics: await s.run(ctx) });
       } catch (err) {
+        if (o.abort?.aborted) return;
         const message = (err as Error).message;
         errors.push({ scenario: s.scenario, path: s.path, rep: s.rep, message });
         progress.log(`bench: ${s.label} failed: ${message}`);
       }
     }
-  } finally {
-    progress.done();
-    await brokers.passfd.close();
-    await brokers.rpc.close();
-    await stack.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-  const { rows, ceilingMiBps } = summarize(runs, mode);
-  const cpus = os.cpus();
-  return {
-    meta: {
-      date: new Date().toISOString(),
-      host: os.hostname(),
-      cpus: cpus.length,
-      cpuModel: cpus[0]?.model.trim() ?? 'unknown',
-      kernel: os.release(),
-      node: process.version,
-      clkTck: clockTicksPerSecond(),
-      durationS: (performance.now() - started) / 1000,
-      mode,
-      ...(stack.vm ? { vm: stack.vm } : {}),
-      roles: cpuRoleLabels(mode),
-    },
-    options: { ...o.bench, rpc_chunk_size: o.bench.chunkSize ?? o.config.runtime.rpc_chunk_size },
-    summary: rows,
-    ceilingMiBps,
-    runs,
-    errors,
   };
+  // Once torn down after an interruption, the step in flight is not waited for.
+  const torn = new Promise<void>((resolve) => {
+    interrupted = resolve;
+  });
+  if (o.abort?.aborted) onAbort();
+  try {
+    await Promise.race([measure(), torn]);
+  } finally {
+    o.abort?.removeEventListener('abort', onAbort);
+    await teardown();
+  }
+  if (o.abort?.aborted) throw new BenchInterrupted(o.abort.reason as NodeJS.Signals);
+  return report(stack);
 }

@@ -26,9 +26,11 @@ import fs from 'node:fs';
 import type { DescMessage, MessageInitShape } from '@bufbuild/protobuf';
 import type { Config } from '../config/schema.js';
 import { agentMethods } from '../protocol/agent-api.js';
+import { GrpcCode } from '../protocol/ttrpc.js';
 import { TtrpcClient } from '../ttrpc/client.js';
 import type { TtrpcMethod } from '../ttrpc/common.js';
-import type { Logger } from '../util/log.js';
+import { TtrpcError } from '../ttrpc/errors.js';
+import { createLogger, type Logger } from '../util/log.js';
 import { type FifoPaths, FifoSet, type StdioName } from './fifo-set.js';
 import { hybridConnect, type PassedFd, passFdTracked } from './hvsock-client.js';
 import { RpcCopy } from './rpc-copy.js';
@@ -61,16 +63,35 @@ export interface ProcessSpec {
 export interface BrokerOptions {
   hvsockPath: string;
   config: Config;
-  log: Logger;
+  /** Where warnings go (default: component "broker" on stderr, level from PASSFD_LOG). */
+  log?: Logger;
 }
+
+/**
+ * The exit status a shell gives a command that could not run, when `err`
+ * (from `Broker.start`) is the agent saying so: 127 when the command was
+ * not found, 126 when it was found but cannot be executed. Null for any
+ * other failure. (The agent's answers: src/agent/start-error.ts.)
+ */
+export function notRunnableStatus(err: unknown): 126 | 127 | null {
+  if (!(err instanceof TtrpcError) || !err.message.startsWith('cannot start ')) return null;
+  if (err.code === GrpcCode.NOT_FOUND) return 127;
+  if (err.code === GrpcCode.PERMISSION_DENIED) return 126;
+  return null;
+}
+
+const SIGPIPE = 13;
 
 /** How long `wait()` waits for the device to finish delivering output after the exit. */
 const OUTPUT_SETTLE_MS = 30_000;
 
 export class Broker {
   private client: TtrpcClient | null = null;
+  private readonly opts: Required<BrokerOptions>;
 
-  constructor(private readonly opts: BrokerOptions) {}
+  constructor(opts: BrokerOptions) {
+    this.opts = { ...opts, log: opts.log ?? createLogger('broker') };
+  }
 
   get config(): Config {
     return this.opts.config;
@@ -127,7 +148,7 @@ export class BrokeredProcess {
   constructor(
     private readonly broker: Broker,
     readonly spec: ProcessSpec,
-    private readonly opts: BrokerOptions,
+    private readonly opts: Required<BrokerOptions>,
   ) {
     this.fifos = new FifoSet(spec.fifos);
     this.execId = spec.execId ?? spec.containerId;
@@ -175,8 +196,18 @@ export class BrokeredProcess {
   async begin(): Promise<void> {
     try {
       await this.launch();
-      if (!this.usesPassfd)
-        this.rpc = new RpcCopy(this.broker, this, this.opts.config.runtime.rpc_chunk_size, this.opts.log);
+      if (!this.usesPassfd) {
+        const { stdin, stdout, stderr } = this.spec.fifos;
+        this.rpc = new RpcCopy({
+          call: (method, req) => this.broker.call(method, req),
+          containerId: this.spec.containerId,
+          execId: this.execId,
+          fifos: { stdin, stdout, ...(this.spec.terminal ? {} : { stderr }) },
+          releaseStdin: () => this.fifos.release('stdin'),
+          chunkSize: this.opts.config.runtime.rpc_chunk_size,
+          log: this.opts.log,
+        });
+      }
     } catch (err) {
       this.releaseAll();
       throw err;
@@ -243,6 +274,20 @@ export class BrokeredProcess {
       return;
     }
     this.fifos.release('stdin');
+  }
+
+  /**
+   * containerd's reader of `name` is gone for good (`run`'s own stdout was
+   * closed, as in `run … | head`): the process must meet what a writer to a
+   * closed pipe meets. passfd: the keeper goes, the FIFO has no reader left,
+   * the device's next write fails with EPIPE and ends the connection, the
+   * agent closes the process's pipe, and its next write raises SIGPIPE (EPIPE
+   * if it ignores that). The RPC-copy path has no call that closes a
+   * process's pipe: the copier stops and SignalProcess sends SIGPIPE.
+   */
+  async outputGone(name: 'stdout' | 'stderr'): Promise<void> {
+    this.fifos.release(name);
+    if (this.rpc) await this.signal(SIGPIPE);
   }
 
   async signal(sig: number): Promise<void> {

@@ -3,17 +3,21 @@
  * process (hybrid-vsock device + loopback guest) and an `agent` process in
  * that guest, as child processes of this one, in a private directory.
  *
- * Readiness is systemd's: each child gets its own $NOTIFY_SOCKET (a datagram
- * socket bound by us) and we wait for its READY=1, so nothing here polls for
- * socket files or parses logs. Children log warnings to our stderr; a child
- * that exits early fails the start with its exit status.
+ * Each is started with src/util/ready-child.ts (ready on its sd_notify
+ * READY=1); children log warnings to our stderr.
+ *
+ * Lifetimes. Each child leads its own session, so a terminal's Ctrl-C
+ * reaches only us (`run` forwards it to the container process), and gets
+ * SIGTERM when we die, even by kill -9 (ready-child.ts, util/lifeline.ts); a
+ * child that ends because we died removes our private directory on its way
+ * out (util/private-dir.ts), and so does the next `run` if nobody could.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
-import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config/schema.js';
+import { makePrivateDir } from '../util/private-dir.js';
+import { startReady, stopChild } from '../util/ready-child.js';
 
 export interface EmbeddedStack {
   dir: string;
@@ -26,6 +30,8 @@ export interface EmbeddedStack {
 
 export interface StackOptions {
   config: Config;
+  /** The file `config` came from: the vmm reads its `[hypervisor]` access keys from it. */
+  configPath?: string;
   /** Log level for the children (default warn). */
   logLevel?: string;
   /** Extra agent arguments (tests). */
@@ -33,115 +39,27 @@ export interface StackOptions {
   startTimeoutMs?: number;
   /** Extra node options for the children, e.g. `--cpu-prof --cpu-prof-dir=<dir>` (not allowed in NODE_OPTIONS). */
   nodeArgs?: string[];
-  /**
-   * Start the agent together with the vmm (it waits for the vmm's guest
-   * socket, `agent --wait-guest-ms`) instead of after it: the two Node
-   * start-ups overlap. The containerd shim uses it; start-up is on every
-   * container's path there.
-   */
-  parallel?: boolean;
-}
-
-interface DgramSocket {
-  on(event: 'message', cb: (buf: Buffer) => void): void;
-  on(event: 'error', cb: (err: Error) => void): void;
-  bind(path: string): void;
-  close(): void;
 }
 
 /**
- * The CLI the children run: beside this file once built; from TypeScript sources
- * (tests, examples under tsx) the built one in dist/, so children start fast.
+ * The `agent` command line for a loopback guest in `guestDir`, from the
+ * configuration; the agent waits up to `standinWaitMs` for the stand-in, so
+ * it can start together with whatever serves it (a vmm here, the containerd
+ * shim's own device there).
  */
-export const CLI_MAIN = import.meta.filename.endsWith('.ts')
-  ? path.resolve(import.meta.dirname, '../../dist/src/cli/main.js')
-  : path.resolve(import.meta.dirname, '../cli/main.js');
-
-export interface ReadyChild {
-  child: ChildProcess;
-  /** Closes the notify socket; kept until the child is stopped so its STOPPING=1 has a receiver. */
-  closeNotify(): void;
-}
-
-export interface StartReadyOptions {
-  /** Node options before the CLI (e.g. `--cpu-prof`). */
-  nodeArgs?: string[];
-  /** Capture the child's stderr (default: it goes to ours). */
-  onStderr?: (chunk: Buffer) => void;
-  /** Give up: the child is killed and the start rejects. */
-  signal?: AbortSignal;
-}
-
-/** Starts `passfd-broker <args>` and resolves once it has sent READY=1. */
-export function startReady(
-  args: string[],
-  dir: string,
-  name: string,
-  logLevel: string,
-  timeoutMs: number,
-  opts: StartReadyOptions = {},
-): Promise<ReadyChild> {
-  const notifyPath = path.join(dir, `${name}.notify`);
-  const unix = createRequire(import.meta.url)('unix-dgram') as { createSocket(t: 'unix_dgram'): DgramSocket };
-  const sock = unix.createSocket('unix_dgram');
-  return new Promise((resolve, reject) => {
-    let child: ChildProcess | null = null;
-    let settled = false;
-    const closeNotify = () => {
-      sock.close();
-      fs.rmSync(notifyPath, { force: true });
-    };
-    const finish = (err: Error | null) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      child?.off('exit', onExit);
-      if (err) {
-        closeNotify();
-        child?.kill('SIGKILL');
-        reject(err);
-      } else resolve({ child: child!, closeNotify });
-    };
-    const onExit = (code: number | null, sig: string | null) =>
-      finish(new Error(`${name} exited before it was ready (${sig ?? `exit ${code}`})`));
-    const timer = setTimeout(() => finish(new Error(`${name} not ready within ${timeoutMs} ms`)), timeoutMs);
-    opts.signal?.addEventListener('abort', () => finish(new Error(`${name}: start abandoned`)), {
-      once: true,
-    });
-    sock.on('message', (buf) => {
-      if (buf.toString().split('\n').includes('READY=1')) finish(null);
-    });
-    sock.on('error', (err) => finish(err));
-    sock.bind(notifyPath);
-    child = spawn(process.execPath, [...(opts.nodeArgs ?? []), CLI_MAIN, ...args], {
-      stdio: ['ignore', 'ignore', opts.onStderr ? 'pipe' : 'inherit'],
-      env: { ...process.env, NOTIFY_SOCKET: notifyPath, PASSFD_LOG: logLevel },
-    });
-    if (opts.onStderr) child.stderr!.on('data', opts.onStderr);
-    child.on('error', (err) => finish(err));
-    child.on('exit', onExit);
-  });
-}
-
-export function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
-}
-
-/** The `agent` command line for a loopback guest in `guestDir`, from the configuration. */
-export function loopbackAgentArgs(config: Config, guestDir: string, extra: readonly string[] = []): string[] {
+export function loopbackAgentArgs(
+  config: Config,
+  guestDir: string,
+  standinWaitMs: number,
+  extra: readonly string[] = [],
+): string[] {
   const rt = config.runtime;
   return [
     'agent',
     '--guest-dir',
     guestDir,
+    '--standin-wait-ms',
+    String(standinWaitMs),
     '--passfd-port',
     String(rt.passfd_listener_port),
     '--agent-port',
@@ -153,70 +71,68 @@ export function loopbackAgentArgs(config: Config, guestDir: string, extra: reado
 }
 
 export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedStack> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-run-'));
+  const dir = makePrivateDir('passfd-run-');
   const hvsockPath = path.join(dir, 'hvsock.sock');
   const guestDir = path.join(dir, 'guest');
   const level = opts.logLevel ?? 'warn';
   const timeout = opts.startTimeoutMs ?? 20_000;
   const cid = String(opts.config.hypervisor.guest_cid);
-  let vmm: ReadyChild | null = null;
-  const abandon = new AbortController();
-  const startAgent = () =>
+  // Both start at once: the agent waits, event-driven, for the vmm's stand-in socket
+  // (agent --standin-wait-ms), so start-up costs the slower of the two, not their sum.
+  const giveUp = new AbortController();
+  const starting = [
     startReady(
-      loopbackAgentArgs(opts.config, guestDir, [
-        ...(opts.parallel ? ['--wait-guest-ms', String(timeout)] : []),
-        ...(opts.agentArgs ?? []),
-      ]),
-      dir,
-      'agent',
-      level,
-      timeout,
-      { nodeArgs: opts.nodeArgs, signal: abandon.signal },
-    );
-  let early: Promise<ReadyChild> | null = null;
-  try {
-    if (opts.parallel) {
-      early = startAgent();
-      early.catch(() => {}); // awaited below, after the vmm
-    }
-    vmm = await startReady(
-      ['vmm', '--hvsock', hvsockPath, '--guest-dir', guestDir, '--guest-cid', cid],
+      [
+        'vmm',
+        '--hvsock',
+        hvsockPath,
+        '--guest-dir',
+        guestDir,
+        '--guest-cid',
+        cid,
+        ...(opts.configPath ? ['--config', opts.configPath] : []),
+      ],
       dir,
       'vmm',
       level,
       timeout,
-      { nodeArgs: opts.nodeArgs },
-    );
-    const agent = await (early ?? startAgent());
-    const v = vmm;
-    return {
+      { nodeArgs: opts.nodeArgs, signal: giveUp.signal },
+    ),
+    startReady(
+      loopbackAgentArgs(opts.config, guestDir, timeout, opts.agentArgs),
       dir,
-      hvsockPath,
-      guestDir,
-      vmm: v.child,
-      agent: agent.child,
-      stop: async () => {
-        await stopChild(agent.child);
-        await stopChild(v.child);
-        agent.closeNotify();
-        v.closeNotify();
-        fs.rmSync(dir, { recursive: true, force: true });
-      },
-    };
-  } catch (err) {
-    if (early) {
-      abandon.abort();
-      const a = await early.catch(() => null);
-      if (a) {
-        await stopChild(a.child);
-        a.closeNotify();
-      }
-    }
-    if (vmm) {
-      await stopChild(vmm.child);
-      vmm.closeNotify();
+      'agent',
+      level,
+      timeout,
+      { nodeArgs: opts.nodeArgs, signal: giveUp.signal },
+    ),
+  ];
+  // The first failure ends the other start too (an agent would otherwise wait for a vmm that died).
+  for (const p of starting) p.catch((err: Error) => giveUp.abort(err));
+  const results = await Promise.allSettled(starting);
+  const [vmm, agent] = results.map((r) => (r.status === 'fulfilled' ? r.value : null));
+  if (!vmm || !agent) {
+    for (const c of [agent, vmm]) {
+      if (!c) continue;
+      await stopChild(c.child);
+      c.closeNotify();
     }
     fs.rmSync(dir, { recursive: true, force: true });
-    throw err;
+    // The first failure, not the abort it caused in the other start.
+    throw giveUp.signal.reason;
   }
+  return {
+    dir,
+    hvsockPath,
+    guestDir,
+    vmm: vmm.child,
+    agent: agent.child,
+    stop: async () => {
+      await stopChild(agent.child);
+      await stopChild(vmm.child);
+      agent.closeNotify();
+      vmm.closeNotify();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -3,7 +3,8 @@
  *
  * - `passFd`: `passfd\n`, then one sendmsg of `<port>[ keep]` carrying exactly
  *   one fd (SCM_RIGHTS), then read `OK <hostport>\n`. The device closing the
- *   socket without OK means it refused (unknown port, table full, bad fd).
+ *   socket without OK means it refused (unknown port, table full, bad fd);
+ *   this device says why first, in an `ERR <reason>\n` line.
  * - `hybridConnect`: `CONNECT <port>\n`, read `OK <hostport>\n`; the socket
  *   then carries the stream.
  *
@@ -12,13 +13,43 @@
 import net from 'node:net';
 import { closeQuietly, connectUnix, dupFd } from '../../native-bindings/index.js';
 import { FdChannel } from '../net/fd-channel.js';
-import { encodeConnect, encodePassfd, encodePassfdPayload, OkReplyParser } from '../protocol/hybrid-vsock.js';
+import {
+  encodeConnect,
+  encodePassfd,
+  encodePassfdPayload,
+  HybridProtocolError,
+  OkReplyParser,
+} from '../protocol/hybrid-vsock.js';
+import { errnoText } from '../util/errno-text.js';
 
+/**
+ * The device could not be reached, refused, or broke the protocol. `cause`
+ * is the error underneath; `code` is its errno name (`ENOENT`: no socket at
+ * that path, `ECONNREFUSED`: nobody serving it, ...) when a system call
+ * failed, undefined for a refusal or a protocol error.
+ */
 export class HvsockError extends Error {
-  constructor(message: string) {
-    super(message);
+  readonly code: string | undefined;
+
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = 'HvsockError';
+    const code = (options?.cause as { code?: unknown } | undefined)?.code;
+    this.code = typeof code === 'string' ? code : undefined;
   }
+}
+
+/** A socket error with the likely cause: "ENOENT (no such file or directory): is the vmm running?". */
+function socketErrorText(err: unknown): string {
+  const code = (err as { code?: string }).code;
+  const hint = code === 'ENOENT' || code === 'ECONNREFUSED' ? ': is the vmm running?' : '';
+  return `${errnoText(err)}${hint}`;
+}
+
+function unreachable(hvsockPath: string, err: unknown): HvsockError {
+  return new HvsockError(`cannot reach the hybrid-vsock socket ${hvsockPath}: ${socketErrorText(err)}`, {
+    cause: err,
+  });
 }
 
 export interface PassFdOptions {
@@ -66,9 +97,7 @@ export function passFdTracked(
     try {
       sock = connectUnix(hvsockPath);
     } catch (err) {
-      reject(
-        new HvsockError(`cannot reach the hybrid-vsock socket ${hvsockPath}: ${(err as Error).message}`),
-      );
+      reject(unreachable(hvsockPath, err));
       return;
     }
     const parser = new OkReplyParser();
@@ -106,14 +135,20 @@ export function passFdTracked(
             },
           });
         } catch (err) {
-          fail(new HvsockError(`passfd to guest port ${port}: ${(err as Error).message}`));
+          const refused = err instanceof HybridProtocolError && err.code === 'refused';
+          fail(
+            new HvsockError(
+              `passfd to guest port ${port}${refused ? ' refused' : ''}: ${(err as Error).message}`,
+              { cause: err },
+            ),
+          );
         }
       },
       onEnd: () =>
         fail(
           new HvsockError(`passfd to guest port ${port} refused: the device closed the socket without OK`),
         ),
-      onError: (err) => fail(new HvsockError(`passfd to guest port ${port}: ${err.message}`)),
+      onError: (err) => fail(new HvsockError(`passfd to guest port ${port}: ${err.message}`, { cause: err })),
     });
     let copy: number;
     try {
@@ -137,10 +172,10 @@ export function hybridConnect(hvsockPath: string, port: number, timeoutMs = 10_0
   return new Promise((resolve, reject) => {
     const socket = net.createConnection(hvsockPath);
     const parser = new OkReplyParser();
-    const fail = (msg: string) => {
+    const fail = (msg: string, cause?: unknown) => {
       cleanup();
       socket.destroy();
-      reject(new HvsockError(`CONNECT ${port} via ${hvsockPath}: ${msg}`));
+      reject(new HvsockError(`CONNECT ${port} via ${hvsockPath}: ${msg}`, cause ? { cause } : undefined));
     };
     const timer = setTimeout(() => fail(`no reply within ${timeoutMs} ms`), timeoutMs);
     const onData = (chunk: Buffer) => {
@@ -148,7 +183,7 @@ export function hybridConnect(hvsockPath: string, port: number, timeoutMs = 10_0
       try {
         ok = parser.push(chunk);
       } catch (err) {
-        fail((err as Error).message);
+        fail((err as Error).message, err);
         return;
       }
       if (!ok) return;
@@ -159,7 +194,7 @@ export function hybridConnect(hvsockPath: string, port: number, timeoutMs = 10_0
     };
     const onEnd = () =>
       fail('refused: the device closed the connection (nobody listening on that guest port?)');
-    const onError = (err: Error) => fail(err.message);
+    const onError = (err: Error) => fail(socketErrorText(err), err);
     const cleanup = () => {
       clearTimeout(timer);
       socket.off('data', onData);

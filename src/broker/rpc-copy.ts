@@ -12,11 +12,32 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import type { DescMessage, MessageInitShape, MessageShape } from '@bufbuild/protobuf';
 import { agentMethods } from '../protocol/agent-api.js';
+import type { TtrpcMethod } from '../ttrpc/common.js';
 import type { Logger } from '../util/log.js';
-import type { Broker, BrokeredProcess } from './broker.js';
+import type { FifoPaths } from './fifo-set.js';
 
 const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
+
+/** One typed call to the agent (the broker's ttrpc client). */
+export type AgentCall = <I extends DescMessage, O extends DescMessage>(
+  method: TtrpcMethod<I, O>,
+  req: MessageInitShape<I>,
+) => Promise<MessageShape<O>>;
+
+/** What the copier needs of the process it serves, and nothing more. */
+export interface RpcCopyTarget {
+  call: AgentCall;
+  containerId: string;
+  execId: string;
+  /** The FIFOs to copy; an absent one is not copied (no stderr with a terminal). */
+  fifos: FifoPaths;
+  /** Drops the broker's stdin keeper, so the stdin FIFO reaches EOF once drained. */
+  releaseStdin(): void;
+  chunkSize: number;
+  log: Logger;
+}
 
 export class RpcCopy {
   private readonly sockets: net.Socket[] = [];
@@ -24,18 +45,12 @@ export class RpcCopy {
   private stdinDone: Promise<void> = Promise.resolve();
   private stopped = false;
 
-  constructor(
-    private readonly broker: Broker,
-    private readonly proc: BrokeredProcess,
-    private readonly chunkSize: number,
-    private readonly log: Logger,
-  ) {
-    const ids = { containerId: proc.spec.containerId, execId: proc.execId };
-    const fifos = proc.spec.fifos;
+  constructor(private readonly target: RpcCopyTarget) {
+    const ids = { containerId: target.containerId, execId: target.execId };
+    const fifos = target.fifos;
     if (fifos.stdin) this.stdinDone = this.copyStdin(fifos.stdin, ids);
     if (fifos.stdout) this.outputs.push(this.copyOutput(fifos.stdout, 'ReadStdout', ids));
-    if (fifos.stderr && !proc.spec.terminal)
-      this.outputs.push(this.copyOutput(fifos.stderr, 'ReadStderr', ids));
+    if (fifos.stderr) this.outputs.push(this.copyOutput(fifos.stderr, 'ReadStderr', ids));
   }
 
   private open(path: string, flags: number): net.Socket {
@@ -44,6 +59,8 @@ export class RpcCopy {
       readable: flags === O_RDONLY,
       writable: flags === O_WRONLY,
     });
+    // Errors end the copy loops (a destroyed socket); they are not the broker's to crash on.
+    sock.on('error', () => {});
     this.sockets.push(sock);
     return sock;
   }
@@ -53,14 +70,14 @@ export class RpcCopy {
     const reader = this.open(path, O_RDONLY);
     try {
       for await (const chunk of reader as AsyncIterable<Buffer>) {
-        for (let off = 0; off < chunk.length; off += this.chunkSize) {
-          const data = chunk.subarray(off, off + this.chunkSize);
-          await this.broker.call(agentMethods.WriteStdin, { ...ids, data });
+        for (let off = 0; off < chunk.length; off += this.target.chunkSize) {
+          const data = chunk.subarray(off, off + this.target.chunkSize);
+          await this.target.call(agentMethods.WriteStdin, { ...ids, data });
         }
       }
-      if (!this.stopped) await this.broker.call(agentMethods.CloseStdin, ids);
+      if (!this.stopped) await this.target.call(agentMethods.CloseStdin, ids);
     } catch (err) {
-      if (!this.stopped) this.log.warn(`rpc-copy stdin: ${(err as Error).message}`);
+      if (!this.stopped) this.target.log.warn(`rpc-copy stdin: ${(err as Error).message}`);
     }
   }
 
@@ -73,19 +90,25 @@ export class RpcCopy {
     const writer = this.open(path, O_WRONLY);
     try {
       for (;;) {
-        const res = await this.broker.call(agentMethods[method], { ...ids, len: this.chunkSize });
+        const res = await this.target.call(agentMethods[method], { ...ids, len: this.target.chunkSize });
         if (res.data.length === 0) break;
-        if (!writer.write(res.data)) await new Promise((r) => writer.once('drain', r));
+        if (!writer.write(res.data))
+          await new Promise((r) => {
+            writer.once('drain', r);
+            writer.once('close', r);
+          });
+        // EPIPE: containerd's reader is gone and so is the keeper (outputGone); stop copying.
+        if (writer.destroyed) return;
       }
       await new Promise<void>((resolve) => writer.end(resolve));
     } catch (err) {
-      if (!this.stopped) this.log.warn(`rpc-copy ${method}: ${(err as Error).message}`);
+      if (!this.stopped) this.target.log.warn(`rpc-copy ${method}: ${(err as Error).message}`);
     }
   }
 
   /** Drops the stdin keeper; the copier sends CloseStdin once the FIFO is drained. */
   async closeStdin(): Promise<void> {
-    this.proc.fifos.release('stdin');
+    this.target.releaseStdin();
     await this.stdinDone;
   }
 

@@ -9,13 +9,10 @@
  * Sends READY=1 / STOPPING=1 to $NOTIFY_SOCKET.
  */
 import type { Command } from 'commander';
-import { Agent } from '../agent/agent.js';
-import { AfVsock } from '../guest-vsock/af-vsock.js';
-import { StandinVsock, waitForStandin } from '../guest-vsock/standin.js';
 import type { GuestVsock } from '../guest-vsock/types.js';
+import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
-import { notifyReady, notifyStopping } from '../util/sd-notify.js';
-import { onTermination, parseMs, parsePort } from './options.js';
+import { fromEnv, onTermination, parseMs, parsePort } from './options.js';
 
 const DEFAULT_PASSFD_PORT = 1027;
 
@@ -38,13 +35,13 @@ export function registerAgent(program: Command): void {
       parseMs,
       3000,
     )
-    .option('--accept-delay-ms <ms>', '(testing) delay registering accepted passfd streams', parseMs, 0)
     .option(
-      '--wait-guest-ms <ms>',
-      "loopback guest: wait up to this long for the vmm's stand-in socket (start together with the vmm)",
+      '--standin-wait-ms <ms>',
+      'with --guest-dir: wait up to <ms> for the vmm’s stand-in socket (event-driven; default 0: fail at once)',
       parseMs,
       0,
     )
+    .option('--accept-delay-ms <ms>', '(testing) delay registering accepted passfd streams', parseMs, 0)
     .action(
       async (opts: {
         guestDir?: string;
@@ -53,25 +50,32 @@ export function registerAgent(program: Command): void {
         agentPort: number;
         streamWaitMs: number;
         drainTimeoutMs: number;
+        standinWaitMs: number;
         acceptDelayMs: number;
-        waitGuestMs: number;
       }) => {
         const log = createLogger('agent');
         if (!opts.guestDir === !opts.vsock) {
           throw new Error('give exactly one of --guest-dir (loopback guest) or --vsock (AF_VSOCK)');
         }
-        const envPort = process.env.AGENT_PASSFD_LISTENER_PORT;
         const passfdPort =
-          opts.passfdPort ?? (envPort ? parsePort(envPort) : undefined) ?? DEFAULT_PASSFD_PORT;
+          opts.passfdPort ?? fromEnv('AGENT_PASSFD_LISTENER_PORT', parsePort) ?? DEFAULT_PASSFD_PORT;
         if (passfdPort === opts.agentPort) throw new Error('--passfd-port and --agent-port must differ');
-        if (opts.guestDir && opts.waitGuestMs > 0) await waitForStandin(opts.guestDir, opts.waitGuestMs);
+        // The agent's modules (ttrpc, protobuf, the native bindings) load only when it runs.
+        const [{ Agent }, { AfVsock }, { StandinVsock }, { notifyReady, notifyStopping }] = await Promise.all(
+          [
+            import('../agent/agent.js'),
+            import('../guest-vsock/af-vsock.js'),
+            import('../guest-vsock/standin.js'),
+            import('../util/sd-notify.js'),
+          ],
+        );
         const vsock: GuestVsock = opts.vsock
           ? new AfVsock({
               // net.Socket cannot wrap AF_VSOCK fds: ttrpc connections come bridged over AF_UNIX.
               unixBridgePorts: [opts.agentPort],
               onBridgeError: (err) => log.warn(`ttrpc vsock bridge: ${err.message}`),
             })
-          : new StandinVsock(opts.guestDir!);
+          : new StandinVsock(opts.guestDir!, { waitMs: opts.standinWaitMs });
         const agent = new Agent({
           vsock,
           passfdPort,
@@ -79,12 +83,14 @@ export function registerAgent(program: Command): void {
           streamWaitMs: opts.streamWaitMs,
           drainTimeoutMs: opts.drainTimeoutMs,
           acceptDelayMs: opts.acceptDelayMs,
+          // The containers' /dev template lives beside the stand-in, in the agent's private directory.
           ...(opts.guestDir ? { runtimeDir: opts.guestDir } : {}),
           log,
         });
         await agent.start();
         onTermination(async () => {
-          await notifyStopping();
+          // An orphan's supervisor (run) is gone, and its notify socket with it.
+          if (!isOrphaned()) await notifyStopping();
           await agent.stop();
         });
         await notifyReady();

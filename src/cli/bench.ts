@@ -4,9 +4,17 @@
  * a QEMU guest running the agent and the container processes (sizes and
  * timeouts then default to what TCG manages). Prints a table (with a
  * progress bar on stderr while it runs), or the JSON report with `--json`;
- * `--out <dir>` also writes results.json, results.md and chart.svg. The
- * benchmark modules (and vega) are imported only when `bench` runs.
+ * `--out <dir>` also writes results.json, results.md and chart.svg (the
+ * directory is checked before the run; the chart needs the optional
+ * packages vega and vega-lite; the results are printed even if writing them
+ * fails). Exits 1 when any measurement failed. SIGINT, SIGTERM or SIGHUP
+ * stop the run: the cursor comes back, the stack and the temporary
+ * directories go, exit 128+n. The benchmark modules (and vega) are imported
+ * only when `bench` runs.
  */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { Command } from 'commander';
 import {
   type BenchOptions,
@@ -18,8 +26,8 @@ import {
   parseScenarios,
   SCENARIOS,
 } from '../bench/options.js';
-import { loadConfig } from '../config/load.js';
-import { type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
+import { MAX_RPC_CHUNK_SIZE } from '../config/schema.js';
+import { TERMINAL_SIGNALS, type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
 
 interface BenchCliOptions extends VmFlags {
   config?: string;
@@ -31,6 +39,7 @@ interface BenchCliOptions extends VmFlags {
   reps?: string;
   trips?: string;
   setups?: string;
+  startups?: string;
   timeout?: string;
   chunkSize?: string;
   json: boolean;
@@ -53,9 +62,35 @@ export function benchOptionsFrom(o: BenchCliOptions): BenchOptions {
   if (o.reps) b.reps = parsePositiveInt(o.reps, '--reps');
   if (o.trips) b.trips = parsePositiveInt(o.trips, '--trips');
   if (o.setups) b.setups = parsePositiveInt(o.setups, '--setups');
+  if (o.startups) b.startups = parsePositiveInt(o.startups, '--startups');
   if (o.timeout) b.timeoutMs = parsePositiveInt(o.timeout, '--timeout') * 1000;
-  if (o.chunkSize) b.chunkSize = parseBytes(o.chunkSize);
+  if (o.chunkSize) {
+    b.chunkSize = parseBytes(o.chunkSize);
+    if (b.chunkSize > MAX_RPC_CHUNK_SIZE)
+      throw new Error(
+        `--chunk-size ${o.chunkSize}: at most ${formatBytes(MAX_RPC_CHUNK_SIZE)} (${MAX_RPC_CHUNK_SIZE} bytes), which keeps a request under ttrpc's 4 MiB message limit`,
+      );
+  }
   return b;
+}
+
+/**
+ * `--out <dir>`, checked before the run: the directory is created if it is
+ * missing (its parents too, as `mkdir -p`) and must be a writable directory,
+ * so a bad path fails in a second instead of after the benchmark.
+ */
+export function prepareOutDir(dir: string): void {
+  if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) throw new Error(`--out ${dir}: not a directory`);
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw new Error(`--out ${dir}: cannot create it (${(err as NodeJS.ErrnoException).code ?? err})`);
+  }
+  try {
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+  } catch (err) {
+    throw new Error(`--out ${dir}: not writable (${(err as NodeJS.ErrnoException).code ?? err})`);
+  }
 }
 
 /** "default 1 GiB, quick 32 MiB; --vm qemu: 64 MiB, quick 16 MiB" for one option, from defaultOptions. */
@@ -97,6 +132,10 @@ export function registerBench(program: Command): void {
     .option('--trips <n>', `64-byte round trips per latency repetition (${defaults((b) => String(b.trips))})`)
     .option('--setups <n>', `process starts per set-up repetition (${defaults((b) => String(b.setups))})`)
     .option(
+      '--startups <n>',
+      `start-up scenario: runs of each CLI probe, beside node -e 0 (${defaults((b) => String(b.startups))})`,
+    )
+    .option(
       '--timeout <s>',
       `bound for any one measured operation, seconds (${defaults((b) => String(b.timeoutMs / 1000))})`,
     )
@@ -119,57 +158,127 @@ export function registerBench(program: Command): void {
           '--cpu-prof profiles the loopback stack; the guest agent runs inside QEMU (drop --vm)',
         );
       const bench = benchOptionsFrom(opts);
+      // `containerd` is a run of its own (a private containerd and ctr, passfd vs runc: bench/containerd.ts).
       const withContainerd = bench.scenarios.includes('containerd');
       if (withContainerd && vm)
         throw new Error('the containerd scenario runs the loopback guest (drop --vm)');
+      const starts = opts.starts ? parsePositiveInt(opts.starts, '--starts') : opts.quick ? 6 : 20;
       bench.scenarios = bench.scenarios.filter((s) => s !== 'containerd');
+      if (opts.out) prepareOutDir(opts.out);
+      // What an earlier bench or run killed with -9 could not remove.
+      (await import('../util/private-dir.js')).sweepStalePrivateDirs();
       // Loaded here, not at the top: every role (vmm, agent) runs this binary, and the
       // charting libraries would slow down all of their starts.
-      const [{ runBench }, { writeOutputs }, { toJson }, { renderTable }] = await Promise.all([
-        import('../bench/runner.js'),
-        import('../bench/output.js'),
-        import('../bench/results.js'),
-        import('../bench/terminal-table.js'),
-      ]);
-      let failed = false;
-      if (bench.scenarios.length > 0) {
-        const report = await runBench({
-          config: loadConfig(opts.config),
-          bench,
-          progress: opts.progress,
-          ...(vm ? { vm } : {}),
-          ...(opts.cpuProf ? { cpuProfDir: opts.cpuProf } : {}),
-        }).catch((err: Error) => {
-          // Measurement failures are in the report; what escapes is a stack that did not start.
-          throw vm ? withKvmHint(err, vm) : err;
-        });
-        if (opts.out) await writeOutputs(opts.out, report);
-        process.stdout.write(opts.json ? `${toJson(report)}\n` : `${renderTable(report)}\n`);
-        if (opts.out && !opts.json)
-          process.stdout.write(`\nwritten: ${opts.out}/results.json, results.md, chart.svg\n`);
-        if (opts.cpuProf)
-          process.stderr.write(`CPU profiles of vmm and agent (*.cpuprofile): ${opts.cpuProf}\n`);
-        failed ||= report.summary.length === 0;
+      const [{ loadConfig }, { runBench, BenchInterrupted }, { writeOutputs }, { toJson }, { renderTable }] =
+        await Promise.all([
+          import('../config/load.js'),
+          import('../bench/runner.js'),
+          import('../bench/output.js'),
+          import('../bench/results.js'),
+          import('../bench/terminal-table.js'),
+        ]);
+      // Ctrl-C (or SIGTERM/SIGHUP): the cursor comes back, the stack and the temporary
+      // directories go, exit 128+n; a second signal exits at once.
+      const abort = new AbortController();
+      const onSignal = (sig: NodeJS.Signals) => {
+        if (abort.signal.aborted) process.exit(128 + os.constants.signals[sig]);
+        abort.abort(sig);
+      };
+      for (const sig of TERMINAL_SIGNALS) process.on(sig, onSignal);
+      let report: Awaited<ReturnType<typeof runBench>> | null = null;
+      let containerd: import('../bench/containerd.js').ContainerdBenchReport | null = null;
+      try {
+        if (bench.scenarios.length > 0) {
+          report = await runBench({
+            config: loadConfig(opts.config),
+            configPath: opts.config,
+            bench,
+            progress: opts.progress,
+            abort: abort.signal,
+            ...(vm ? { vm } : {}),
+            ...(opts.cpuProf ? { cpuProfDir: opts.cpuProf } : {}),
+          }).catch((err: Error) => {
+            // Measurement failures are in the report; what escapes is a stack that did not start.
+            throw vm && !(err instanceof BenchInterrupted) ? withKvmHint(err, vm) : err;
+          });
+        }
+        if (withContainerd) {
+          const { runContainerdBench } = await import('../bench/containerd.js');
+          containerd = await runContainerdBench({
+            bytes: bench.bytes,
+            reps: bench.reps,
+            starts,
+            timeoutMs: bench.timeoutMs,
+            progress: opts.progress,
+            abort: abort.signal,
+          });
+        }
+      } catch (err) {
+        if (err instanceof BenchInterrupted) {
+          // Everything bench started is gone; a step still in flight is abandoned.
+          process.stderr.write(`bench: ${err.message}; stopped\n`, () =>
+            process.exit(128 + os.constants.signals[err.signal]),
+          );
+          return;
+        }
+        throw err;
+      } finally {
+        for (const sig of TERMINAL_SIGNALS) process.off(sig, onSignal);
       }
-      if (withContainerd) {
-        const { runContainerdBench, writeContainerdOutputs, containerdMarkdown } = await import(
-          '../bench/containerd.js'
-        );
-        const report = await runContainerdBench({
-          bytes: bench.bytes,
-          reps: bench.reps,
-          starts: opts.starts ? parsePositiveInt(opts.starts, '--starts') : opts.quick ? 6 : 20,
-          timeoutMs: bench.timeoutMs,
-          progress: opts.progress,
-        });
-        if (opts.out) writeContainerdOutputs(opts.out, report);
-        process.stdout.write(
-          opts.json ? `${JSON.stringify(report, null, 2)}\n` : `\n${containerdMarkdown(report)}`,
-        );
-        if (opts.out && !opts.json)
-          process.stdout.write(`\nwritten: ${opts.out}/containerd.json, containerd.md\n`);
-        failed ||= report.rows.length === 0;
+      // The results are printed even if writing the files fails. With --json and both
+      // runs, one document: the containerd report under `containerd`.
+      if (opts.json) {
+        const json = report ? toJson(report) : null;
+        const text = !containerd
+          ? json
+          : json
+            ? JSON.stringify({ ...JSON.parse(json), containerd }, null, 2)
+            : JSON.stringify(containerd, null, 2);
+        process.stdout.write(`${text}\n`);
+      } else {
+        if (report) process.stdout.write(`${renderTable(report)}\n`);
+        if (containerd) {
+          const { containerdMarkdown } = await import('../bench/containerd.js');
+          process.stdout.write(`${report ? '\n' : ''}${containerdMarkdown(containerd)}`);
+        }
       }
-      process.exitCode = failed ? 1 : 0;
+      let writeFailed = false;
+      if (opts.out) {
+        try {
+          const names: string[] = [];
+          if (report) {
+            const written = await writeOutputs(opts.out, report);
+            names.push(...[written.json, written.markdown, written.chart].filter((f) => f !== null));
+            if (written.chartSkipped)
+              process.stderr.write(`passfd-broker bench: no chart.svg: ${written.chartSkipped}\n`);
+          }
+          if (containerd) {
+            const { writeContainerdOutputs } = await import('../bench/containerd.js');
+            names.push(...writeContainerdOutputs(opts.out, containerd));
+          }
+          if (!opts.json)
+            process.stdout.write(
+              `\nwritten: ${names.map((f) => path.basename(f)).join(', ')} in ${opts.out}\n`,
+            );
+        } catch (err) {
+          writeFailed = true;
+          process.stderr.write(
+            `passfd-broker: bench: cannot write --out ${opts.out}: ${(err as Error).message}\n`,
+          );
+        }
+      }
+      if (opts.cpuProf)
+        process.stderr.write(`CPU profiles of vmm and agent (*.cpuprofile): ${opts.cpuProf}\n`);
+      // Any failed measurement (listed above the table and in the report's errors) fails the run.
+      const errors = (report?.errors.length ?? 0) + (containerd?.errors.length ?? 0);
+      if (errors > 0) process.stderr.write(`bench: ${errors} measurement(s) failed\n`);
+      const nothing =
+        (report !== null && report.summary.length === 0 && !report.startup) ||
+        (containerd !== null && containerd.rows.length === 0);
+      const code = nothing || errors > 0 || writeFailed ? 1 : 0;
+      // Exit explicitly: a failed measurement may leave a handle behind (a FIFO nobody
+      // will open again) that would otherwise keep the process alive. Flush first.
+      await Promise.all([process.stdout, process.stderr].map((s) => new Promise((r) => s.write('', r))));
+      process.exit(code);
     });
 }

@@ -8,14 +8,13 @@
  */
 import net from 'node:net';
 import type { Command } from 'commander';
-import { closeQuietly } from '../../native-bindings/index.js';
-import { StandinVsock } from '../guest-vsock/standin.js';
 import type { AcceptedStream, GuestVsock, VsockListener } from '../guest-vsock/types.js';
 import { parsePort } from './options.js';
 
-function guestVsock(opts: { guestDir?: string }): GuestVsock {
+async function guestVsock(opts: { guestDir?: string }): Promise<GuestVsock> {
   if (!opts.guestDir)
     throw new Error('--guest-dir is required (the loopback guest directory of a running vmm)');
+  const { StandinVsock } = await import('../guest-vsock/standin.js');
   return new StandinVsock(opts.guestDir);
 }
 
@@ -49,7 +48,8 @@ export function registerGuest(program: Command): void {
     .description('accept one connection on a guest vsock port and relay it to stdin/stdout')
     .argument('<port>', 'guest vsock port', parsePort)
     .action(async (port: number) => {
-      const vsock = guestVsock(guest.opts());
+      const vsock = await guestVsock(guest.opts());
+      const { closeQuietly } = await import('../../native-bindings/index.js');
       // Accept exactly one connection, then stop listening (later ones are refused).
       const stream = await new Promise<AcceptedStream>((resolve, reject) => {
         let listener: VsockListener | null = null;
@@ -78,7 +78,7 @@ export function registerGuest(program: Command): void {
     .description('connect to a host vsock port (the host listener on <hvsock>_<port>) and relay stdin/stdout')
     .argument('<port>', 'host vsock port', parsePort)
     .action(async (port: number) => {
-      const vsock = guestVsock(guest.opts());
+      const vsock = await guestVsock(guest.opts());
       const stream = await vsock.connect(port);
       process.stderr.write(`local ${stream.localPort}\n`);
       await relay(stream.fd);

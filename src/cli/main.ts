@@ -9,11 +9,13 @@
  *   run     the end-to-end demo: a command's stdio through passfd
  *   bench   passfd vs RPC-copy, side by side
  */
-import { Command } from 'commander';
-import { parseLevel, setLogLevel } from '../util/log.js';
+import { Command, Option } from 'commander';
+import { LOG_LEVELS, type LogLevel, setLogLevel } from '../util/log.js';
+import { packageVersion } from '../util/version.js';
 import { registerAgent } from './agent.js';
 import { registerBench } from './bench.js';
 import { registerGuest } from './guest.js';
+import { fromEnv, parseLogLevel } from './options.js';
 import { registerPass } from './pass.js';
 import { registerRun } from './run.js';
 import { registerVmm } from './vmm.js';
@@ -22,9 +24,11 @@ const program = new Command();
 program
   .name('passfd-broker')
   .description('vsock fd passthrough for VM-isolated containers (Kata/Dragonball hybrid-vsock protocol)')
-  .option('--log-level <level>', 'error, warn, info or debug (env PASSFD_LOG)')
+  .version(packageVersion(), '-V, --version', 'print the version')
+  .addOption(new Option('--log-level <level>', 'log level (env PASSFD_LOG)').choices(LOG_LEVELS))
   .hook('preAction', (cmd) => {
-    const level = parseLevel(cmd.opts().logLevel);
+    // The flag wins; a bad PASSFD_LOG is an error that names it, not a silent default.
+    const level = (cmd.opts().logLevel as LogLevel | undefined) ?? fromEnv('PASSFD_LOG', parseLogLevel);
     if (level) setLogLevel(level);
   })
   .showHelpAfterError();

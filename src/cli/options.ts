@@ -1,28 +1,74 @@
 /** Option parsers shared by subcommands: commander calls them and shows their errors. */
 import fs from 'node:fs';
-import { type Command, InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { MAX_VSOCK_PORT } from '../config/schema.js';
+import { isOrphaned } from '../util/lifeline.js';
+import { LOG_LEVELS, type LogLevel, parseLevel } from '../util/log.js';
 
-export function parsePort(value: string): number {
-  if (!/^(0|[1-9][0-9]{0,9})$/.test(value) || Number(value) > 0xffff_ffff) {
-    throw new InvalidArgumentError('must be a vsock port (0..4294967295)');
-  }
-  return Number(value);
+/** A canonical decimal u32, or null. */
+function u32(value: string): number | null {
+  return /^(0|[1-9][0-9]{0,9})$/.test(value) && Number(value) <= 0xffff_ffff ? Number(value) : null;
 }
 
-export function parseCid(value: string): number {
-  const n = parsePort(value);
-  if (n < 3 || n >= 0xffff_ffff) throw new InvalidArgumentError('must be a guest CID (3..4294967294)');
+/** A vsock port: 1..4294967294 (4294967295 is VMADDR_PORT_ANY), as in the configuration. */
+export function parsePort(value: string): number {
+  const n = u32(value);
+  if (n === null || n < 1 || n > MAX_VSOCK_PORT) {
+    throw new InvalidArgumentError(
+      `must be a vsock port (1..${MAX_VSOCK_PORT}; ${MAX_VSOCK_PORT + 1} is VMADDR_PORT_ANY)`,
+    );
+  }
   return n;
 }
 
-/** Runs `stop` once on SIGINT/SIGTERM, then exits 0. */
+export function parseCid(value: string): number {
+  const n = u32(value);
+  if (n === null || n < 3 || n >= 0xffff_ffff)
+    throw new InvalidArgumentError('must be a guest CID (3..4294967294)');
+  return n;
+}
+
+/** A log level given as text (`PASSFD_LOG`; `--log-level` is a commander choice of the same list). */
+export function parseLogLevel(value: string): LogLevel {
+  const level = parseLevel(value);
+  if (!level) throw new InvalidArgumentError(`must be one of ${LOG_LEVELS.join(', ')}`);
+  return level;
+}
+
+/**
+ * A value from the environment, parsed by one of the parsers above; an
+ * invalid one is an error that names the variable:
+ * "AGENT_PASSFD_LISTENER_PORT=abc: must be a vsock port (...)".
+ */
+export function fromEnv<T>(name: string, parse: (value: string) => T): T | undefined {
+  const value = process.env[name];
+  if (value === undefined || value === '') return undefined;
+  try {
+    return parse(value);
+  } catch (err) {
+    throw new Error(`${name}=${value}: ${(err as Error).message}`);
+  }
+}
+
+/** The signals a terminal or a supervisor sends to end a foreground job: `run` and `bench` handle them. */
+export const TERMINAL_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * Runs `stop` once on SIGINT/SIGTERM, then exits 0. A process whose parent
+ * is gone (the SIGTERM was its parent-death signal, util/lifeline.ts) is the
+ * last one out: it also removes the private directories its dead parent
+ * left behind (util/private-dir.ts).
+ */
 export function onTermination(stop: () => Promise<void> | void): void {
   let stopping = false;
   const handler = (sig: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
     Promise.resolve(stop()).then(
-      () => process.exit(0),
+      async () => {
+        if (isOrphaned()) (await import('../util/private-dir.js')).sweepStalePrivateDirs();
+        process.exit(0);
+      },
       (err: Error) => {
         process.stderr.write(`passfd-broker: while stopping on ${sig}: ${err.message}\n`);
         process.exit(1);
@@ -40,14 +86,16 @@ export function parseMs(value: string): number {
 
 /**
  * The real-guest flags `run` and `bench` share: `--vm qemu` and the QEMU
- * guest's `--accel`, `--cpus`, `--memory`. The parsers below are commander
- * argument parsers (a bad value exits non-zero with commander's message);
- * `vmSpecFrom` checks the combination before anything starts.
+ * guest's `--accel`, `--cpus`, `--memory`. `--vm` and `--accel` are
+ * commander choices, the numbers commander argument parsers (a bad value
+ * exits non-zero with commander's message); `vmSpecFrom` checks the
+ * combination before anything starts.
  */
-export type Accel = 'tcg' | 'kvm';
+export const ACCELS = ['tcg', 'kvm'] as const;
+export type Accel = (typeof ACCELS)[number];
 
 export interface VmFlags {
-  vm?: string;
+  vm?: 'qemu';
   accel?: Accel;
   cpus?: number;
   memory?: number;
@@ -66,11 +114,6 @@ export const VM_DEFAULTS: VmSpec = { accel: 'tcg', cpus: 1, memoryMiB: 1024 };
 export const MAX_VM_CPUS = 255;
 /** The smallest guest accepted: 128 MiB boots the kernel, the initramfs and the Node agent (checked; less is not supported). */
 export const MIN_VM_MEMORY_MIB = 128;
-
-export function parseAccel(value: string): Accel {
-  if (value !== 'tcg' && value !== 'kvm') throw new InvalidArgumentError('must be tcg or kvm');
-  return value;
-}
 
 function positiveInt(value: string): number {
   if (!/^[1-9][0-9]{0,8}$/.test(value)) throw new InvalidArgumentError('must be a positive integer');
@@ -104,16 +147,16 @@ export const VM_FLAG_HELP = {
 /** Adds `--vm`, `--accel`, `--cpus` and `--memory` (the same on `run` and `bench`). */
 export function withVmFlags(command: Command): Command {
   return command
-    .option('--vm <kind>', VM_FLAG_HELP.vm)
-    .option('--accel <tcg|kvm>', VM_FLAG_HELP.accel, parseAccel)
+    .addOption(new Option('--vm <kind>', VM_FLAG_HELP.vm).choices(['qemu']))
+    .addOption(new Option('--accel <kind>', VM_FLAG_HELP.accel).choices(ACCELS))
     .option('--cpus <n>', VM_FLAG_HELP.cpus, parseCpus)
     .option('--memory <MiB>', VM_FLAG_HELP.memory, parseMemoryMiB);
 }
 
 /**
  * The QEMU guest the flags ask for, or null without `--vm`. Throws a clear
- * error for an unknown `--vm`, for `--accel`/`--cpus`/`--memory` without
- * `--vm qemu`, and for `--accel kvm` without a usable /dev/kvm.
+ * error for `--accel`/`--cpus`/`--memory` without `--vm qemu`, and for
+ * `--accel kvm` without a usable /dev/kvm.
  */
 export function vmSpecFrom(flags: VmFlags, kvmDevice = '/dev/kvm'): VmSpec | null {
   if (flags.vm === undefined) {
@@ -124,7 +167,6 @@ export function vmSpecFrom(flags: VmFlags, kvmDevice = '/dev/kvm'): VmSpec | nul
       );
     return null;
   }
-  if (flags.vm !== 'qemu') throw new Error(`--vm must be qemu, not ${flags.vm}`);
   const spec: VmSpec = {
     accel: flags.accel ?? VM_DEFAULTS.accel,
     cpus: flags.cpus ?? VM_DEFAULTS.cpus,

@@ -14,17 +14,15 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { Command } from 'commander';
-import { Broker, type BrokeredProcess } from '../broker/broker.js';
-import { startEmbeddedStack } from '../broker/embedded-stack.js';
-import { loadConfig } from '../config/load.js';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import type { BrokeredProcess } from '../broker/broker.js';
 import type { Config } from '../config/schema.js';
-import { createLogger } from '../util/log.js';
-import { startVmStack } from '../vm/vm-stack.js';
-import { type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
+import { chosenLogLevel, createLogger } from '../util/log.js';
+import { makePrivateDir, sweepStalePrivateDirs } from '../util/private-dir.js';
+import { TERMINAL_SIGNALS, type VmFlags, vmSpecFrom, withKvmHint, withVmFlags } from './options.js';
+import { type AttachResult, attach, watchBrokenOutputs } from './run-attach.js';
 
 interface RunOptions extends VmFlags {
   config?: string;
@@ -35,9 +33,10 @@ interface RunOptions extends VmFlags {
   env: string[];
 }
 
-const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
-
-function collect(value: string, prev: string[]): string[] {
+/** `-e KEY=value` (repeatable): a variable for the command's environment. */
+function collectEnv(value: string, prev: string[]): string[] {
+  if (!/^[^=]+=/.test(value))
+    throw new InvalidArgumentError(`must be KEY=value, not ${JSON.stringify(value)}`);
   return [...prev, value];
 }
 
@@ -52,49 +51,70 @@ export function registerRun(program: Command): void {
         '--hvsock <path>',
         'use a running device (and its agent) instead of starting the embedded stack',
       )
-      .option('--io <path>', 'IO path: passfd (default, from config) or rpc (the RPC-copy baseline)'),
+      .addOption(
+        new Option(
+          '--io <path>',
+          'IO path: passfd (default, from config) or rpc (the RPC-copy baseline)',
+        ).choices(['passfd', 'rpc']),
+      ),
   )
     .option('--cwd <dir>', 'working directory of the command')
-    .option('-e, --env <KEY=value>', 'environment variable for the command (repeatable)', collect, [])
+    .option('-e, --env <KEY=value>', 'environment variable for the command (repeatable)', collectEnv, [])
     .argument('<cmd...>', 'the command and its arguments (after --)')
     .action(async (cmd: string[], opts: RunOptions) => {
-      const code = await runCommand(cmd, opts);
+      const outputs = watchBrokenOutputs();
+      const { status, brokenPipe } = await runCommand(cmd, opts);
+      if (brokenPipe || outputs.broken)
+        (await import('../../native-bindings/index.js')).exitBySignal(os.constants.signals.SIGPIPE);
       // process.exit() drops writes still queued for a pipe: flush stdout and stderr first.
       await Promise.all([process.stdout, process.stderr].map((s) => new Promise((r) => s.write('', r))));
-      process.exit(code);
+      process.exit(status);
     });
 }
 
-async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
+async function runCommand(cmd: string[], opts: RunOptions): Promise<AttachResult> {
   const log = createLogger('run');
   const vm = vmSpecFrom(opts);
   if (vm && opts.hvsock) throw new Error('--vm and --hvsock exclude each other');
+  const { loadConfig } = await import('../config/load.js');
   const config: Config = loadConfig(opts.config);
-  if (opts.io) {
-    if (opts.io !== 'passfd' && opts.io !== 'rpc')
-      throw new Error(`--io must be passfd or rpc, not ${opts.io}`);
-    config.runtime.use_passfd_io = opts.io === 'passfd';
-  }
+  if (opts.io) config.runtime.use_passfd_io = opts.io === 'passfd';
   const hvsock = vm ? undefined : (opts.hvsock ?? (config.hypervisor.hvsock_path || undefined));
   let stack: { hvsockPath: string; stop(): Promise<void> } | null = null;
-  const fifoDir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-fifos-'));
+  sweepStalePrivateDirs(); // what an earlier run killed with -9 could not remove
+  const fifoDir = makePrivateDir('passfd-fifos-');
   const cleanup: (() => void | Promise<void>)[] = [
     () => fs.rmSync(fifoDir, { recursive: true, force: true }),
   ];
+  // Until the process runs, a terminal signal ends the start-up: what exists is removed, exit 128+n.
+  const untrap = trapSignals(async (sig) => {
+    for (const step of cleanup) await Promise.resolve(step()).catch(() => {});
+    process.exit(128 + os.constants.signals[sig]);
+  });
+  let brokerModule: Promise<typeof import('../broker/broker.js')> | null = null;
+  // The broker's modules load while the stack's processes start, but only once they
+  // are spawned: evaluating those modules holds the event loop for tens of ms.
+  const loadBroker = <T>(starting: Promise<T>): Promise<T> => {
+    brokerModule = import('../broker/broker.js');
+    return starting;
+  };
+  const common = { config, configPath: opts.config, logLevel: chosenLogLevel() };
   try {
     if (!hvsock) {
       stack = vm
-        ? await startVmStack({
-            config,
-            accel: vm.accel,
-            cpus: vm.cpus,
-            memoryMiB: vm.memoryMiB,
-            // KVM boots in seconds where it works and fails or hangs where it does not: a minute.
-            ...(vm.accel === 'kvm' ? { startTimeoutMs: 60_000 } : {}),
-          }).catch((err: Error) => {
+        ? await loadBroker(
+            (await import('../vm/vm-stack.js')).startVmStack({
+              ...common,
+              accel: vm.accel,
+              cpus: vm.cpus,
+              memoryMiB: vm.memoryMiB,
+              // KVM boots in seconds where it works and fails or hangs where it does not: a minute.
+              ...(vm.accel === 'kvm' ? { startTimeoutMs: 60_000 } : {}),
+            }),
+          ).catch((err: Error) => {
             throw withKvmHint(err, vm);
           })
-        : await startEmbeddedStack({ config });
+        : await loadBroker((await import('../broker/embedded-stack.js')).startEmbeddedStack(common));
       const s = stack;
       cleanup.unshift(() => s.stop());
     }
@@ -104,24 +124,51 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<number> {
       stdout: path.join(fifoDir, `${id}-stdout`),
       stderr: opts.tty ? undefined : path.join(fifoDir, `${id}-stderr`),
     };
-    for (const f of Object.values(fifos)) if (f) execFileSync('mkfifo', ['-m', '600', f]);
+    // One mkfifo for all of them: each exec from this (large) process costs milliseconds.
+    execFileSync('mkfifo', ['-m', '600', ...Object.values(fifos).filter((f) => f !== undefined)]);
 
+    const { Broker, notRunnableStatus } = await (brokerModule ?? import('../broker/broker.js'));
     const broker = new Broker({ hvsockPath: hvsock ?? stack!.hvsockPath, config, log });
     cleanup.unshift(() => broker.close());
     const tty = opts.tty && process.stdout.isTTY ? process.stdout : null;
-    const proc = await broker.start({
-      containerId: id,
-      args: cmd,
-      env: opts.env.length > 0 || opts.tty ? [...defaultEnv(opts.tty), ...opts.env] : undefined,
-      cwd: opts.cwd,
-      terminal: opts.tty,
-      ...(tty ? { rows: tty.rows, cols: tty.columns } : {}),
-      fifos,
-    });
+    let proc: BrokeredProcess;
+    try {
+      proc = await broker.start({
+        containerId: id,
+        args: cmd,
+        env: opts.env.length > 0 || opts.tty ? [...defaultEnv(opts.tty), ...opts.env] : undefined,
+        cwd: opts.cwd,
+        terminal: opts.tty,
+        ...(tty ? { rows: tty.rows, cols: tty.columns } : {}),
+        fifos,
+      });
+    } catch (err) {
+      // A command that cannot run exits 127 or 126, as in a shell (and `docker run`).
+      const status = notRunnableStatus(err);
+      if (status === null) throw err;
+      process.stderr.write(`passfd-broker: ${(err as Error).message}\n`);
+      return { status, brokenPipe: false };
+    }
+    untrap(); // from here on, attach forwards them to the process
     return await attach(proc, fifos, opts.tty);
   } finally {
+    untrap();
     for (const step of cleanup) await step();
   }
+}
+
+/** Runs `onSignal` once for the first SIGINT/SIGTERM/SIGHUP; returns the function that stops listening. */
+function trapSignals(onSignal: (sig: NodeJS.Signals) => void): () => void {
+  let fired = false;
+  const handler = (sig: NodeJS.Signals) => {
+    if (fired) return;
+    fired = true;
+    onSignal(sig);
+  };
+  for (const sig of TERMINAL_SIGNALS) process.on(sig, handler);
+  return () => {
+    for (const sig of TERMINAL_SIGNALS) process.off(sig, handler);
+  };
 }
 
 function defaultEnv(tty: boolean): string[] {
@@ -131,83 +178,4 @@ function defaultEnv(tty: boolean): string[] {
   ];
   if (tty) env.push(`TERM=${process.env.TERM ?? 'xterm'}`);
   return env;
-}
-
-/**
- * What `ctr` does with the FIFOs: our stdin into `-stdin` (then CloseStdin at
- * EOF), `-stdout`/`-stderr` to our stdout/stderr. Resolves the exit code once
- * the process is gone and everything it wrote has been printed.
- */
-async function attach(
-  proc: BrokeredProcess,
-  fifos: { stdin: string; stdout: string; stderr: string | undefined },
-  tty: boolean,
-): Promise<number> {
-  const outputs: Promise<void>[] = [];
-  const pipeOut = (fifo: string, dest: NodeJS.WriteStream) => {
-    const reader = new net.Socket({
-      fd: fs.openSync(fifo, O_RDONLY | O_NONBLOCK),
-      readable: true,
-      writable: false,
-    });
-    outputs.push(
-      new Promise((resolve) => {
-        reader.on('data', (d: Buffer) => {
-          if (!dest.write(d)) {
-            reader.pause();
-            dest.once('drain', () => reader.resume());
-          }
-        });
-        reader.on('end', resolve);
-        reader.on('error', () => resolve());
-      }),
-    );
-    return reader;
-  };
-  const readers = [pipeOut(fifos.stdout, process.stdout)];
-  if (fifos.stderr) readers.push(pipeOut(fifos.stderr, process.stderr));
-
-  const writer = new net.Socket({
-    fd: fs.openSync(fifos.stdin, O_WRONLY | O_NONBLOCK),
-    readable: false,
-    writable: true,
-  });
-  writer.on('error', () => {});
-  const stdin = process.stdin;
-  const rawMode = tty && stdin.isTTY;
-  if (rawMode) stdin.setRawMode(true);
-  stdin.pipe(writer);
-  stdin.on('end', () => {
-    // containerd's writer is gone: drop the keeper too, so the process reads EOF after every byte.
-    writer.end(() => {
-      writer.destroy();
-      proc.closeStdin().catch(() => {});
-    });
-  });
-  stdin.on('error', () => stdin.emit('end'));
-
-  const forward = (sig: NodeJS.Signals) => {
-    proc.signal(os.constants.signals[sig]).catch(() => {});
-  };
-  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  for (const s of signals) process.on(s, forward);
-  const onResize = () => {
-    if (process.stdout.isTTY) proc.resize(process.stdout.rows, process.stdout.columns).catch(() => {});
-  };
-  if (tty) process.stdout.on('resize', onResize);
-
-  try {
-    const status = await proc.wait();
-    // The keepers are released: the readers reach EOF once the FIFOs are empty.
-    await Promise.all(outputs);
-    return status;
-  } finally {
-    for (const s of signals) process.off(s, forward);
-    process.stdout.off('resize', onResize);
-    if (rawMode) stdin.setRawMode(false);
-    stdin.unpipe(writer);
-    stdin.destroy();
-    writer.destroy();
-    for (const r of readers) r.destroy();
-  }
 }

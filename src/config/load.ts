@@ -14,6 +14,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse, TomlDate, TomlError } from 'smol-toml';
+import { errnoText } from '../util/errno-text.js';
 import { type Config, CROSS_RULES, defaultConfig, type KeyRule, SCHEMA, SECTIONS } from './schema.js';
 
 /** A configuration that cannot be used; `message` is meant for the user as is. */
@@ -138,9 +139,8 @@ export function loadConfig(path?: string): Config {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'error';
     throw new ConfigError(
-      `${path}: cannot read config file: ${code}: ${(err as Error).message}`,
+      `${path}: cannot read config file: ${errnoText(err)}`,
       { source: path },
       { cause: err },
     );

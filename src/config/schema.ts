@@ -92,6 +92,23 @@ export interface HypervisorConfig {
   default_memory: number;
   /** QEMU guests: the QEMU binary, a path or a name looked up in PATH (Kata's `path`). Default "qemu-system-x86_64". */
   qemu_path: string;
+  /**
+   * Uids allowed to connect to the device's sockets (hybrid-vsock, the
+   * loopback guest's vsock.sock, vhost-user) besides the device's own uid
+   * and root, which are always allowed; checked with SO_PEERCRED on every
+   * connection. The same list decides whose `<hvsock_path>_<P>` listener a
+   * guest may reach. Default [] (only the device's own uid and root).
+   */
+  allowed_uids: number[];
+  /** Gids allowed the same way (the peer's effective gid or a supplementary group). Default []. */
+  allowed_gids: number[];
+  /**
+   * Host ports a guest may connect to (bridged to `<hvsock_path>_<P>`):
+   * "any" (Firecracker's convention: a port is open when an allowed user
+   * listens on its socket) or a list of ports; [] refuses every
+   * guest-initiated connection. Default "any".
+   */
+  guest_connect_ports: number[] | 'any';
 }
 
 export const GUEST_KINDS = ['loopback', 'qemu'] as const;
@@ -194,6 +211,36 @@ function socketPath(def: string): KeyRule<string> {
   };
 }
 
+/** Largest uid/gid: (uid_t)-1 means "no change" to the kernel and is never a real id. */
+export const MAX_ID = 0xffff_fffe;
+
+/** A TOML array of integers in `min..max` (no duplicates needed, none refused); `what` names one element. */
+function integerList(min: number, max: number, what: string): KeyRule<number[]> {
+  const reason = `must be an array of integer ${what}s in ${min}..${max}`;
+  return {
+    default: [],
+    check: (v) =>
+      Array.isArray(v) && v.every((x) => typeof x === 'bigint' && x >= BigInt(min) && x <= BigInt(max))
+        ? { ok: true, value: (v as bigint[]).map(Number) }
+        : { ok: false, reason },
+  };
+}
+
+/** "any", or an array of vsock ports. */
+function portsOrAny(): KeyRule<number[] | 'any'> {
+  const list = integerList(0, MAX_VSOCK_PORT, 'vsock port');
+  return {
+    default: 'any',
+    check: (v) => {
+      if (v === 'any') return { ok: true, value: 'any' };
+      const checked = list.check(v);
+      return checked.ok
+        ? checked
+        : { ok: false, reason: `must be "any" or an array of integer vsock ports in 0..${MAX_VSOCK_PORT}` };
+    },
+  };
+}
+
 export const SCHEMA: Schema = {
   runtime: {
     use_passfd_io: boolean(true),
@@ -210,6 +257,9 @@ export const SCHEMA: Schema = {
     default_vcpus: integer(1, 1, 64, 'number of vCPUs'),
     default_memory: integer(1024, 128, 65536, 'number of MiB'),
     qemu_path: nonEmptyString('qemu-system-x86_64', 'a program name or path'),
+    allowed_uids: integerList(0, MAX_ID, 'uid'),
+    allowed_gids: integerList(0, MAX_ID, 'gid'),
+    guest_connect_ports: portsOrAny(),
   },
   agent: {
     dial_timeout_ms: integer(5_000, 1, MAX_TIMEOUT_MS, 'number of milliseconds'),
@@ -244,7 +294,10 @@ export function defaultConfig(): Config {
   const out: Record<string, Record<string, unknown>> = {};
   for (const section of SECTIONS) {
     const rules: Record<string, KeyRule<unknown>> = SCHEMA[section];
-    out[section] = Object.fromEntries(Object.entries(rules).map(([key, rule]) => [key, rule.default]));
+    // Copies: a default array must not be shared between configurations.
+    out[section] = Object.fromEntries(
+      Object.entries(rules).map(([key, rule]) => [key, structuredClone(rule.default)]),
+    );
   }
   return out as unknown as Config;
 }

@@ -3,6 +3,7 @@
  * Firecracker and Cloud Hypervisor (and Linux's virtio-vsock driver for the
  * credit figures), so a real guest behaves the same against this device.
  */
+import type { CreditPolicy } from './csm/credit.js';
 
 /** Receive buffer the device advertises per connection (`buf_alloc`): Firecracker's CONN_TX_BUF_SIZE. */
 export const BUF_ALLOC = 64 * 1024;
@@ -14,6 +15,13 @@ export const BUF_ALLOC = 64 * 1024;
 export const GUEST_BUF_ALLOC = 256 * 1024;
 /** Send a CREDIT_UPDATE once the free space the peer last saw drops under this. */
 export const CREDIT_UPDATE_THRESHOLD = 4 * 1024;
+/** The device's credit policy (every endpoint on the host side). */
+export const DEVICE_CREDIT: CreditPolicy = { bufAlloc: BUF_ALLOC, updateThreshold: CREDIT_UPDATE_THRESHOLD };
+/** The loopback guest stack's credit policy: Linux's receive buffer. */
+export const GUEST_CREDIT: CreditPolicy = {
+  bufAlloc: GUEST_BUF_ALLOC,
+  updateThreshold: CREDIT_UPDATE_THRESHOLD,
+};
 /** A REQUEST the peer leaves unanswered this long is reset. */
 export const REQUEST_TIMEOUT_MS = 2000;
 /** A connection the peer has shut down whose buffered data is not written within this is reset. */

@@ -7,37 +7,51 @@
  * connection by (local port, peer port); answers packets for unknown
  * connections with RST (never an RST for an RST); hands a REQUEST for a new
  * connection to its owner (`onPeerRequest`), which decides what the local
- * end is; caps the table at MAX_CONNECTIONS; and serves packets for the peer
- * from its RX queue, one connection per turn. Timeouts go through the kill
- * queue. It does no I/O itself beyond what its connections do.
+ * end is; caps the table at `maxConnections`; and serves packets for the
+ * peer from its RX queue, one connection per turn.
+ *
+ * The endpoint owns readiness and time for its connections: it starts each
+ * local end's readiness reports and routes them to the connection's
+ * `onReady`, runs the kill queue for their deadlines, and gives them its
+ * clock. It does no I/O itself beyond what its connections' ends do. Its
+ * credit policy (what `buf_alloc` every connection advertises) is a setting:
+ * the device and the loopback guest differ.
  */
-import { VSOCK_TYPE_STREAM, type VsockHeader, VsockOp } from '../protocol/vsock-packet.js';
+import { makeReplyHeader, VSOCK_TYPE_STREAM, type VsockHeader, VsockOp } from '../protocol/vsock-packet.js';
 import type { Logger } from '../util/log.js';
-import {
-  type CloseReason,
-  type ConnectionOwner,
-  type ConnectionParams,
-  connKey,
-  VsockConnection,
-} from './csm/connection.js';
-import { BUF_ALLOC, MAX_CONNECTIONS } from './defaults.js';
+import { type Clock, systemClock } from './clock.js';
+import { VsockConnection } from './csm/connection.js';
+import type { CreditPolicy } from './csm/credit.js';
+import { type CloseReason, type ConnectionOwner, type ConnectionParams, connKey } from './csm/types.js';
+import { DEVICE_CREDIT, MAX_CONNECTIONS } from './defaults.js';
 import { KillQueue } from './killq.js';
 import { RxQueue } from './rxq.js';
 
+/** What the endpoint's owner says a connection's local end is. */
+export type LocalEndParams = Pick<ConnectionParams, 'localPort' | 'peerPort' | 'end' | 'keep'>;
+
 export interface EndpointHooks {
   /**
-   * The peer asks for a connection to our `hdr.dstPort`. Return the params
-   * of its local end (the endpoint builds the connection), or a string saying
-   * why it is refused (the endpoint answers RST).
+   * The peer asks for a connection to our `hdr.dstPort`. Return its local
+   * end (the endpoint owns it from then on and builds the connection), or a
+   * string saying why it is refused (the endpoint answers RST).
    */
-  onPeerRequest(hdr: VsockHeader): Omit<ConnectionParams, 'localCid' | 'peerCid' | 'initiator'> | string;
+  onPeerRequest(hdr: VsockHeader): LocalEndParams | string;
   onEstablished?(conn: VsockConnection): void;
   onClosed?(conn: VsockConnection, reason: CloseReason, detail?: string): void;
 }
 
+export interface EndpointOptions {
+  /** Table size (default MAX_CONNECTIONS, Firecracker's). */
+  maxConnections?: number;
+  /** What every connection advertises (default DEVICE_CREDIT). */
+  credit?: CreditPolicy;
+  clock?: Clock;
+}
+
 export class TableFullError extends Error {
-  constructor() {
-    super(`connection table full (${MAX_CONNECTIONS} connections)`);
+  constructor(max: number) {
+    super(`connection table full (${max} connections)`);
     this.name = 'TableFullError';
   }
 }
@@ -46,7 +60,10 @@ export class VsockEndpoint implements ConnectionOwner {
   private readonly conns = new Map<string, VsockConnection>();
   private readonly localPorts = new Map<number, number>(); // port → connections using it
   private readonly rxq = new RxQueue<VsockConnection>();
-  private readonly killq = new KillQueue();
+  private readonly killq: KillQueue;
+  private readonly clock: Clock;
+  readonly maxConnections: number;
+  readonly credit: CreditPolicy;
   /** Set by the transport: called when packets for the peer become due. */
   onRxPending: () => void = () => {};
 
@@ -55,10 +72,13 @@ export class VsockEndpoint implements ConnectionOwner {
     readonly peerCid: number,
     private readonly hooks: EndpointHooks,
     private readonly log: Logger,
-    readonly maxConnections = MAX_CONNECTIONS,
-    /** Receive buffer each of our connections advertises. */
-    readonly bufAlloc = BUF_ALLOC,
-  ) {}
+    opts: EndpointOptions = {},
+  ) {
+    this.maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
+    this.credit = opts.credit ?? DEVICE_CREDIT;
+    this.clock = opts.clock ?? systemClock;
+    this.killq = new KillQueue(this.clock);
+  }
 
   get size(): number {
     return this.conns.size;
@@ -76,17 +96,24 @@ export class VsockEndpoint implements ConnectionOwner {
     return this.conns.values();
   }
 
-  /** Opens a connection we initiate (REQUEST to the peer). Throws TableFullError. */
-  connect(params: Omit<ConnectionParams, 'localCid' | 'peerCid' | 'initiator'>): VsockConnection {
+  /**
+   * Opens a connection we initiate (REQUEST to the peer). Throws
+   * TableFullError, or the end's error when it cannot be watched; then the
+   * caller still owns the end.
+   */
+  connect(params: LocalEndParams & Pick<ConnectionParams, 'peerBufAlloc' | 'peerFwdCnt'>): VsockConnection {
     return this.add({ ...params, localCid: this.cid, peerCid: this.peerCid, initiator: 'local' });
   }
 
   private add(params: ConnectionParams): VsockConnection {
-    if (this.isFull) throw new TableFullError();
+    if (this.isFull) throw new TableFullError(this.maxConnections);
     const key = connKey(params.localPort, params.peerPort);
     if (this.conns.has(key)) throw new Error(`connection ${key} already exists`);
+    // Readiness first: an end epoll cannot watch is refused before anything is registered.
+    let conn: VsockConnection | null = null;
+    params.end.watch((readable, writable) => conn?.onReady(readable, writable));
     // Registered before construction: the constructor may already ask for an RX turn.
-    const conn = new VsockConnection({ bufAlloc: this.bufAlloc, ...params }, this);
+    conn = new VsockConnection({ credit: this.credit, ...params }, this);
     this.conns.set(key, conn);
     this.localPorts.set(params.localPort, (this.localPorts.get(params.localPort) ?? 0) + 1);
     if (conn.hasPendingRx()) this.rxPending(conn);
@@ -123,6 +150,10 @@ export class VsockEndpoint implements ConnectionOwner {
 
   armTimer(conn: VsockConnection, ms: number): void {
     this.killq.arm(conn, ms);
+  }
+
+  now(): number {
+    return this.clock.now();
   }
 
   // ─── packets from the peer ─────────────────────────────────────────────
@@ -171,26 +202,17 @@ export class VsockEndpoint implements ConnectionOwner {
         peerFwdCnt: hdr.fwdCnt,
       });
     } catch (err) {
+      local.end.close();
       this.log.warn(`refusing connection to ${hdr.dstPort}: ${(err as Error).message}`);
       this.replyRst(hdr);
-      return;
     }
   }
 
   private replyRst(hdr: VsockHeader): void {
     const wasEmpty = this.rxq.isEmpty;
-    const queued = this.rxq.pushControl({
-      srcCid: this.cid,
-      dstCid: hdr.srcCid,
-      srcPort: hdr.dstPort,
-      dstPort: hdr.srcPort,
-      len: 0,
-      type: VSOCK_TYPE_STREAM,
-      op: VsockOp.RST,
-      flags: 0,
-      bufAlloc: this.bufAlloc,
-      fwdCnt: 0,
-    });
+    const queued = this.rxq.pushControl(
+      makeReplyHeader(hdr, VsockOp.RST, { bufAlloc: this.credit.bufAlloc }),
+    );
     if (queued && wasEmpty) this.onRxPending();
   }
 

@@ -6,7 +6,7 @@
  *   reading-command ──CONNECT──▶ the socket itself becomes the connection's host end
  *         │                      (`OK <hostport>\n` once the guest accepts; closed if it refuses)
  *         └──passfd──▶ reading-payload ──payload+fd──▶ waiting ──▶ `OK <hostport>\n` ──▶ linger ──▶ close
- *                                                              └─▶ refused: close     (until the connection ends)
+ *                                                              └─▶ refused: `ERR <reason>\n`, close   (linger: until the connection ends)
  *
  * Any malformed input (bad word or port, line over 32 bytes, no fd, more
  * than one fd, an fd with CONNECT, EOF or 5 s of silence mid-command) closes
@@ -28,6 +28,7 @@
 import { closeQuietly } from '../../native-bindings/index.js';
 import { FdChannel } from '../net/fd-channel.js';
 import {
+  encodeErr,
   HYBRID_MAX_PASSFD_PAYLOAD,
   HybridCommandParser,
   HybridProtocolError,
@@ -46,7 +47,7 @@ export interface HvsockRequestHandler {
 export interface PassfdReply {
   /** The guest accepted: write `OK <hostport>\n`; the socket lingers until `connectionClosed`. */
   ok(okLine: Buffer): void;
-  /** Refused before it was established: close the socket without OK. */
+  /** Refused before it was established: write `ERR <reason>`, close the socket. */
   fail(reason: string): void;
   /** The connection ended (drained, reset or shut down): close the socket. */
   connectionClosed(): void;
@@ -143,7 +144,12 @@ export class HvsockControl {
           this.phase = 'linger';
           this.channel.resume();
         },
-        fail: () => this.close(),
+        // "ERR <reason>" first (extension): Kata clients treat any line but OK as a failure.
+        // The line is small and the socket otherwise unused: one write goes through.
+        fail: (reason) => {
+          this.channel.send(encodeErr(reason));
+          this.close();
+        },
         connectionClosed: () => this.close(),
       });
       return;

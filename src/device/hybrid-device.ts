@@ -9,24 +9,34 @@
  * [2^30, 2^31), skipping ports in use.
  *
  * Guest-initiated connections (Firecracker convention): a guest connecting to
- * host port P is connected to the Unix socket `<hvsock path>_<P>`; nobody
- * listening there means RST.
+ * host port P is connected to the Unix socket `<hvsock path>_<P>` when the
+ * access policy allows it (src/access/guest-connect.ts); nobody listening
+ * there, or a refusal, means RST.
  *
  * The device core is a VsockEndpoint with CID 2; a GuestTransport (loopback
- * or vhost-user) carries its packets to the guest. The device owns every fd
- * it was given: on any failure the fd is closed and the host port freed
- * before the failure is reported (two reference bugs: a received fd leaked
- * on a bad port text, a host port leaked when adding a connection failed).
+ * or vhost-user) carries its packets to the guest. Each connection's local
+ * end is built here, and the host policy with it: a passed FIFO gets a
+ * FifoEnd (the `keep` keeper, no drain deadline for a slow reader; see
+ * passfd-end.ts), every other fd a plain FdEnd, and the CONNECT socket's end
+ * first returns the stream bytes that followed its command line. The device
+ * owns every fd it was given: on any failure the fd is closed and the host
+ * port freed before the failure is reported (two reference bugs: a received
+ * fd leaked on a bad port text, a host port leaked when adding a connection
+ * failed).
  */
-import { closeQuietly, connectUnix } from '../../native-bindings/index.js';
+import { closeQuietly } from '../../native-bindings/index.js';
+import { connectForGuest } from '../access/guest-connect.js';
 import { UnixListener } from '../net/unix-listener.js';
 import { encodeOk } from '../protocol/hybrid-vsock.js';
 import { HOST_CID } from '../protocol/vsock-packet.js';
 import type { Logger } from '../util/log.js';
-import type { CloseReason, VsockConnection } from './csm/connection.js';
+import type { VsockConnection } from './csm/connection.js';
+import type { CloseReason } from './csm/types.js';
 import { HOST_PORT_END, HOST_PORT_MIN } from './defaults.js';
 import { VsockEndpoint } from './endpoint.js';
+import { FdEnd } from './fd-end.js';
 import { HvsockControl, type PassfdReply } from './hvsock-control.js';
+import { passedFdEnd } from './passfd-end.js';
 import { PortAllocator } from './port-allocator.js';
 import type { GuestTransport } from './transport/transport.js';
 
@@ -47,7 +57,7 @@ export interface DeviceStats {
   refused: number;
 }
 
-type Waiter = { kind: 'connect'; socketFd: number } | { kind: 'passfd'; reply: PassfdReply };
+type Waiter = { kind: 'connect'; end: FdEnd } | { kind: 'passfd'; reply: PassfdReply };
 
 export class HybridVsockDevice {
   readonly endpoint: VsockEndpoint;
@@ -74,19 +84,16 @@ export class HybridVsockDevice {
       options.guestCid,
       {
         onPeerRequest: (hdr) => {
-          const target = `${options.hvsockPath}_${hdr.dstPort}`;
-          try {
-            const fd = connectUnix(target);
-            return { localPort: hdr.dstPort, peerPort: hdr.srcPort, fd };
-          } catch (err) {
-            return `no host listener at ${target} (${(err as { code?: string }).code ?? err})`;
-          }
+          // `<hvsock>_<port>`, if the access policy allows that port and its listener.
+          const fd = connectForGuest(options.hvsockPath, hdr.dstPort);
+          if (typeof fd === 'string') return fd;
+          return { localPort: hdr.dstPort, peerPort: hdr.srcPort, end: new FdEnd(fd) };
         },
         onEstablished: (conn) => this.onEstablished(conn),
         onClosed: (conn, reason, detail) => this.onClosed(conn, reason, detail),
       },
       this.log,
-      options.maxConnections,
+      options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections },
     );
   }
 
@@ -111,10 +118,10 @@ export class HybridVsockDevice {
       fd,
       {
         connect: (port, socketFd, preRead) =>
-          this.hostConnect(port, socketFd, preRead, { kind: 'connect', socketFd }),
+          this.hostConnect(port, socketFd, () => new FdEnd(socketFd, { preRead }), { kind: 'connect' }),
         passfd: (port, passed, keep, reply) => {
           this.log.debug(`passfd fd=${passed} to guest port ${port}${keep ? ' (keep)' : ''}`);
-          this.hostConnect(port, passed, undefined, { kind: 'passfd', reply }, keep);
+          this.hostConnect(port, passed, () => passedFdEnd(passed, keep), { kind: 'passfd', reply }, keep);
         },
         invalid: (reason) => {
           this.stats.invalidRequests++;
@@ -126,20 +133,31 @@ export class HybridVsockDevice {
     this.controls.add(ctl);
   }
 
-  /** Opens a host-initiated connection with `fd` as its host end. Never leaks `fd` or a port. */
+  /**
+   * Opens a host-initiated connection to `guestPort` whose host end is made
+   * from `fd` by `open`. Never leaks the fd, its end or a port.
+   */
   private hostConnect(
     guestPort: number,
     fd: number,
-    preRead: Buffer | undefined,
-    waiter: Waiter,
+    open: () => FdEnd,
+    request: { kind: 'connect' } | { kind: 'passfd'; reply: PassfdReply },
     keep = false,
   ): void {
+    let end: FdEnd | null = null;
     const refuse = (why: string) => {
       this.stats.refused++;
-      this.log.warn(`refusing ${waiter.kind} to guest port ${guestPort}: ${why}`);
-      closeQuietly(fd);
-      if (waiter.kind === 'passfd') waiter.reply.fail(why);
+      this.log.warn(`refusing ${request.kind} to guest port ${guestPort}: ${why}`);
+      if (end) end.close();
+      else closeQuietly(fd);
+      if (request.kind === 'passfd') request.reply.fail(why);
     };
+    try {
+      end = open(); // a FIFO's keeper may fail to open
+    } catch (err) {
+      refuse((err as Error).message);
+      return;
+    }
     if (this.endpoint.isFull) {
       refuse(`connection table full (${this.endpoint.maxConnections} connections)`);
       return;
@@ -151,13 +169,13 @@ export class HybridVsockDevice {
     }
     let conn: VsockConnection;
     try {
-      conn = this.endpoint.connect({ localPort: hostPort, peerPort: guestPort, fd, keep, preRead });
+      conn = this.endpoint.connect({ localPort: hostPort, peerPort: guestPort, end, keep });
     } catch (err) {
       // Nothing was registered: the port is free again by construction.
       refuse((err as Error).message);
       return;
     }
-    this.waiters.set(conn, waiter);
+    this.waiters.set(conn, request.kind === 'connect' ? { kind: 'connect', end } : request);
   }
 
   private onEstablished(conn: VsockConnection): void {
@@ -167,9 +185,14 @@ export class HybridVsockDevice {
     this.stats.connections++;
     const ok = encodeOk(conn.localPort);
     if (waiter.kind === 'connect') {
-      // The socket is empty and the line is tiny: one write goes through. If the
-      // client is already gone the connection will see it on its first I/O.
-      conn.writeLocal(ok);
+      // Ahead of any stream byte (no RW has arrived yet). The socket is empty and the
+      // line is tiny: one write goes through; if not, the end is unusable.
+      try {
+        if (waiter.end.write(ok) !== ok.length)
+          conn.reset('local-error', 'local end would not take the reply');
+      } catch (err) {
+        conn.localFailure(err);
+      }
     } else {
       this.stats.passfdAccepted++;
       waiter.reply.ok(ok);
@@ -186,7 +209,7 @@ export class HybridVsockDevice {
       this.waiters.delete(conn);
       this.stats.refused++;
       this.log.info(`${what} not established: ${reason}${detail ? ` (${detail})` : ''}`);
-      if (waiter.kind === 'passfd') waiter.reply.fail(reason);
+      if (waiter.kind === 'passfd') waiter.reply.fail(refusalText(reason, conn.peerPort, detail));
       return;
     }
     const level = reason === 'done' || reason === 'peer-reset' || reason === 'shutdown' ? 'debug' : 'info';
@@ -200,4 +223,11 @@ export class HybridVsockDevice {
     this.endpoint.closeAll('shutdown');
     await this.transport?.close();
   }
+}
+
+/** What a passer is told (ERR line) when its connection was not established. */
+function refusalText(reason: CloseReason, guestPort: number, detail?: string): string {
+  if (reason === 'refused') return `nothing listens on guest port ${guestPort} (the guest answered RST)`;
+  if (reason === 'timeout') return `no answer from the guest for port ${guestPort} (is a guest attached?)`;
+  return `${reason}${detail ? ` (${detail})` : ''}`;
 }

@@ -6,8 +6,12 @@
  * One timer for the whole device, set for the earliest deadline, instead of a
  * timer per connection. Entries are never removed early: when one comes due
  * the connection re-checks its own deadline (`onTimer`) and ignores a wait
- * that already ended, so arming is O(1) and cancelling costs nothing.
+ * that already ended, so arming is O(1) and cancelling costs nothing. Time
+ * comes from the injected clock (clock.ts): the timer firing early by that
+ * clock's reckoning re-arms instead of firing entries.
  */
+import { type Clock, systemClock } from './clock.js';
+
 export interface Expiring {
   readonly closed: boolean;
   onTimer(now: number): void;
@@ -20,17 +24,17 @@ interface Entry {
 
 export class KillQueue {
   private entries: Entry[] = [];
-  private timer: NodeJS.Timeout | null = null;
+  private cancelTimer: (() => void) | null = null;
   private timerAt = Number.POSITIVE_INFINITY;
 
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(private readonly clock: Clock = systemClock) {}
 
   get size(): number {
     return this.entries.length;
   }
 
   arm(conn: Expiring, ms: number): void {
-    const deadline = this.now() + ms;
+    const deadline = this.clock.now() + ms;
     // Deadlines mostly arrive in order (one timeout value), so insertion from the back is cheap.
     let i = this.entries.length;
     while (i > 0 && this.entries[i - 1]!.deadline > deadline) i--;
@@ -41,22 +45,25 @@ export class KillQueue {
   private schedule(): void {
     const head = this.entries[0];
     if (!head) {
-      if (this.timer) clearTimeout(this.timer);
-      this.timer = null;
-      this.timerAt = Number.POSITIVE_INFINITY;
+      this.cancel();
       return;
     }
-    if (this.timer && this.timerAt <= head.deadline) return;
-    if (this.timer) clearTimeout(this.timer);
+    if (this.cancelTimer && this.timerAt <= head.deadline) return;
+    this.cancel();
     this.timerAt = head.deadline;
-    this.timer = setTimeout(() => this.fire(), Math.max(0, head.deadline - this.now()));
-    this.timer.unref();
+    this.cancelTimer = this.clock.setTimer(Math.max(0, head.deadline - this.clock.now()), () => this.fire());
+  }
+
+  private cancel(): void {
+    this.cancelTimer?.();
+    this.cancelTimer = null;
+    this.timerAt = Number.POSITIVE_INFINITY;
   }
 
   private fire(): void {
-    this.timer = null;
+    this.cancelTimer = null;
     this.timerAt = Number.POSITIVE_INFINITY;
-    const now = this.now();
+    const now = this.clock.now();
     while (this.entries.length > 0 && this.entries[0]!.deadline <= now) {
       const { conn } = this.entries.shift()!;
       if (!conn.closed) conn.onTimer(now);

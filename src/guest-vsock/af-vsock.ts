@@ -8,14 +8,14 @@
  * Node's net.Socket cannot wrap an AF_VSOCK fd (libuv guesses its handle
  * type from the address family: only TCP and Unix sockets qualify), so
  * connections to the ports named in `unixBridgePorts` (the agent's ttrpc
- * port) are handed out as one end of an AF_UNIX socketpair instead, with a
- * small pump between it and the vsock socket. Passfd stream ports are never
- * bridged: those fds go to the process as they are.
+ * port) are handed out as one end of an AF_UNIX socketpair instead, with the
+ * project's splice pumps between it and the vsock socket. Passfd stream
+ * ports are never bridged: those fds go to the process as they are.
  */
 import {
   closeQuietly,
+  dupFd,
   FdWatcher,
-  readFd,
   SHUT_WR,
   setNonBlocking,
   shutdownFd,
@@ -25,9 +25,8 @@ import {
   vsockConnect,
   vsockListen,
   vsockLocalAddr,
-  WOULD_BLOCK,
-  writeFd,
 } from '../../native-bindings/index.js';
+import { SplicePump } from '../agent/process/splice-pump.js';
 import type { AcceptedStream, ConnectedStream, GuestVsock, VsockListener } from './types.js';
 import { VsockError } from './types.js';
 
@@ -54,7 +53,7 @@ export class AfVsock implements GuestVsock {
       lfd = vsockListen(port);
     } catch (err) {
       const code = errCode(err);
-      throw new VsockError(code, `listen on vsock port ${port}: ${(err as Error).message}`);
+      throw new VsockError(code, `listen on vsock port ${port}: ${(err as Error).message}`, { cause: err });
     }
     let closed = false;
     const watcher = new FdWatcher(lfd, () => {
@@ -100,106 +99,61 @@ export class AfVsock implements GuestVsock {
       fd = await vsockConnect(VMADDR_CID_HOST, port, this.opts.connectTimeoutMs ?? 10_000);
     } catch (err) {
       const code = errCode(err);
-      throw new VsockError(code, `connect to vsock port ${port}: ${code}`);
+      throw new VsockError(code, `connect to vsock port ${port}: ${code}`, { cause: err });
     }
     try {
       setNonBlocking(fd, false);
       return { fd, localPort: vsockLocalAddr(fd).port };
     } catch (err) {
       closeQuietly(fd);
-      throw new VsockError(errCode(err), `connect to vsock port ${port}: ${(err as Error).message}`);
+      throw new VsockError(errCode(err), `connect to vsock port ${port}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
   }
 }
 
 /**
- * Pumps bytes both ways between the non-blocking vsock socket `vfd` and our
- * end of a new AF_UNIX socketpair; returns the other end (the caller owns
- * it). Half-closes are forwarded; both fds are closed once both directions
- * are done or either side fails.
+ * Bridges the non-blocking vsock socket `vfd` to one end of a new AF_UNIX
+ * socketpair and returns the other end (the caller owns it): a SplicePump
+ * each way (the project's pump: splice(2) through a private kernel pipe, no
+ * byte in JavaScript), each on its own duplicates of the two fds, since one
+ * fd takes one readiness watcher. A direction that reaches EOF passes it on
+ * as SHUT_WR; when one direction fails the other is stopped; once both are
+ * done every fd of the bridge is closed. A peer that resets (ECONNRESET,
+ * EPIPE) is an ordinary end; other errors go to `onError`.
  */
-function bridgeToUnix(vfd: number, onError?: (err: Error) => void): number {
+export function bridgeToUnix(vfd: number, onError?: (err: Error) => void): number {
   const [ours, theirs] = socketPair(true);
-  interface Dir {
-    from: number;
-    to: number;
-    buf: Buffer;
-    off: number;
-    len: number;
-    eof: boolean;
-    done: boolean;
-  }
-  const mk = (from: number, to: number): Dir => ({
-    from,
-    to,
-    buf: Buffer.allocUnsafe(256 * 1024),
-    off: 0,
-    len: 0,
-    eof: false,
-    done: false,
-  });
-  const dirs = [mk(vfd, ours), mk(ours, vfd)];
-  let closed = false;
-  const watchers = new Map<number, FdWatcher>();
-  const finish = (err?: Error) => {
-    if (closed) return;
-    closed = true;
-    for (const w of watchers.values()) w.close();
-    closeQuietly(vfd);
-    closeQuietly(ours);
-    if (err && onError) onError(err);
-  };
-  const step = () => {
-    if (closed) return;
-    try {
-      for (const d of dirs) {
-        for (;;) {
-          if (d.done) break;
-          if (d.len > 0) {
-            const n = writeFd(d.to, d.buf, d.off, d.len);
-            if (n === WOULD_BLOCK) break;
-            d.off += n;
-            d.len -= n;
-            continue;
-          }
-          if (d.eof) {
-            shutdownFd(d.to, SHUT_WR);
-            d.done = true;
-            break;
-          }
-          const n = readFd(d.from, d.buf, 0, d.buf.length);
-          if (n === WOULD_BLOCK) break;
-          if (n === 0) d.eof = true;
-          else {
-            d.off = 0;
-            d.len = n;
-          }
-        }
-      }
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      finish(code === 'ECONNRESET' || code === 'EPIPE' ? undefined : (err as Error));
-      return;
-    }
-    if (dirs.every((d) => d.done)) {
-      finish();
-      return;
-    }
-    for (const fd of [vfd, ours]) {
-      const rd = dirs.some((d) => d.from === fd && !d.done && !d.eof && d.len === 0);
-      const wr = dirs.some((d) => d.to === fd && !d.done && d.len > 0);
-      watchers.get(fd)!.want(rd, wr);
-    }
-  };
+  const fds = [vfd, ours];
+  const pumps: SplicePump[] = [];
   try {
-    watchers.set(vfd, new FdWatcher(vfd, step));
-    watchers.set(ours, new FdWatcher(ours, step));
+    pumps.push(new SplicePump(vfd, ours));
+    fds.push(dupFd(ours), dupFd(vfd));
+    pumps.push(new SplicePump(fds[2]!, fds[3]!));
   } catch (err) {
-    for (const w of watchers.values()) w.close();
-    closeQuietly(ours);
+    for (const pump of pumps) pump.stop(); // releases its kernel pipe
+    for (const fd of fds.slice(1)) closeQuietly(fd); // vfd stays the caller's
     closeQuietly(theirs);
     throw err;
   }
-  step();
+  let finished = 0;
+  for (const pump of pumps) {
+    void pump.done.then((end) => {
+      if (end.reason === 'eof') {
+        try {
+          shutdownFd(pump.output, SHUT_WR);
+        } catch {
+          // the reader is gone already
+        }
+      } else if (end.reason === 'error') {
+        for (const other of pumps) other.stop();
+        const code = (end.error as { code?: string }).code;
+        if (code !== 'ECONNRESET' && code !== 'EPIPE') onError?.(end.error);
+      }
+      if (++finished === pumps.length) for (const fd of fds) closeQuietly(fd);
+    });
+  }
+  for (const pump of pumps) pump.start();
   return theirs;
 }

@@ -2,9 +2,16 @@
  * GuestVsock over the loopback guest's AF_VSOCK stand-in (`<guest-dir>/vsock.sock`,
  * protocol in protocol/vsock-standin.ts). Each listen or connect is one
  * control connection; accepted and connected sockets arrive as fds.
+ *
+ * With `waitMs`, the first control connection waits (event-driven, see
+ * net/connect-when-listening.ts) for a vmm that has not started listening
+ * yet, as a guest process would wait for its kernel: `run` starts the vmm
+ * and the agent at the same time. Once one connection succeeded, later ones
+ * fail at once when the stand-in is gone.
  */
 import path from 'node:path';
 import { closeQuietly, connectUnix } from '../../native-bindings/index.js';
+import { connectWhenListening } from '../net/connect-when-listening.js';
 import { FdChannel } from '../net/fd-channel.js';
 import {
   encodeRequest,
@@ -16,52 +23,38 @@ import {
 import type { AcceptedStream, ConnectedStream, GuestVsock, VsockListener } from './types.js';
 import { VsockError } from './types.js';
 
-/**
- * Waits (polling every 10 ms, at most `timeoutMs`) until the stand-in at
- * `<guestDir>/vsock.sock` accepts connections, as a guest's agent waits for
- * its vsock device: lets an agent start together with its vmm instead of
- * after it. Throws when the time is up.
- */
-export async function waitForStandin(guestDir: string, timeoutMs: number): Promise<void> {
-  const socketPath = path.join(guestDir, STANDIN_SOCKET_NAME);
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      closeQuietly(connectUnix(socketPath));
-      return;
-    } catch (err) {
-      if (Date.now() >= until) {
-        throw new VsockError(
-          (err as { code?: string }).code ?? 'ETIMEDOUT',
-          `vsock stand-in at ${socketPath} not up within ${timeoutMs} ms`,
-        );
-      }
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 export class StandinVsock implements GuestVsock {
   readonly kind = 'standin';
   readonly socketPath: string;
+  private waitMs: number;
 
-  constructor(guestDir: string) {
+  constructor(guestDir: string, opts: { waitMs?: number } = {}) {
     this.socketPath = path.join(guestDir, STANDIN_SOCKET_NAME);
+    this.waitMs = opts.waitMs ?? 0;
+  }
+
+  /** A control connection to the stand-in (waiting for it the first time, with `waitMs`). */
+  private async connectControl(): Promise<number> {
+    try {
+      if (this.waitMs <= 0) return connectUnix(this.socketPath);
+      const fd = await connectWhenListening(this.socketPath, this.waitMs);
+      this.waitMs = 0;
+      return fd;
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? 'EIO';
+      throw new VsockError(code, `vsock stand-in at ${this.socketPath}: ${code} (is the vmm running?)`, {
+        cause: err,
+      });
+    }
   }
 
   /** Opens a control connection and calls `onReply` for each reply line with its fd (or -1). */
   private open(
+    sock: number,
     request: Buffer,
     onReply: (reply: StandinReply, fd: number, channel: FdChannel) => void,
     onGone: (err: Error) => void,
   ): FdChannel {
-    let sock: number;
-    try {
-      sock = connectUnix(this.socketPath);
-    } catch (err) {
-      const code = (err as { code?: string }).code ?? 'EIO';
-      throw new VsockError(code, `vsock stand-in at ${this.socketPath}: ${code} (is the vmm running?)`);
-    }
     const lines = new LineSplitter();
     const channel = new FdChannel(sock, {
       onData: (bytes, fds) => {
@@ -96,10 +89,12 @@ export class StandinVsock implements GuestVsock {
     return channel;
   }
 
-  listen(port: number, onAccept: (stream: AcceptedStream) => void): Promise<VsockListener> {
+  async listen(port: number, onAccept: (stream: AcceptedStream) => void): Promise<VsockListener> {
+    const sock = await this.connectControl();
     return new Promise((resolve, reject) => {
       let listening = false;
       const channel = this.open(
+        sock,
         encodeRequest({ kind: 'listen', port }),
         (reply, fd) => {
           if (reply.kind === 'ok' && !listening) {
@@ -123,10 +118,12 @@ export class StandinVsock implements GuestVsock {
     });
   }
 
-  connect(port: number): Promise<ConnectedStream> {
+  async connect(port: number): Promise<ConnectedStream> {
+    const sock = await this.connectControl();
     return new Promise((resolve, reject) => {
       let settled = false;
       this.open(
+        sock,
         encodeRequest({ kind: 'connect', port }),
         (reply, fd, channel) => {
           settled = true;

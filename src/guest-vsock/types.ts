@@ -32,12 +32,14 @@ export interface GuestVsock {
   connect(port: number): Promise<ConnectedStream>;
 }
 
+/** A vsock operation failed; `code` is the errno name, `cause` the error underneath (if any). */
 export class VsockError extends Error {
   constructor(
     readonly code: string,
     message: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
     this.name = 'VsockError';
   }
 }

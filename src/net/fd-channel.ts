@@ -19,7 +19,6 @@ import {
   closeQuietly,
   FdWatcher,
   recvWithFds,
-  SysError,
   sendWithFds,
   WOULD_BLOCK,
 } from '../../native-bindings/index.js';
@@ -29,7 +28,10 @@ export interface FdChannelHandlers {
   onData(bytes: Buffer, fds: number[]): void;
   /** The peer closed its end (after all data was delivered). */
   onEnd(): void;
-  /** A socket error or a message with too many or truncated fds. The channel is closed after this. */
+  /**
+   * A socket error (the SysError as thrown, `code` = errno name) or a message
+   * with too many or truncated fds. The channel is closed after this.
+   */
   onError(err: Error): void;
 }
 
@@ -154,7 +156,7 @@ export class FdChannel {
   private fail(err: Error): void {
     if (this.closed) return;
     this.close();
-    this.handlers.onError(err instanceof SysError ? err : new Error(err.message));
+    this.handlers.onError(err);
   }
 
   /** Stops watching and returns the socket fd to the caller, who now owns it. */

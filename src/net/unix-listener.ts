@@ -1,15 +1,22 @@
 /**
- * A listening Unix stream socket served from Node's event loop: replaces a
- * stale socket file left by a dead process (never anything that is not a
- * socket), binds with mode 0600, accepts every pending connection on each
- * readiness event and hands the raw fds over, and removes the file on close.
- * Used by the hybrid-vsock socket, the AF_VSOCK stand-in and the vhost-user
- * backend socket. `pause()` leaves new connections waiting in the backlog
+ * A listening Unix stream socket served from Node's event loop: binds a
+ * socket file only its owner can connect to, admits each accepted
+ * connection against the process's access policy (SO_PEERCRED), hands the
+ * admitted raw fds over, and removes the file on close. Used by the
+ * hybrid-vsock socket, the AF_VSOCK stand-in and the vhost-user backend
+ * socket. `pause()` leaves new connections waiting in the backlog
  * (vhost-user serves one QEMU at a time).
+ *
+ * Binding (bind-private.ts): the file is created 0600 by bind(2) itself,
+ * so no other user can connect between bind and a chmod; a path where
+ * another process still answers is refused; a stale file (ECONNREFUSED) is
+ * replaced, and that is logged. No directory is created: the caller names
+ * one that exists.
  */
 import fs from 'node:fs';
-import path from 'node:path';
-import { acceptUnix, closeQuietly, FdWatcher, listenUnix } from '../../native-bindings/index.js';
+import { acceptUnix, closeQuietly, FdWatcher } from '../../native-bindings/index.js';
+import { admitPeer } from '../access/admit-peer.js';
+import { listenPrivately } from './bind-private.js';
 
 export class UnixListener {
   private fd: number;
@@ -23,10 +30,7 @@ export class UnixListener {
     private readonly onError: (err: Error) => void,
     backlog = 1024,
   ) {
-    fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 });
-    removeStaleSocket(socketPath);
-    this.fd = listenUnix(socketPath, backlog);
-    fs.chmodSync(socketPath, 0o600);
+    this.fd = listenPrivately(socketPath, backlog);
     this.watcher = new FdWatcher(this.fd, () => this.acceptAll());
     this.watcher.want(true, false);
   }
@@ -42,7 +46,8 @@ export class UnixListener {
         return;
       }
       if (fd === null) return;
-      this.onAccept(fd);
+      // A peer the policy does not allow is closed here, with one log line.
+      if (admitPeer(fd, this.socketPath)) this.onAccept(fd);
     }
   }
 
@@ -61,19 +66,4 @@ export class UnixListener {
     this.fd = -1;
     fs.rmSync(this.socketPath, { force: true });
   }
-}
-
-/**
- * Removes a socket file left by a process that died, refusing to touch
- * anything that is not a socket.
- */
-function removeStaleSocket(socketPath: string): void {
-  let st: fs.Stats;
-  try {
-    st = fs.lstatSync(socketPath);
-  } catch {
-    return;
-  }
-  if (!st.isSocket()) throw new Error(`${socketPath} exists and is not a socket`);
-  fs.rmSync(socketPath);
 }

@@ -45,8 +45,16 @@
 // - A parser that has thrown is poisoned: every later push rethrows the same
 //   error. A parser that has produced its result must not be pushed again.
 
-/** Maximum length of a command line or reply line, newline included. */
+import { LineReader } from './line-reader.js';
+
+/** Maximum length of a command line or OK reply line, newline included. */
 export const HYBRID_MAX_LINE = 32;
+/**
+ * Maximum length of an `ERR <reason>` reply line, newline included (this
+ * device's extension: Kata clients read any line and treat all but OK as a
+ * failure).
+ */
+export const HYBRID_MAX_ERR_LINE = 256;
 /** Maximum length of the passfd payload (the text sent with the fd). */
 export const HYBRID_MAX_PASSFD_PAYLOAD = 32;
 /** Largest vsock port value (ports are u32). */
@@ -63,6 +71,8 @@ export type HybridProtocolErrorCode =
   | 'malformed'
   /** Reply line is not "OK <port>". */
   | 'bad-reply'
+  /** Reply line is "ERR <reason>": the device refused; the message is the reason. */
+  | 'refused'
   /** The stream ended before a complete line arrived. */
   | 'unexpected-eof';
 
@@ -82,7 +92,7 @@ export interface HybridCommandResult {
   command: HybridCommand;
   /**
    * Bytes that followed the newline in the chunk that completed the line
-   * (a view into that chunk, possibly empty). After CONNECT they are the
+   * (a view, possibly empty). After CONNECT they are the
    * first bytes of the stream, destined for the guest. After passfd they
    * would be the start of the payload; clients send the payload in its own
    * sendmsg together with the fd, so `rest` is normally empty there, and a
@@ -94,7 +104,7 @@ export interface HybridCommandResult {
 export interface OkReply {
   /** Host-side vsock port the device allocated for the connection. */
   port: number;
-  /** Bytes after the newline (a view into the last chunk, possibly empty). */
+  /** Bytes after the newline (a view, possibly empty). */
   rest: Buffer;
 }
 
@@ -103,7 +113,6 @@ export interface PassfdPayload {
   keep: boolean;
 }
 
-const NL = 0x0a;
 const PORT_RE = /^(?:0|[1-9][0-9]{0,9})$/;
 const CONNECT_RE = /^connect (.*)$/is;
 const PASSFD_RE = /^passfd$/i;
@@ -134,59 +143,49 @@ function stripCr(line: string): string {
 }
 
 /**
- * Accumulates bytes until a newline within the first HYBRID_MAX_LINE bytes.
- * Shared by the command and reply parsers; holds at most 31 bytes.
+ * One line within the first `max` bytes (newline included; default
+ * HYBRID_MAX_LINE), over the shared LineReader; shared by the command and
+ * reply parsers. A parser that has produced its result must not be pushed
+ * again.
  */
-class LineReader {
-  private readonly buf = Buffer.alloc(HYBRID_MAX_LINE);
-  private len = 0;
-  private error: HybridProtocolError | undefined;
+class FirstLine {
+  private readonly reader: LineReader;
   private done = false;
 
-  /** Returns [line without "\n" (latin1), rest] or null when more bytes are needed. */
-  push(chunk: Buffer, what: string): [string, Buffer] | null {
-    if (this.error) throw this.error;
-    if (this.done) throw new Error(`${what} parser already produced its result`);
-    if (chunk.length === 0) return null;
-    const room = HYBRID_MAX_LINE - this.len; // newline must land within this many bytes
-    const nl = chunk.indexOf(NL);
-    if (nl !== -1 && nl < room) {
-      this.done = true;
-      const line =
-        this.len === 0
-          ? chunk.toString('latin1', 0, nl)
-          : this.buf.toString('latin1', 0, this.len) + chunk.toString('latin1', 0, nl);
-      return [line, chunk.subarray(nl + 1)];
-    }
-    if (chunk.length >= room) {
-      this.error = new HybridProtocolError(
-        'line-too-long',
-        `${what}: no newline within the first ${HYBRID_MAX_LINE} bytes`,
-      );
-      throw this.error;
-    }
-    chunk.copy(this.buf, this.len);
-    this.len += chunk.length;
-    return null;
+  constructor(
+    private readonly what: string,
+    max = HYBRID_MAX_LINE,
+  ) {
+    this.reader = new LineReader(
+      max - 1,
+      () => new HybridProtocolError('line-too-long', `${what}: no newline within the first ${max} bytes`),
+    );
+  }
+
+  /** Returns [line without "\n", rest] or null when more bytes are needed. */
+  push(chunk: Buffer): [string, Buffer] | null {
+    if (this.done && !this.reader.error) throw new Error(`${this.what} parser already produced its result`);
+    const { lines, rest } = this.reader.push(chunk, 1);
+    if (lines.length === 0) return null;
+    this.done = true;
+    return [lines[0]!, rest];
   }
 
   fail(code: HybridProtocolErrorCode, message: string): never {
-    this.error = new HybridProtocolError(code, message);
-    throw this.error;
+    return this.reader.fail(new HybridProtocolError(code, message));
   }
 
-  end(what: string): void {
-    if (this.error) throw this.error;
+  end(): void {
+    if (this.reader.error) throw this.reader.error;
     if (this.done) return;
-    this.error = new HybridProtocolError(
+    this.fail(
       'unexpected-eof',
-      `${what}: stream ended after ${this.len} byte(s) without a complete line`,
+      `${this.what}: stream ended after ${this.buffered} byte(s) without a complete line`,
     );
-    throw this.error;
   }
 
   get buffered(): number {
-    return this.len;
+    return this.reader.buffered;
   }
 }
 
@@ -195,7 +194,7 @@ class LineReader {
  * Unix socket. Feed chunks with `push` until it returns a result.
  */
 export class HybridCommandParser {
-  private readonly reader: LineReader = new LineReader();
+  private readonly reader: FirstLine = new FirstLine('hybrid-vsock command');
 
   /**
    * Feed the next chunk. Returns null while the line is incomplete, the
@@ -203,7 +202,7 @@ export class HybridCommandParser {
    * @throws HybridProtocolError on malformed input (and on every later push).
    */
   push(chunk: Buffer): HybridCommandResult | null {
-    const got = this.reader.push(chunk, 'hybrid-vsock command');
+    const got = this.reader.push(chunk);
     if (got === null) return null;
     const [raw, rest] = got;
     const line = stripCr(raw);
@@ -226,7 +225,7 @@ export class HybridCommandParser {
    * complete command was already returned.
    */
   end(): void {
-    this.reader.end('hybrid-vsock command');
+    this.reader.end();
   }
 
   /** Bytes held while waiting for the newline (always < HYBRID_MAX_LINE). */
@@ -237,21 +236,28 @@ export class HybridCommandParser {
 
 /**
  * Client side: parses the device's "OK <hostport>\n" reply. A refused
- * connection shows up as the device closing the socket: call `end()` on EOF
- * to get an 'unexpected-eof' error.
+ * connection shows up as the device closing the socket (call `end()` on EOF
+ * to get an 'unexpected-eof' error), or, from this device, as an
+ * "ERR <reason>\n" line first (a 'refused' error carrying the reason).
  */
 export class OkReplyParser {
-  private readonly reader: LineReader = new LineReader();
+  private readonly reader: FirstLine = new FirstLine('hybrid-vsock reply', HYBRID_MAX_ERR_LINE);
 
   /**
    * Feed the next chunk. Returns null while the line is incomplete.
    * @throws HybridProtocolError on malformed input (and on every later push).
    */
   push(chunk: Buffer): OkReply | null {
-    const got = this.reader.push(chunk, 'hybrid-vsock reply');
+    const got = this.reader.push(chunk);
     if (got === null) return null;
     const [raw, rest] = got;
     const line = stripCr(raw);
+    if (line.startsWith('ERR ')) this.reader.fail('refused', line.slice(4));
+    if (raw.length >= HYBRID_MAX_LINE)
+      this.reader.fail(
+        'line-too-long',
+        `hybrid-vsock reply: no newline within the first ${HYBRID_MAX_LINE} bytes`,
+      );
     const ok = OK_RE.exec(line);
     if (!ok) this.reader.fail('bad-reply', `expected "OK <port>", got ${show(line)}`);
     const port = parsePort(ok[1]!);
@@ -261,7 +267,7 @@ export class OkReplyParser {
 
   /** Call on EOF. Throws 'unexpected-eof' unless the reply was complete. */
   end(): void {
-    this.reader.end('hybrid-vsock reply');
+    this.reader.end();
   }
 
   get buffered(): number {
@@ -312,4 +318,10 @@ export function encodePassfd(): Buffer {
 export function encodeOk(hostPort: number): Buffer {
   assertPort(hostPort, 'encodeOk');
   return Buffer.from(`OK ${hostPort}\n`, 'latin1');
+}
+
+/** "ERR <reason>\n": printable ASCII only, cut to fit HYBRID_MAX_ERR_LINE. */
+export function encodeErr(reason: string): Buffer {
+  const text = reason.replace(/[^\x20-\x7e]/g, '?').slice(0, HYBRID_MAX_ERR_LINE - 5);
+  return Buffer.from(`ERR ${text}\n`, 'latin1');
 }

@@ -10,9 +10,12 @@
  *                    CONNECT <port>\n     stack → client: OK <local port>\n + fd, or
  *                                         ERR <ERRNO> <text>\n (ECONNREFUSED, ETIMEDOUT, ...)
  *
- * A LISTEN lasts as long as its control socket. Lines are at most 128 bytes.
- * Pure codec: no I/O.
+ * A LISTEN lasts as long as its control socket. Lines are at most 128 bytes
+ * (newline not counted); an ERR reason is printable ASCII, shortened so its
+ * line fits. Pure codec: no I/O.
  */
+
+import { LineReader } from './line-reader.js';
 
 export const STANDIN_SOCKET_NAME = 'vsock.sock';
 export const STANDIN_MAX_LINE = 128;
@@ -57,10 +60,11 @@ export function encodeReply(reply: StandinReply): Buffer {
       return Buffer.from(`OK ${reply.port}\n`);
     case 'accept':
       return Buffer.from(`ACCEPT ${reply.peerPort} ${reply.peerCid}\n`);
-    case 'err':
-      return Buffer.from(
-        `ERR ${reply.code} ${reply.message.replace(/\n/g, ' ')}\n`.slice(0, STANDIN_MAX_LINE),
-      );
+    case 'err': {
+      // Printable ASCII only, so that characters are bytes and the cut keeps the newline.
+      const line = `ERR ${reply.code} ${reply.message}`.replace(/\s/g, ' ').replace(/[^\x20-\x7e]/g, '?');
+      return Buffer.from(`${line.slice(0, STANDIN_MAX_LINE)}\n`, 'latin1');
+    }
   }
 }
 
@@ -76,25 +80,18 @@ export function parseReply(line: string): StandinReply {
   throw new StandinProtocolError(`unknown reply ${JSON.stringify(line)}`);
 }
 
-/** Splits a byte stream into lines (without the newline), refusing lines over STANDIN_MAX_LINE. */
+/** Splits the control stream into lines (without the newline) of at most STANDIN_MAX_LINE bytes (line-reader.ts). */
 export class LineSplitter {
-  private pending = '';
+  readonly #reader = new LineReader(
+    STANDIN_MAX_LINE,
+    () => new StandinProtocolError(`line longer than ${STANDIN_MAX_LINE} bytes`),
+  );
 
   push(chunk: Buffer): string[] {
-    const text = this.pending + chunk.toString('latin1');
-    const lines = text.split('\n');
-    this.pending = lines.pop()!;
-    if (this.pending.length > STANDIN_MAX_LINE) {
-      throw new StandinProtocolError(`line longer than ${STANDIN_MAX_LINE} bytes`);
-    }
-    for (const l of lines) {
-      if (l.length > STANDIN_MAX_LINE)
-        throw new StandinProtocolError(`line longer than ${STANDIN_MAX_LINE} bytes`);
-    }
-    return lines;
+    return this.#reader.push(chunk).lines;
   }
 
   get buffered(): number {
-    return this.pending.length;
+    return this.#reader.buffered;
   }
 }

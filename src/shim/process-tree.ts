@@ -11,6 +11,7 @@
  * forking or by being reparented between the scan and the kill.
  */
 import fs from 'node:fs';
+import { procStat } from '../util/proc-stat.js';
 
 export interface ProcessIdentity {
   pid: number;
@@ -21,19 +22,12 @@ export interface ProcessIdentity {
 interface StatLine {
   ppid: number;
   start: number;
+  state: string;
 }
 
 function readStat(pid: number): StatLine | null {
-  let text: string;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return null;
-  }
-  // comm (field 2) may hold spaces and parentheses: split after the last ')'.
-  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  // rest[0] is field 3 (state): ppid is field 4, starttime field 22.
-  return { ppid: Number(rest[1]), start: Number(rest[19]) };
+  const st = procStat(pid);
+  return st ? { ppid: st.ppid, start: Number(st.start), state: st.state } : null;
 }
 
 /** This process's identity now (null when it is gone). */
@@ -45,12 +39,7 @@ export function identify(pid: number): ProcessIdentity | null {
 /** True when the process still runs (not a zombie) and is the same one (same start time). */
 export function isAlive(p: ProcessIdentity): boolean {
   const st = readStat(p.pid);
-  if (!st || st.start !== p.start) return false;
-  try {
-    return !/^State:\s*Z/m.test(fs.readFileSync(`/proc/${p.pid}/status`, 'utf8'));
-  } catch {
-    return false;
-  }
+  return st !== null && st.start === p.start && st.state !== 'Z' && st.state !== 'X';
 }
 
 function parentsNow(): Map<number, number> {

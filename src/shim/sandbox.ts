@@ -6,8 +6,9 @@
  *   the shim's own process (as Dragonball runs inside Kata's runtime-rs
  *   shim), and the agent is the shim's child on the guest's AF_VSOCK
  *   stand-in. The agent is started first, told to wait for the stand-in
- *   (`--wait-guest-ms`), so its start-up overlaps the device's; a
- *   container's root filesystem is simply its host path.
+ *   (`--standin-wait-ms`), so its start-up overlaps the device's; a
+ *   container's root filesystem is simply its host path. The device's
+ *   sockets admit whom `[hypervisor]` allows (src/access/), as `vmm`'s do.
  * - qemu: the VM stack `run --vm qemu` boots (`vmm --vhost-user` + QEMU,
  *   agent inside on AF_VSOCK). The guest mounts one writable 9p share,
  *   `<sandbox bundle>/shared` at /run/passfd/shared, and each container's
@@ -25,12 +26,13 @@
  * loopback boot does, before the device code is even loaded.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import type { Broker } from '../broker/broker.js';
-import { loopbackAgentArgs, startReady, stopChild } from '../broker/embedded-stack.js';
+import { loopbackAgentArgs } from '../broker/embedded-stack.js';
 import type { Config, GuestKind } from '../config/schema.js';
 import type { Logger } from '../util/log.js';
+import { makePrivateDir } from '../util/private-dir.js';
+import { startReady, stopChild } from '../util/ready-child.js';
 
 export const SHARE_TAG = 'passfd-shared';
 export const GUEST_SHARE_PATH = '/run/passfd/shared';
@@ -40,6 +42,8 @@ const LOOPBACK_START_MS = 30_000;
 
 export interface SandboxOptions {
   config: Config;
+  /** The file `config` came from (a QEMU guest's vmm reads its access keys from it). */
+  configPath?: string;
   /** The sandbox's bundle (its share directory lives there). */
   bundle: string;
   log: Logger;
@@ -68,12 +72,12 @@ function exitOf(
 }
 
 async function startLoopback(o: SandboxOptions): Promise<Guest> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-sandbox-'));
+  const dir = makePrivateDir('passfd-sandbox-');
   const guestDir = path.join(dir, 'guest');
   const hvsockPath = path.join(dir, 'hvsock.sock');
   const cid = o.config.hypervisor.guest_cid;
   const agentP = startReady(
-    loopbackAgentArgs(o.config, guestDir, ['--wait-guest-ms', String(LOOPBACK_START_MS)]),
+    loopbackAgentArgs(o.config, guestDir, LOOPBACK_START_MS),
     dir,
     'agent',
     o.logLevel,
@@ -82,11 +86,15 @@ async function startLoopback(o: SandboxOptions): Promise<Guest> {
   agentP.catch(() => {}); // awaited below
   let device: { stop(): Promise<void> } | null = null;
   try {
-    const [{ HybridVsockDevice }, { LoopbackTransport }] = await Promise.all([
-      import('../device/hybrid-device.js'),
-      import('../device/transport/loopback/loopback-transport.js'),
-    ]);
+    const [{ HybridVsockDevice }, { LoopbackTransport }, { installAccess }, { AccessPolicy }] =
+      await Promise.all([
+        import('../device/hybrid-device.js'),
+        import('../device/transport/loopback/loopback-transport.js'),
+        import('../access/context.js'),
+        import('../access/policy.js'),
+      ]);
     const log = o.log.child('vmm');
+    installAccess(AccessPolicy.fromConfig(o.config.hypervisor), log.child('access'));
     const d = new HybridVsockDevice({ hvsockPath, guestCid: cid, log });
     d.start(new LoopbackTransport(cid, guestDir, log));
     device = d;
@@ -121,6 +129,7 @@ async function startQemuGuest(o: SandboxOptions, shareDir: string): Promise<Gues
   const { startVmStack } = await import('../vm/vm-stack.js');
   const s = await startVmStack({
     config: o.config,
+    ...(o.configPath ? { configPath: o.configPath } : {}),
     logLevel: o.logLevel,
     accel: h.accel,
     cpus: h.default_vcpus,

@@ -18,6 +18,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { createLogger, parseLevel, setLogLevel } from '../util/log.js';
+import { withPrivateUmask } from '../util/private-umask.js';
 import { socketPathOf } from './address.js';
 import { OPTIONS_CONFIG_ENV, type ShimFlags } from './flags.js';
 
@@ -33,15 +34,21 @@ function tellStart(line: string): void {
   }
 }
 
-/** Binds the socket (0600), replacing a stale file a dead shim left. */
+/**
+ * Binds the socket, 0600 from bind(2) on (listen binds synchronously, under
+ * the private umask), replacing a stale file a dead shim left (`start` has
+ * checked that nobody answers there).
+ */
 async function bind(listener: net.Server, socketPath: string): Promise<void> {
   const listen = () =>
     new Promise<void>((resolve, reject) => {
       listener.once('error', reject);
-      listener.listen(socketPath, () => {
-        listener.off('error', reject);
-        resolve();
-      });
+      withPrivateUmask(() =>
+        listener.listen(socketPath, () => {
+          listener.off('error', reject);
+          resolve();
+        }),
+      );
     });
   fs.mkdirSync(socketPath.slice(0, socketPath.lastIndexOf('/')), { recursive: true, mode: 0o711 });
   try {
@@ -101,7 +108,13 @@ export async function serve(flags: ShimFlags): Promise<void> {
   record();
   const guestLevel = flags.debug ? 'debug' : 'warn';
   const slot = new SandboxSlot(async (cfg) => {
-    const sandbox = await Sandbox.start({ config: cfg.config, bundle, log, logLevel: guestLevel });
+    const sandbox = await Sandbox.start({
+      config: cfg.config,
+      ...(cfg.path ? { configPath: cfg.path } : {}),
+      bundle,
+      log,
+      logLevel: guestLevel,
+    });
     guest = { processes: sandbox.processes, dirs: sandbox.dirs };
     record();
     return sandbox;

@@ -87,7 +87,8 @@ export async function start(flags: ShimFlags): Promise<void> {
         process.execPath,
         [
           ...process.execArgv,
-          path.join(import.meta.dirname, 'main.js'),
+          // This very script (the bundle's entry, or the built module under tests).
+          process.argv[1]!,
           '-namespace',
           flags.namespace,
           '-id',

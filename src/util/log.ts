@@ -8,14 +8,25 @@ export type LogLevel = 'error' | 'warn' | 'info' | 'debug' | 'silent';
 
 const ORDER: Record<LogLevel, number> = { silent: 0, error: 1, warn: 2, info: 3, debug: 4 };
 
-let globalLevel: LogLevel = parseLevel(process.env.PASSFD_LOG) ?? 'info';
+/** The levels a user may ask for (`--log-level`, `PASSFD_LOG`). */
+export const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'debug'];
+
+/** Set by `--log-level` or `PASSFD_LOG`; undefined when nobody asked for a level. */
+let chosenLevel: LogLevel | undefined = parseLevel(process.env.PASSFD_LOG);
+let globalLevel: LogLevel = chosenLevel ?? 'info';
 
 export function parseLevel(value: string | undefined): LogLevel | undefined {
-  return value && value in ORDER ? (value as LogLevel) : undefined;
+  return value && (LOG_LEVELS as readonly string[]).includes(value) ? (value as LogLevel) : undefined;
 }
 
 export function setLogLevel(level: LogLevel): void {
+  chosenLevel = level;
   globalLevel = level;
+}
+
+/** The level the user chose (`--log-level` or `PASSFD_LOG`), to hand on to child processes; undefined if none. */
+export function chosenLogLevel(): LogLevel | undefined {
+  return chosenLevel;
 }
 
 export interface Logger {

@@ -4,10 +4,11 @@
  * A service started with `Type=notify` finds a datagram socket in
  * `$NOTIFY_SOCKET` and sends it newline-separated assignments such as
  * `READY=1`, `STOPPING=1`, `MAINPID=<pid>` or `STATUS=<text>`. The variable
- * holds either a file-system path (`/run/systemd/notify`), reached through the
- * `unix-dgram` package, or a Linux abstract name (`@name`), reached through
- * the koffi binding in `native-bindings/sd-notify-abstract.ts` because
- * `unix-dgram` cannot address those. Anything else (for example systemd 254's
+ * holds either a file-system path (`/run/systemd/notify`), reached through
+ * `unix-dgram.ts` (the `unix-dgram` package), or a Linux abstract name
+ * (`@name`), reached through the koffi binding in
+ * `native-bindings/sd-notify-abstract.ts` because `unix-dgram` cannot address
+ * those. Anything else (for example systemd 254's
  * `vsock:CID:PORT`) is not supported: it is ignored with a warning.
  *
  * Notification is best effort by design: when `NOTIFY_SOCKET` is unset the
@@ -19,9 +20,7 @@
  * Both native modules are loaded on first use, so importing this file costs
  * nothing for a process that never runs under systemd.
  */
-import type { EventEmitter } from 'node:events';
-import { createRequire } from 'node:module';
-import os from 'node:os';
+import { sendDatagram } from './unix-dgram.js';
 
 /** What `sd_notify` calls the environment; a plain object is fine in tests. */
 export type NotifyEnv = Readonly<Record<string, string | undefined>>;
@@ -37,7 +36,7 @@ export async function sdNotify(state: string, env: NotifyEnv = process.env): Pro
   const payload = Buffer.from(state, 'utf8');
   try {
     if (target.startsWith('/')) {
-      await sendToPath(target, payload);
+      await sendDatagram(target, payload);
       return true;
     }
     if (target.startsWith('@')) {
@@ -88,51 +87,9 @@ function withStatus(lines: string[], status: string | undefined): string[] {
   return [...lines, `STATUS=${status}`];
 }
 
-/** `sockaddr_un.sun_path` holds 108 bytes including the terminating NUL. */
-const MAX_PATH_BYTES = 107;
-
-/** The part of the `unix-dgram` package this file uses (it ships no types). */
-interface UnixDgramSocket extends EventEmitter {
-  send(buf: Buffer, offset: number, length: number, path: string, callback: (err?: Error) => void): void;
-  close(): void;
-}
-interface UnixDgram {
-  createSocket(type: 'unix_dgram'): UnixDgramSocket;
-}
-
-let unixDgram: UnixDgram | undefined;
-
-async function sendToPath(path: string, payload: Buffer): Promise<void> {
-  // unix-dgram would silently truncate a longer path and send to another socket.
-  const bytes = Buffer.byteLength(path, 'utf8');
-  if (bytes > MAX_PATH_BYTES)
-    throw new Error(`ENAMETOOLONG: path is ${bytes} bytes, sun_path holds ${MAX_PATH_BYTES}`);
-  unixDgram ??= createRequire(import.meta.url)('unix-dgram') as UnixDgram;
-  const socket = unixDgram.createSocket('unix_dgram'); // throws if socket(2) fails
-  try {
-    await new Promise<void>((resolve, reject) => {
-      socket.send(payload, 0, payload.length, path, (err) => (err ? reject(err) : resolve()));
-    });
-  } finally {
-    socket.close();
-  }
-}
-
-const errnoNames = new Map<number, string>();
-for (const [name, value] of Object.entries(os.constants.errno)) {
-  if (!errnoNames.has(value)) errnoNames.set(value, name);
-}
-
-/**
- * One line for an error from either transport. unix-dgram reports a negative
- * errno as `code` (`-2`), and `1` with message "congestion" when the
- * receiver's queue is full; SysError and Node errors carry the name already.
- */
+/** One line for an error from either transport (both name the errno in the message). */
 function describe(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
-  const code = (err as { code?: unknown }).code;
-  if (typeof code === 'number' && code < 0) return errnoNames.get(-code) ?? `errno ${-code}`;
-  if (code === 1 && err.message === 'congestion') return 'EAGAIN (the socket queue is full)';
   return err.message.split('\n')[0] ?? String(err);
 }
 

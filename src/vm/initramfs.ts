@@ -1,7 +1,7 @@
 /**
  * A minimal guest initramfs: Debian's static busybox, the guest kernel's
  * virtio/vsock/9p modules and an `/init` that
- *   1. loads the modules (order from VHOST-USER.md),
+ *   1. loads the modules (GUEST_MODULES, in dependency order),
  *   2. mounts the host's root read-only over 9p (`hostroot` tag) at /mnt,
  *      with proc, sysfs, devtmpfs and a tmpfs /run inside it (not /tmp:
  *      a checkout under the host's /tmp must stay visible to the guest),

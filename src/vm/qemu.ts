@@ -1,7 +1,8 @@
 /**
  * Boots a QEMU guest wired to a vhost-user-vsock backend (the device's
- * `vmm --vhost-user <socket>`), with the command line verified in
- * VHOST-USER.md: TCG by default (KVM hangs on these machines at guest boot),
+ * `vmm --vhost-user <socket>`), with a command line verified on this
+ * project's machine kind: TCG by default (KVM fails or hangs at guest boot
+ * under nested virtualisation),
  * shared memfd guest memory (vhost-user needs it), the host root read-only
  * over 9p, no network, serial console on stdout.
  *
@@ -10,6 +11,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import { dieWithParent } from '../util/lifeline.js';
 import { VM_EXIT_MARKER, VM_READY_MARKER } from './initramfs.js';
 
 export interface QemuOptions {
@@ -120,7 +122,9 @@ export function qemuArgs(opts: QemuOptions): string[] {
 export function startQemu(opts: QemuOptions): QemuHandle {
   const args = qemuArgs(opts);
   const startedAt = Date.now();
-  const child = spawn(opts.qemuBinary ?? 'qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  // Its own session (a terminal's Ctrl-C is for `run`), and SIGKILL when we die.
+  const cmd = dieWithParent(opts.qemuBinary ?? 'qemu-system-x86_64', args, 'SIGKILL');
+  const child = spawn(cmd.file, cmd.args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   let text = '';
   const waiters = new Set<() => void>();
   let logFd = opts.consoleLog ? fs.openSync(opts.consoleLog, opts.consoleLogAppend ? 'a' : 'w', 0o600) : -1;

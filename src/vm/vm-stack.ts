@@ -44,15 +44,18 @@ import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CLI_MAIN, type ReadyChild, startReady, stopChild } from '../broker/embedded-stack.js';
 import { hybridConnect } from '../broker/hvsock-client.js';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../util/log.js';
+import { makePrivateDir } from '../util/private-dir.js';
+import { CLI_MAIN, type ReadyChild, startReady, stopChild } from '../util/ready-child.js';
 import { cachedInitramfs, findGuestKernel, type GuestKernel } from './initramfs.js';
 import { type QemuHandle, type QemuShare, startQemu } from './qemu.js';
 
 export interface VmStackOptions {
   config: Config;
+  /** The file `config` came from: the vmm reads its `[hypervisor]` access keys from it. */
+  configPath?: string;
   /** Log level for vmm and the guest agent (default warn). */
   logLevel?: string;
   accel?: 'tcg' | 'kvm';
@@ -147,7 +150,7 @@ async function waitForAgent(hvsockPath: string, port: number, qemu: QemuHandle, 
 type VmmChild = ReadyChild;
 
 /**
- * Starts `passfd-broker vmm <args>` (embedded-stack.ts's startReady: ready on
+ * Starts `passfd-broker vmm <args>` (ready-child.ts's startReady: ready on
  * READY=1) with its stderr captured: written synchronously to `logFile`
  * (complete whenever it is copied) and handed to `onLog`.
  */
@@ -222,7 +225,7 @@ function hasExited(q: QemuHandle): boolean {
 }
 
 export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-vm-'));
+  const dir = makePrivateDir('passfd-vm-');
   const hvsockPath = path.join(dir, 'hvsock.sock');
   const vuPath = path.join(dir, 'vhost-user.sock');
   const consoleLogPath = path.join(dir, 'console.log');
@@ -266,7 +269,16 @@ export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
     // Awaited below, after the vmm started; a failure meanwhile must not count as unhandled.
     initrdP.catch(() => {});
     vmm = await startVmm(
-      ['vmm', '--hvsock', hvsockPath, '--vhost-user', vuPath, '--guest-cid', cid],
+      [
+        'vmm',
+        '--hvsock',
+        hvsockPath,
+        '--vhost-user',
+        vuPath,
+        '--guest-cid',
+        cid,
+        ...(opts.configPath ? ['--config', opts.configPath] : []),
+      ],
       dir,
       level,
       vmmLogPath,

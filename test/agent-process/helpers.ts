@@ -88,19 +88,6 @@ export async function until(pred: () => boolean, ms = 5000, what = 'condition'):
   }
 }
 
-/** Resolves with 'pending' if `p` has not settled within `ms`. */
-export async function settledWithin<T>(p: Promise<T>, ms: number): Promise<T | 'pending'> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<'pending'>((r) => {
-    timer = setTimeout(() => r('pending'), ms);
-  });
-  try {
-    return await Promise.race([p, t]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Open fds of this process, after letting pending handle closes run. */
 export async function openFds(): Promise<number> {
   await sleep(20);

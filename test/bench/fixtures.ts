@@ -2,6 +2,10 @@
 import type { BenchMode } from '../../src/bench/options.js';
 import type { BenchReport, RunRecord } from '../../src/bench/results.js';
 import { cpuRoleLabels, summarize } from '../../src/bench/results.js';
+import { summarizeStartup } from '../../src/bench/startup.js';
+
+/** A start-up sample whose CPU is 80 % of its wall time. */
+const wallCpu = (wallMs: number) => ({ wallMs, cpuMs: wallMs * 0.8 });
 
 export const FIXED_RUNS: RunRecord[] = [
   { scenario: 'ceiling', path: 'kernel', rep: 0, metrics: { 'ceiling.mibps': 1000 } },
@@ -88,5 +92,15 @@ export function fixedReport(mode: BenchMode = 'loopback'): BenchReport {
     ceilingMiBps,
     runs,
     errors: [{ scenario: 'setup', path: 'rpc', rep: 0, message: 'setup rpc: not done | within 5 ms' }],
+    startup: summarizeStartup([
+      { key: 'node', label: 'node -e 0', until: 'exit', samples: [40, 50, 60].map(wallCpu) },
+      { key: 'help', label: 'passfd-broker --help', until: 'exit', samples: [60, 70, 80].map(wallCpu) },
+      {
+        key: 'agent',
+        label: 'passfd-broker agent (to READY)',
+        until: 'ready',
+        samples: [90, 100, 300].map(wallCpu),
+      },
+    ]),
   };
 }

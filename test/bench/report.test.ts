@@ -60,4 +60,27 @@ describe('report from fixed figures', () => {
     expect(back.meta.cpus).toBe(2);
     expect(back.ceilingMiBps).toBe(1100);
   });
+
+  it('summarizes start-up probes against node -e 0 and renders them in both formats', () => {
+    const rows = report.startup!;
+    expect(rows.map((r) => [r.key, r.wallP50Ms, r.cpuP50Ms, r.vsNode])).toEqual([
+      ['node', 50, 40, 1],
+      ['help', 70, 56, 1.4],
+      ['agent', 100, 80, 2],
+    ]);
+    expect(rows[2]!.wallP90Ms).toBeCloseTo(260);
+    const md = renderMarkdown(report);
+    expect(md).toContain('## Start-up (beside `node -e 0`, same run)');
+    expect(md).toContain('| passfd-broker --help | exit | 70.0 | 78.0 | 56.0 | 1.40× |');
+    expect(md).toContain('| passfd-broker agent (to READY) | READY=1 | 100 | 260 | 80.0 | 2.00× |');
+    const t = renderTable(report);
+    expect(t).toContain('[startup] p50 of 3 runs each');
+    expect(t).toMatch(/passfd-broker --help\s+exit\s+70\.0\s+78\.0\s+56\.0\s+1\.40×/);
+  });
+
+  it('a report of start-up alone has no passfd/rpc table and no ceiling line', () => {
+    const t = renderTable({ ...report, summary: [], runs: [], errors: [], ceilingMiBps: Number.NaN });
+    expect(t).not.toContain('kernel pipe-relay ceiling');
+    expect(t).toContain('[startup]');
+  });
 });

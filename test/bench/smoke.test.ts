@@ -1,8 +1,8 @@
 /**
- * One real run of the built CLI: `bench --quick` with two scenarios and
- * small sizes. Checks shape, not speed: both paths are present with
- * positive figures and the files exist. Speed is for the benchmark to
- * measure, not for a test to assert.
+ * Real runs of the built CLI: `bench --quick` with two scenarios and small
+ * sizes, and the start-up scenario alone. Checks shape, not speed: both
+ * paths are present with positive figures and the files exist. Speed is for
+ * the benchmark to measure, not for a test to assert.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -12,44 +12,46 @@ import { CLI, exited, stopAll, tmpDir } from '../support/cli.js';
 
 afterAll(stopAll);
 
+/** `passfd-broker bench --json <args>`: its parsed report, once it exited 0 with no failed run. */
+async function bench(args: string[]) {
+  const child = spawn(process.execPath, [CLI, 'bench', '--json', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, PASSFD_LOG: 'warn' },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const { code } = await exited(child, 90_000);
+  expect(code, stderr).toBe(0);
+  const report = JSON.parse(stdout);
+  expect(report.errors, stderr).toEqual([]);
+  return report;
+}
+
 describe('passfd-broker bench (built CLI)', () => {
   it('runs both IO paths and writes JSON, Markdown and SVG', async () => {
     const out = tmpDir('passfd-bench-smoke-');
     const prof = path.join(out, 'profiles');
-    const child = spawn(
-      process.execPath,
-      [
-        CLI,
-        'bench',
-        '--quick',
-        '--scenarios',
-        'throughput,latency',
-        '--bytes',
-        '8MiB',
-        '--reps',
-        '1',
-        '--trips',
-        '200',
-        '--json',
-        '--out',
-        out,
-        '--cpu-prof',
-        prof,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PASSFD_LOG: 'warn' } },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const { code } = await exited(child, 90_000);
-    expect(code, stderr).toBe(0);
-    const report = JSON.parse(stdout);
-    expect(report.errors, stderr).toEqual([]);
+    const report = await bench([
+      '--quick',
+      '--scenarios',
+      'throughput,latency',
+      '--bytes',
+      '8MiB',
+      '--reps',
+      '1',
+      '--trips',
+      '200',
+      '--out',
+      out,
+      '--cpu-prof',
+      prof,
+    ]);
     const row = (key: string) => report.summary.find((r: { key: string }) => r.key === key);
     for (const key of ['stdout.mibps', 'stdin.mibps', 'rtt.p50', 'rtt.p99']) {
       expect(row(key), key).toBeDefined();
@@ -81,5 +83,32 @@ describe('passfd-broker bench (built CLI)', () => {
     expect(functions.some((fns) => fns.has('handlePacket'))).toBe(true);
     expect(functions.some((fns) => fns.has('spliceFd'))).toBe(true);
     fs.rmSync(out, { recursive: true, force: true });
+  }, 120_000);
+
+  it('the start-up scenario alone: every CLI probe beside node -e 0, no stack started', async () => {
+    const report = await bench(['--scenarios', 'startup', '--startups', '2']);
+    expect(report.summary).toEqual([]);
+    expect(report.runs).toEqual([]);
+    const rows = report.startup as {
+      key: string;
+      until: string;
+      wallP50Ms: number;
+      cpuP50Ms: number;
+      vsNode: number;
+      n: number;
+    }[];
+    expect(rows.map((r) => [r.key, r.until])).toEqual([
+      ['node', 'exit'],
+      ['help', 'exit'],
+      ['run', 'exit'],
+      ['vmm', 'ready'],
+      ['agent', 'ready'],
+    ]);
+    for (const r of rows) {
+      expect(r.n, r.key).toBe(2);
+      expect(r.wallP50Ms, r.key).toBeGreaterThan(0);
+      expect(r.cpuP50Ms, r.key).toBeGreaterThanOrEqual(0);
+    }
+    expect(rows[0]!.vsNode).toBe(1);
   }, 120_000);
 });

@@ -3,21 +3,14 @@
  * `vmm`, `guest listen`, `pass` + a FIFO writer; plus `pass` failures and
  * systemd readiness (READY=1 / STOPPING=1 on $NOTIFY_SOCKET).
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  Captured,
-  exited,
-  spawnCli,
-  startVmm,
-  stopAll,
-  stopChild,
-  tmpDir,
-  waitForPath,
-} from '../support/cli.js';
+import { receiveDatagrams } from '../../src/util/unix-dgram.js';
+import { withTimeout } from '../native-bindings/helpers.js';
+import { Captured, exited, spawnCli, startVmm, stopAll, stopChild, tmpDir } from '../support/cli.js';
 
 afterAll(stopAll);
 
@@ -93,33 +86,45 @@ describe('systemd notify', () => {
   it('vmm sends READY=1 when serving and STOPPING=1 on SIGTERM, then removes its sockets', async () => {
     const dir = tmpDir();
     const notify = path.join(dir, 'notify.sock');
-    // A real datagram socket playing systemd, in a child python process (records what arrives).
-    const rec = path.join(dir, 'received');
-    const sd = spawn('python3', [
-      '-c',
-      `import socket,sys
-s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1]); s.settimeout(20)
-f=open(sys.argv[2],'w')
-for _ in range(2):
-    f.write(s.recv(4096).decode()+'\\n'); f.flush()`,
+    // A real datagram socket playing systemd (records what arrives, wakes whoever waits for a line).
+    const received: string[] = [];
+    let arrived: (() => void) | null = null;
+    const sd = receiveDatagrams(
       notify,
-      rec,
-    ]);
-    await waitForPath(notify);
+      (msg) => {
+        received.push(msg.toString());
+        arrived?.();
+      },
+      (err) => {
+        throw err;
+      },
+    );
+    const line = (want: string) =>
+      withTimeout(
+        new Promise<void>((resolve) => {
+          const check = () => {
+            if (received.some((m) => m.split('\n').includes(want))) resolve();
+          };
+          arrived = check;
+          check();
+        }),
+        15_000,
+        want,
+      );
     const hvsock = path.join(dir, 'h.sock');
     const guestDir = path.join(dir, 'guest');
     const vmm = spawnCli(['vmm', '--hvsock', hvsock, '--guest-dir', guestDir], {
       env: { ...process.env, NOTIFY_SOCKET: notify },
     });
-    const end = Date.now() + 15_000;
-    while (!(fs.existsSync(rec) && fs.readFileSync(rec, 'utf8').includes('READY=1')) && Date.now() < end) {
-      await new Promise((r) => setTimeout(r, 20));
+    try {
+      await line('READY=1');
+      expect(fs.existsSync(hvsock)).toBe(true);
+      expect(await stopChild(vmm)).toBe(0);
+      // STOPPING=1 is sent before the vmm stops, so it has arrived by its exit or arrives now.
+      await line('STOPPING=1');
+    } finally {
+      sd.close();
     }
-    expect(fs.readFileSync(rec, 'utf8')).toContain('READY=1');
-    expect(fs.existsSync(hvsock)).toBe(true);
-    expect(await stopChild(vmm)).toBe(0);
-    await exited(sd as never, 15_000).catch(() => sd.kill());
-    expect(fs.readFileSync(rec, 'utf8')).toContain('STOPPING=1');
     expect(fs.existsSync(hvsock)).toBe(false);
     expect(fs.existsSync(path.join(guestDir, 'vsock.sock'))).toBe(false);
   });

@@ -25,6 +25,9 @@ const DEFAULTS: Config = {
     default_vcpus: 1,
     default_memory: 1024,
     qemu_path: 'qemu-system-x86_64',
+    allowed_uids: [],
+    allowed_gids: [],
+    guest_connect_ports: 'any',
   },
   agent: { dial_timeout_ms: 5_000 },
 };
@@ -62,6 +65,11 @@ describe('defaults', () => {
     expect(parseConfig('').runtime.agent_port).toBe(1024);
     expect(Object.isFrozen(DEFAULT_CONFIG)).toBe(true);
     expect(Object.isFrozen(DEFAULT_CONFIG.runtime)).toBe(true);
+  });
+
+  it('list defaults are fresh arrays, not shared between configurations', () => {
+    defaultConfig().hypervisor.allowed_uids.push(1000);
+    expect(defaultConfig().hypervisor.allowed_uids).toEqual([]);
   });
 
   it('loadConfig() without a path is the defaults', () => {
@@ -175,6 +183,33 @@ const KEY_CASES: KeyCase[] = [
       ['0', 'must be an integer guest CID in 3..4294967294'],
       ['4294967295', 'must be an integer guest CID in 3..4294967294'],
       ['"3"', 'must be an integer guest CID in 3..4294967294'],
+    ],
+  },
+  ...(['uid', 'gid'] as const).map((what) => ({
+    key: `hypervisor.allowed_${what}s`,
+    valid: [
+      ['[]', []],
+      ['[0, 1000, 4294967294]', [0, 1000, 4_294_967_294]],
+    ] as [string, unknown][],
+    invalid: [
+      ['1000', `must be an array of integer ${what}s in 0..4294967294`],
+      ['[-1]', `must be an array of integer ${what}s in 0..4294967294`],
+      ['[4294967295]', `must be an array of integer ${what}s in 0..4294967294`],
+      ['["root"]', `must be an array of integer ${what}s in 0..4294967294`],
+      ['[1.0]', `must be an array of integer ${what}s in 0..4294967294`],
+    ] as [string, string][],
+  })),
+  {
+    key: 'hypervisor.guest_connect_ports',
+    valid: [
+      ['"any"', 'any'],
+      ['[]', []],
+      ['[6000, 4294967294]', [6000, 4_294_967_294]],
+    ],
+    invalid: [
+      ['"all"', 'must be "any" or an array of integer vsock ports in 0..4294967294'],
+      ['6000', 'must be "any" or an array of integer vsock ports in 0..4294967294'],
+      ['[4294967295]', 'must be "any" or an array of integer vsock ports in 0..4294967294'],
     ],
   },
   {
@@ -324,7 +359,7 @@ describe('unknown keys and sections', () => {
   it('rejects a sub-table of a known section as an unknown key', () => {
     const err = errorOf('[hypervisor.dragonball]\npath = "/x"\n');
     expect(err.message).toBe(
-      'config.toml: hypervisor.dragonball = { path = "/x" }: unknown key; valid keys in [hypervisor]: hvsock_path, guest_cid, guest, accel, default_vcpus, default_memory, qemu_path',
+      'config.toml: hypervisor.dragonball = { path = "/x" }: unknown key; valid keys in [hypervisor]: hvsock_path, guest_cid, guest, accel, default_vcpus, default_memory, qemu_path, allowed_uids, allowed_gids, guest_connect_ports',
     );
     expect(err.key).toBe('hypervisor.dragonball');
   });

@@ -4,21 +4,20 @@
  * side by side), reports every figure it should, and leaves nothing
  * behind. Speed itself is not asserted here (bench measures it).
  */
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { CLI } from '../support/cli.js';
 import { requireContainerd } from './support.js';
-
-const CLI = path.resolve(import.meta.dirname, '../../dist/src/cli/main.js');
 
 describe('bench --scenarios containerd', () => {
   it('measures passfd against runc and writes its report', () => {
     requireContainerd();
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'pfd-bench-ctr-'));
     try {
-      const stdout = execFileSync(
+      const run = spawnSync(
         process.execPath,
         [
           CLI,
@@ -37,8 +36,10 @@ describe('bench --scenarios containerd', () => {
         ],
         { encoding: 'utf8', timeout: 300_000 },
       );
-      expect(stdout).toContain('io.containerd.passfd.v2');
+      expect(run.stdout).toContain('io.containerd.passfd.v2');
       const report = JSON.parse(fs.readFileSync(path.join(out, 'containerd.json'), 'utf8'));
+      // A failed measurement fails the run (exit 1), and is named in the report.
+      expect(run.status, run.stderr).toBe(report.errors.length > 0 ? 1 : 0);
       const metrics = report.rows.map((r: { metric: string }) => r.metric);
       expect(metrics).toEqual(
         expect.arrayContaining(['ctr run --rm … true, p50', 'ctr run --rm … true, p90']),

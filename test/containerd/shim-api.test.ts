@@ -31,7 +31,7 @@ import {
 } from '../../src/protocol/containerd-api.js';
 import { GrpcCode } from '../../src/protocol/ttrpc.js';
 import { socketPathOf } from '../../src/shim/address.js';
-import { identify, killTrees } from '../../src/shim/process-tree.js';
+import { identify, isAlive, killTrees, type ProcessIdentity } from '../../src/shim/process-tree.js';
 import { STATE_FILE } from '../../src/shim/state-file.js';
 import { TtrpcClient, TtrpcError, TtrpcServer } from '../../src/ttrpc/index.js';
 import { mountsUnder } from '../../src/util/mountinfo.js';
@@ -227,7 +227,9 @@ describe('the Task service, as containerd calls it', () => {
     try {
       const conn = await client.callTyped(t.Connect, { id });
       expect(conn.shimPid).toBeGreaterThan(0);
-      expect(fs.readFileSync(`/proc/${conn.shimPid}/cmdline`, 'utf8')).toContain('shim/main.js');
+      expect(fs.readFileSync(`/proc/${conn.shimPid}/cmdline`, 'utf8')).toContain(
+        'containerd-shim-passfd-v2.js',
+      );
       expect(conn.version).toContain('passfd-broker');
       const created = await client.callTyped(t.Create, {
         id,
@@ -346,6 +348,25 @@ describe('the Task service, as containerd calls it', () => {
   });
 });
 
+/** Every live descendant of `root` (by pid and start time, so a recycled pid is not mistaken for one). */
+function descendants(root: number): ProcessIdentity[] {
+  const parent = new Map<number, number>();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const under = (pid: number): boolean => {
+    for (let p = parent.get(pid); p !== undefined && p > 1; p = parent.get(p)) if (p === root) return true;
+    return false;
+  };
+  return [...parent.keys()].filter(under).flatMap((pid) => identify(pid) ?? []);
+}
+
 describe('delete', () => {
   it('after a SIGKILLed shim: kills the guest and the container, unmounts, removes the socket, reports 137', async () => {
     writeSpec(['sh', '-c', 'sleep 1000 & exec sleep 1000']);
@@ -362,6 +383,8 @@ describe('delete', () => {
     });
     await client.callTyped(taskMethods.Start, { id: h.id });
     expect(mountsUnder(h.bundle)).toEqual([path.join(h.bundle, 'rootfs')]);
+    const guestPids = descendants(conn.shimPid);
+    expect(guestPids.length).toBeGreaterThanOrEqual(2); // the agent, the container's processes
     process.kill(conn.shimPid, 'SIGKILL');
     await client.close();
     const d = shimCommand('delete', ['-bundle', h.bundle]);
@@ -369,7 +392,8 @@ describe('delete', () => {
     const reply = fromBinary(DeleteResponseSchema, d.stdout);
     expect(reply.exitStatus).toBe(137);
     expect(Number(reply.exitedAt?.seconds)).toBeGreaterThan(0);
-    expect(d.stderr.toString()).toMatch(/killed \d+ leftover process/);
+    // The guest died with the shim (a parent-death signal) or delete killed what was left.
+    for (const p of guestPids) expect(isAlive(p), `pid ${p.pid} survived`).toBe(false);
     expect(d.stderr.toString()).toContain(`unmounted ${path.join(h.bundle, 'rootfs')}`);
     expect(fs.existsSync(socketPathOf(address))).toBe(false);
     // The image's files are untouched (delete unmounted before anything was removed).

@@ -53,8 +53,8 @@ export function requireContainerd(): void {
       throw new Error(`the containerd suite needs ${tool} on PATH (apt-get install containerd)`);
     }
   }
-  if (!fs.existsSync(path.resolve(import.meta.dirname, '../../dist/src/shim/main.js'))) {
-    throw new Error('dist/src/shim/main.js missing: run `npm run build` first');
+  if (!fs.existsSync(path.resolve(import.meta.dirname, '../../dist/cli/containerd-shim-passfd-v2.js'))) {
+    throw new Error('dist/cli/containerd-shim-passfd-v2.js missing: run `npm run build` first');
   }
 }
 

@@ -17,7 +17,7 @@ import {
   sendWithFds,
   socketPair,
 } from '../../native-bindings/index.js';
-import { hybridConnect, passFd } from '../../src/broker/hvsock-client.js';
+import { hybridConnect, passFd, passFdTracked } from '../../src/broker/hvsock-client.js';
 import { StandinVsock } from '../../src/guest-vsock/standin.js';
 import type { AcceptedStream } from '../../src/guest-vsock/types.js';
 import { fdCount, fdsSettle, startVmm, stopAll, type Vmm } from '../support/cli.js';
@@ -108,6 +108,17 @@ function readAll(sock: net.Socket): Promise<Buffer> {
   });
 }
 
+/**
+ * A round trip through the device's event loop, as an event instead of a
+ * sleep: a CONNECT to a guest port nobody listens on is refused (the device
+ * closes the socket) only after the device has read it and heard the
+ * guest's RST, so readiness the device already had (a FIFO hang-up) has
+ * been acted on by then.
+ */
+async function deviceRoundTrip(): Promise<void> {
+  await expect(hybridConnect(vmm.hvsock, 64998)).rejects.toThrow(/refused/);
+}
+
 /** Resolves once `sock` has received `text`. */
 function receive(sock: net.Socket, text: string, timeoutMs = 10_000): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -195,7 +206,7 @@ describe('passfd', () => {
     const first = receive(s, 'one\n');
     fs.writeFileSync(fifo, 'one\n'); // opens, writes, closes: the writer leaves
     await first;
-    await new Promise((r) => setTimeout(r, 200));
+    await deviceRoundTrip(); // the device has polled since the writer left: a hang-up would be seen
     const second = receive(s, 'two\n');
     fs.writeFileSync(fifo, 'two\n'); // a new writer attaches
     await second;
@@ -307,13 +318,13 @@ describe('bad input', () => {
     const l = await guestListen();
     const [pr, pw] = makePipe();
     const [pr2, pw2] = makePipe();
-    // Warm up the device's lazily-created state, then take the baseline.
-    const warm = await passFd(vmm.hvsock, pr, l.port);
-    expect(warm).toBeGreaterThan(0);
+    // Warm up the device's lazily-created state, then take the baseline once that connection is gone.
+    const warm = await passFdTracked(vmm.hvsock, pr, l.port);
     closeQuietly((await l.next()).fd);
-    await new Promise((r) => setTimeout(r, 100));
+    await warm.closed;
+    await deviceRoundTrip();
     const baseline = fdCount(vmm.pid);
-    const cases: { name: string; parts: { bytes: string; fds?: number[] }[] }[] = [
+    const cases: { name: string; parts: { bytes: string; fds?: number[] }[]; reply?: RegExp }[] = [
       { name: 'unknown word', parts: [{ bytes: 'HELLO 1027\n' }] },
       { name: 'non-numeric port', parts: [{ bytes: 'CONNECT abc\n' }] },
       { name: 'port out of range', parts: [{ bytes: 'CONNECT 99999999999\n' }] },
@@ -332,11 +343,14 @@ describe('bad input', () => {
       {
         name: 'a regular file passed',
         parts: [{ bytes: 'passfd\n' }, { bytes: String(l.port), fds: [fs.openSync('/etc/hostname', 'r')] }],
+        // A well-formed passfd the device refuses says why before it closes (extension).
+        reply: /^ERR epoll_ctl fd \d+ cannot be polled: EPERM \(operation not permitted\)\n$/,
       },
     ];
     for (const c of cases) {
       const reply = await sendBad(c.parts);
-      expect(reply, c.name).toBe('');
+      if (c.reply) expect(reply, c.name).toMatch(c.reply);
+      else expect(reply, c.name).toBe('');
     }
     // Still serving: a good pass goes through.
     const port = await passFd(vmm.hvsock, pr2, l.port);

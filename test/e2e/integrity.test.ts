@@ -3,8 +3,8 @@
  * loopback guest → agent → process), on both IO paths: stdin, stdout and
  * stderr each, then all three at once, compared by SHA-256.
  *
- * Sizes: stdin and stdout carry 1 GiB each on both paths (DESIGN.md's
- * integrity bar). stderr and the all-three test use 256 MiB per stream on passfd. On the RPC-copy path every 32 KiB
+ * Sizes: stdin and stdout carry 1 GiB each on both paths (the project's
+ * integrity bar: SHA-256 of at least 1 GiB each way). stderr and the all-three test use 256 MiB per stream on passfd. On the RPC-copy path every 32 KiB
  * chunk is a ttrpc request through the broker and the agent (it was also
  * superlinear in the transfer size before 98e2324: 64 MiB of stdout took
  * 15 s), so 64 MiB per stream there: still thousands of requests, every

@@ -1,6 +1,6 @@
 /**
- * Pins down the IO semantics DESIGN.md lists, on both IO paths, through real
- * FIFOs and a real stack:
+ * Pins down the IO semantics a runtime relies on (README: "The agent and the
+ * broker"), on both IO paths, through real FIFOs and a real stack:
  * - CloseStdin after writing: every byte is read, then EOF (repeated);
  * - exit vs. output: when wait() reports the exit, every output byte is
  *   already in the FIFO (nothing can arrive later: its writers are gone);
@@ -78,8 +78,16 @@ describe.each(IO_PATHS)('IO semantics over $name', ({ passfd }) => {
     finishSession(s);
   });
 
-  // Smaller on RPC: every chunk is a request through this process, and container 2 must be done within the 2 s.
+  // Smaller on RPC: every chunk is a request through this process.
   const blocks1 = passfd ? 64 : 16;
+  /**
+   * What can be on its way between the process and this reader while it
+   * stalls, with room to spare: the FIFO (1 MiB), the device's and the guest
+   * stack's buffers (256 KiB of vsock credit each way, socket buffers), the
+   * agent's stdout pipe (1 MiB) and splice pipe, on RPC-copy the broker's
+   * copy and its socket buffers, and our own socket's buffer.
+   */
+  const IN_FLIGHT_BOUND = 8 * MiB;
   const size2 = passfd ? 32 * MiB : 8 * MiB;
   it(`stalled reader: process blocks, nothing lost, a second container moves ${size2 / MiB} MiB meanwhile`, {
     timeout: 90_000,
@@ -94,28 +102,24 @@ describe.each(IO_PATHS)('IO semantics over $name', ({ passfd }) => {
     });
     await s1.stdout.atLeast(2 * MiB);
     s1.stdout.socket.pause();
-    const stallStart = Date.now();
     const readProgress = () => Number(fs.readFileSync(progress, 'utf8').trim() || 0);
 
-    // Container 2 on the same device, during the stall.
+    // Container 2 on the same device runs to completion while container 1 stalls.
     const s2 = await startSession(e, ['head', '-c', String(size2), '/dev/zero']);
     await endStdin(s2);
     const [st2, out2] = await Promise.all([s2.proc.wait(), s2.stdout.done]);
-    const done2 = Date.now() - stallStart;
     expect(st2).toBe(0);
     expect(out2).toEqual({ bytes: size2, hash: sha256Hex(Buffer.alloc(size2)) });
     finishSession(s2);
 
-    // The stall itself is the point here: 2 s of not reading.
-    const remaining = 2000 - (Date.now() - stallStart);
-    await new Promise((r) => setTimeout(r, Math.max(0, remaining - 1000)));
-    const p1 = readProgress();
-    await new Promise((r) => setTimeout(r, 1000));
-    const p2 = readProgress();
-    expect(done2, "container 2 finished within container 1's 2 s stall").toBeLessThan(2000);
+    // Container 1 is blocked, shown by what it has written rather than by a clock:
+    // at any moment, its finished blocks exceed what this process has taken from the
+    // FIFO by no more than the buffers in between can hold, so it cannot have finished.
+    const taken = s1.stdout.bytes + s1.stdout.socket.readableLength;
+    const blocksWritten = readProgress();
+    expect(pat.size(blocksWritten) - taken).toBeLessThanOrEqual(IN_FLIGHT_BOUND);
+    expect(blocksWritten).toBeLessThan(blocks1);
     expect(exited1).toBe(false);
-    expect(p2, 'no progress while the reader is stalled').toBe(p1);
-    expect(p2).toBeLessThan(blocks1);
 
     s1.stdout.socket.resume();
     expect(await wait1).toBe(0);

@@ -42,9 +42,30 @@ describe('run', () => {
     ['exit 3', 3],
     ['kill -TERM $$', 143],
     ['kill -KILL $$', 137],
+    ['kill -34 $$', 162], // SIGRTMIN: real-time signals have no name in Node
+    ['kill -64 $$', 192], // SIGRTMAX
   ])('sh -c %j exits %i', async (script, status) => {
     const r = await run(['--', 'sh', '-c', script]);
     expect(r.code).toBe(status);
+  });
+
+  it.each([
+    [['nosuchcmd'], 127, 'cannot start nosuchcmd: executable file not found in $PATH'],
+    [['./nosuchcmd'], 127, 'cannot start ./nosuchcmd: no such file or directory'],
+    [['/etc/passwd'], 126, 'cannot start /etc/passwd: permission denied'],
+    [['--tty', '--', 'nosuchcmd'], 127, 'cannot start nosuchcmd: executable file not found in $PATH'],
+  ])('%j exits %i, as a shell would, saying why', async (args, status, message) => {
+    const r = await run(args[0] === '--tty' ? args : ['--', ...args]);
+    expect(r.code).toBe(status);
+    expect(r.stderr).toBe(`passfd-broker: ${message}\n`);
+  });
+
+  it('--cwd that does not exist blames the directory, not the command', async () => {
+    const r = await run(['--cwd', '/nonexistent', '--', 'true']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      'passfd-broker: cannot start true: working directory /nonexistent: no such directory\n',
+    );
   });
 
   it.each(['passfd', 'rpc'])('--io %s: stdin to EOF, stdout and stderr apart, exit 3', async (io) => {

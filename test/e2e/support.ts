@@ -15,6 +15,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { GUARDIAN_TITLE } from '../../src/agent/guardian.js';
 import { Broker, type BrokeredProcess } from '../../src/broker/broker.js';
 import { type EmbeddedStack, startEmbeddedStack } from '../../src/broker/embedded-stack.js';
 import type { FifoPaths } from '../../src/broker/fifo-set.js';
@@ -297,5 +298,14 @@ export function childPids(pid: number): number[] {
       // thread gone
     }
   }
-  return out;
+  // The agent's process guardian lives as long as the agent: not a leak.
+  return out.filter((p) => !readCmdline(p).includes(GUARDIAN_TITLE));
+}
+
+function readCmdline(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return '';
+  }
 }

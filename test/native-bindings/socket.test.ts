@@ -17,6 +17,7 @@ import {
   makePipe,
   O_NONBLOCK,
   peerCred,
+  peerGroups,
   readFd,
   SHUT_WR,
   SysError,
@@ -25,6 +26,7 @@ import {
   sockaddrUn,
   socketPair,
   socketProtocolName,
+  unreadBySendPeer,
   WOULD_BLOCK,
   writeFd,
 } from '../../native-bindings/index.js';
@@ -210,6 +212,15 @@ describe('peerCred', () => {
     expect(peerCred(cfd).pid).toBe(process.pid);
   });
 
+  it('peerGroups lists the supplementary groups of this process', () => {
+    const [a, b] = socketPair();
+    track(a, b);
+    // The kernel's list (process.getgroups() adds the effective gid).
+    const line = fs.readFileSync('/proc/self/status', 'utf8').match(/^Groups:(.*)$/m)![1]!;
+    const ours = line.trim() ? line.trim().split(/\s+/).map(Number) : [];
+    expect(peerGroups(a).sort((x, y) => x - y)).toEqual(ours);
+  });
+
   it('throws ENOTSOCK on a pipe', async () => {
     const { makePipe } = await import('../../native-bindings/index.js');
     const [r, w] = makePipe();
@@ -230,6 +241,16 @@ describe('shutdownFd / socket buffers', () => {
     expect(writeFd(b, Buffer.from('back'))).toBe(4);
     expect(readFd(a, buf)).toBe(4);
     expect(() => writeFd(a, Buffer.from('x'))).toThrow(SysError);
+  });
+
+  it('unreadBySendPeer is non-zero while the peer has not read what was sent, zero once it has', () => {
+    const [a, b] = socketPair(true);
+    track(a, b);
+    expect(unreadBySendPeer(a)).toBe(0);
+    writeFd(a, Buffer.from('pending'));
+    expect(unreadBySendPeer(a)).toBeGreaterThan(0);
+    expect(readFd(b, Buffer.alloc(16))).toBe(7);
+    expect(unreadBySendPeer(a)).toBe(0);
   });
 
   it('shutdownFd on a closed fd throws EBADF', () => {

@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import {
   encodeConnect,
+  encodeErr,
   encodeOk,
   encodePassfd,
   encodePassfdPayload,
+  HYBRID_MAX_ERR_LINE,
   HYBRID_MAX_LINE,
   HybridCommandParser,
   type HybridCommandResult,
@@ -196,7 +198,7 @@ describe('OkReplyParser', () => {
   it.each([
     ['ok 1024\n', 'bad-reply'],
     ['OK\n', 'bad-reply'],
-    ['ERR 1024\n', 'bad-reply'],
+    ['ERR\n', 'bad-reply'],
     ['\n', 'bad-reply'],
     [' OK 1024\n', 'bad-reply'],
     ['OK abc\n', 'bad-port'],
@@ -208,6 +210,23 @@ describe('OkReplyParser', () => {
     [`OK ${'9'.repeat(40)}\n`, 'line-too-long'],
   ] as const)('rejects %j as %s', (line, code) => {
     for (const chunks of splits(b(line))) expectCode(() => feed(new OkReplyParser(), chunks), code);
+  });
+
+  it('reads an "ERR <reason>" line (this device, before it closes) as a refusal carrying the reason', () => {
+    const line = b('ERR nothing listens on guest port 1027 (the guest answered RST)\n');
+    for (const chunks of splits(line)) {
+      expectCode(() => feed(new OkReplyParser(), chunks), 'refused');
+    }
+    expect(() => new OkReplyParser().push(line)).toThrow(/^nothing listens on guest port 1027/);
+    // An OK line stays short: a 40-digit port is still line-too-long, not a refusal.
+    expectCode(() => new OkReplyParser().push(b(`OK ${'9'.repeat(40)}\n`)), 'line-too-long');
+  });
+
+  it('encodeErr keeps the reason on one printable line that fits the parser', () => {
+    const long = encodeErr(`a\nb\r\u00e9${'x'.repeat(400)}`);
+    expect(long.length).toBe(HYBRID_MAX_ERR_LINE);
+    expect(long.toString('latin1')).toMatch(/^ERR a\?b\?\?x+\n$/);
+    expectCode(() => new OkReplyParser().push(long), 'refused');
   });
 
   it('reports a refused connection (EOF before the reply) as unexpected-eof', () => {

@@ -1,14 +1,15 @@
 /**
  * Test support: runs the built CLI (dist/) as real child processes and waits
  * for them event-driven (a socket appearing, a line on a stream), with
- * bounded timeouts. Every process started here is killed in `stopAll()`.
+ * bounded timeouts. Every process started here is killed in `stopAll()`,
+ * which then removes every directory `tmpDir()` made.
  */
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-export const CLI = path.resolve(import.meta.dirname, '../../dist/src/cli/main.js');
+export const CLI = path.resolve(import.meta.dirname, '../../dist/cli/passfd-broker.js');
 
 const started = new Set<ChildProcess>();
 
@@ -21,6 +22,8 @@ export function spawnCli(args: string[], opts: SpawnOptions = {}): ChildProcess 
 
 export async function stopAll(): Promise<void> {
   await Promise.all([...started].map((c) => stopChild(c)));
+  for (const d of madeDirs) fs.rmSync(d, { recursive: true, force: true });
+  madeDirs.clear();
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code (or signal). */
@@ -89,8 +92,13 @@ export class Captured {
   }
 }
 
+const madeDirs = new Set<string>();
+
+/** A fresh private directory, removed by `stopAll()`. */
 export function tmpDir(prefix = 'passfd-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  madeDirs.add(d);
+  return d;
 }
 
 /** Waits until `p` exists (polling the filesystem, bounded). */

@@ -208,6 +208,28 @@ describe('wire format', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(40);
     await aborted.promise;
   });
+
+  it('drops the late result of a handler that returns after its deadline: no second reply on the stream', async () => {
+    const release = deferred<void>();
+    const returned = deferred<void>();
+    server.register('t.S', 'Slow', async () => {
+      await release.promise;
+      returned.resolve();
+      return Buffer.from('late');
+    });
+    server.register('t.S', 'Echo', async (r) => r);
+    const p = await peer();
+    // Slow with timeout_nano = 50 ms: the deadline's reply comes first.
+    await p.write(frame(1, 1, hex(`0a 03 ${ascii('t.S')} 12 04 ${ascii('Slow')} 20 80 e1 eb 17`)));
+    expect(await p.readFrame()).toEqual(frame(1, 2, statusResponse(4, 'context deadline exceeded')));
+    // Now the handler returns its result. Had the server written it, that frame
+    // would be queued on the socket before anything the next request gets.
+    release.resolve();
+    await returned.promise;
+    await p.write(frame(3, 1, hex(`0a 03 ${ascii('t.S')} 12 04 ${ascii('Echo')} 1a 01 ${ascii('y')}`)));
+    expect(await p.readFrame()).toEqual(frame(3, 2, hex(`0a 00 12 01 ${ascii('y')}`)));
+    expect(p.buffered).toBe(0);
+  });
 });
 
 describe('connection-level errors', () => {
@@ -260,8 +282,10 @@ describe('backpressure', () => {
   it('stops taking requests while replies are not being read, then serves them all', async () => {
     const MiB = 1 << 20;
     let calls = 0;
+    const firstCall = deferred<void>();
     server.register('t.S', 'Big', async () => {
       calls++;
+      firstCall.resolve();
       return Buffer.alloc(MiB, calls & 0xff);
     });
     const p = await peer({ flowing: false });
@@ -269,7 +293,11 @@ describe('backpressure', () => {
     const req = (id: number) => frame(id, 1, hex(`0a 03 ${ascii('t.S')} 12 03 ${ascii('Big')}`));
     // All requests in one write: they arrive in one read.
     await p.write(Buffer.concat(Array.from({ length: N }, (_, i) => req(2 * i + 1))));
-    await sleep(300);
+    // The server has the whole batch once the first handler runs. A server without
+    // these bounds would start the rest in that same read's processing, or in the
+    // promise callbacks of the replies that follow: all done by the next macrotask.
+    await firstCall.promise;
+    await new Promise((r) => setImmediate(r));
     // 4 in flight at most, and once a 1 MiB reply could not be written no more
     // were started: the server holds about 4 MiB, not 32.
     expect(calls).toBeLessThanOrEqual(8);

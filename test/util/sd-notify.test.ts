@@ -1,12 +1,12 @@
 /**
  * sd_notify through real sockets: a path datagram socket bound with
- * unix-dgram, and an abstract one bound by a python3 child (unix-dgram cannot
- * bind abstract names). No mocks of the kernel; stderr is only watched.
+ * src/util/unix-dgram.ts, and an abstract one bound by a python3 child
+ * (unix-dgram cannot bind abstract names). No mocks of the kernel; stderr is
+ * only watched. Also unix-dgram.ts's own refusals and error shapes.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it, type MockInstance, vi } from 'vitest';
@@ -16,16 +16,7 @@ import {
   sendToAbstractSocket,
 } from '../../native-bindings/sd-notify-abstract.js';
 import { notifyReady, notifyStopping, sdNotify } from '../../src/util/sd-notify.js';
-
-interface DgramServer {
-  on(event: 'message', listener: (msg: Buffer) => void): void;
-  on(event: 'error', listener: (err: Error) => void): void;
-  bind(path: string): void;
-  close(): void;
-}
-const unixDgram = createRequire(import.meta.url)('unix-dgram') as {
-  createSocket(type: 'unix_dgram'): DgramServer;
-};
+import { DatagramError, MAX_PATH_BYTES, receiveDatagrams, sendDatagram } from '../../src/util/unix-dgram.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sd-notify-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -44,18 +35,19 @@ afterEach(() => stderr.mockRestore());
 /** A bound path datagram socket that collects what it receives. */
 function pathListener(name: string): { path: string; next(): Promise<string>; close(): void } {
   const path = join(dir, name);
-  const server = unixDgram.createSocket('unix_dgram');
   const queue: string[] = [];
   const waiters: ((s: string) => void)[] = [];
-  server.on('message', (msg) => {
-    const w = waiters.shift();
-    if (w) w(msg.toString('utf8'));
-    else queue.push(msg.toString('utf8'));
-  });
-  server.on('error', (err) => {
-    throw err;
-  });
-  server.bind(path);
+  const server = receiveDatagrams(
+    path,
+    (msg) => {
+      const w = waiters.shift();
+      if (w) w(msg.toString('utf8'));
+      else queue.push(msg.toString('utf8'));
+    },
+    (err) => {
+      throw err;
+    },
+  );
   return {
     path,
     next: () => {
@@ -245,5 +237,57 @@ describe('nothing to notify, or nobody listening', () => {
     expect(stderrLines[0]).toBe(
       'passfd-broker: sd_notify: NOTIFY_SOCKET=vsock:2:1234 is neither an absolute path nor an abstract name (@name); not notifying\n',
     );
+  });
+});
+
+describe('unix-dgram.ts', () => {
+  it('binding where no directory exists throws a DatagramError ENOENT (errno name, syscall)', () => {
+    const path = join(dir, 'missing', 'r.sock');
+    expect(() =>
+      receiveDatagrams(
+        path,
+        () => {},
+        () => {},
+      ),
+    ).toThrow(expect.objectContaining({ name: 'DatagramError', code: 'ENOENT', syscall: 'bind', errno: -2 }));
+  });
+
+  it('binding a path that is taken throws EADDRINUSE and leaves the first receiver working', async () => {
+    const l = pathListener('taken.sock');
+    try {
+      expect(() =>
+        receiveDatagrams(
+          l.path,
+          () => {},
+          () => {},
+        ),
+      ).toThrow(expect.objectContaining({ code: 'EADDRINUSE' }));
+      await sendDatagram(l.path, Buffer.from('still here'));
+      await expect(l.next()).resolves.toBe('still here');
+    } finally {
+      l.close();
+    }
+  });
+
+  it('refuses paths longer than sun_path both ways instead of truncating them', async () => {
+    const long = `/${'q'.repeat(MAX_PATH_BYTES)}`;
+    await expect(sendDatagram(long, Buffer.from('x'))).rejects.toThrow(DatagramError);
+    await expect(sendDatagram(long, Buffer.from('x'))).rejects.toMatchObject({ code: 'ENAMETOOLONG' });
+    expect(() =>
+      receiveDatagrams(
+        long,
+        () => {},
+        () => {},
+      ),
+    ).toThrow(expect.objectContaining({ code: 'ENAMETOOLONG', syscall: 'bind' }));
+  });
+
+  it('a send to nobody rejects with ECONNREFUSED as code', async () => {
+    const l = pathListener('gone.sock');
+    l.close();
+    await expect(sendDatagram(l.path, Buffer.from('x'))).rejects.toMatchObject({
+      code: 'ECONNREFUSED',
+      syscall: 'sendto',
+    });
   });
 });

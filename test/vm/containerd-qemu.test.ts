@@ -86,7 +86,7 @@ describe('ctr in a QEMU guest (passfd)', () => {
     const ls = (await suite.ctr(['task', 'ls'])).stdout;
     const qemuPid = Number(new RegExp(`^${id}\\s+(\\d+)`, 'm').exec(ls)![1]);
     expect(fs.readFileSync(`/proc/${qemuPid}/cmdline`, 'utf8')).toContain('qemu-system');
-    const shim = ownProcesses(suite.d).find((p) => p.includes('shim/main.js'));
+    const shim = ownProcesses(suite.d).find((p) => p.includes('containerd-shim-passfd-v2.js'));
     expect(shim).toBeDefined();
     process.kill(Number(shim!.split(':')[0]), 'SIGKILL');
     const until = Date.now() + 60_000;

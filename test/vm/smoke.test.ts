@@ -1,5 +1,5 @@
 /**
- * Real-guest smoke: examples/vm/smoke.ts boots QEMU (TCG) against `vmm
+ * Real-guest smoke: scripts/vm-smoke.ts boots QEMU (TCG) against `vmm
  * --vhost-user`, twice, with a SIGKILL of the first QEMU mid-transfer.
  * Fails (never skips) when QEMU, the kernel or busybox are missing.
  */
@@ -12,7 +12,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 
 test('vhost-user-vsock backend against a real QEMU guest', () => {
   const run = (args: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', 'examples/vm/smoke.ts', ...args], {
+    spawnSync(process.execPath, ['--import', 'tsx', 'scripts/vm-smoke.ts', ...args], {
       cwd: root,
       encoding: 'utf8',
       timeout: 300_000,

@@ -149,10 +149,10 @@ export class ContainerProcess {
     this.stdinPipe = w.stdinPipe;
     this.stdoutPipe = w.stdoutPipe;
     this.stderrPipe = w.stderrPipe;
-    const exited = child.exited.then(({ code, signal }) => {
+    const exited = child.exited.then(({ code, signalNumber }) => {
       this.exited = true;
       this.isolated?.close();
-      return exitStatus(code, signal);
+      return exitStatus(code, signalNumber);
     });
     this.waitPromise = exited.then(async (status) => {
       await this.outputsSettled(drainTimeoutMs);

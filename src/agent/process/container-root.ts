@@ -165,9 +165,8 @@ export function checkInRoot(
   if (!isDirInRoot(root, cwd || '/')) {
     throw Object.assign(
       new Error(`chdir to cwd ("${cwd}") set in config.json failed: no such directory in the container`),
-      {
-        code: 'ENOENT',
-      },
+      // badCwd: the directory is the culprit, not the command (agent-service.ts tells them apart).
+      { code: 'ENOENT', badCwd: cwd },
     );
   }
   try {

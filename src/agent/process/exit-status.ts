@@ -14,13 +14,25 @@ export interface ExitStatus {
   signal?: NodeJS.Signals;
 }
 
-/** From Node's ChildProcess 'exit' arguments. */
-export function exitStatus(code: number | null, signal: NodeJS.Signals | null): ExitStatus {
+/**
+ * From an exit code or the signal that ended the process, by name or by
+ * number. Real-time signals have no name in Node (`kill -34` is SIGRTMIN):
+ * give their number, so they come back as 128 + n like any other.
+ */
+export function exitStatus(code: number | null, signal: NodeJS.Signals | number | null): ExitStatus {
+  if (typeof signal === 'number') {
+    const name = signalName(signal);
+    return { status: 128 + signal, code: null, ...(name ? { signal: name } : {}) };
+  }
   if (signal) {
     const num = constants.signals[signal] ?? 0;
     return { status: 128 + num, code: null, signal };
   }
   return { status: code ?? 0, code: code ?? 0 };
+}
+
+function signalName(num: number): NodeJS.Signals | undefined {
+  return (Object.keys(constants.signals) as NodeJS.Signals[]).find((n) => constants.signals[n] === num);
 }
 
 /** A signal given as a number or a name, checked, as a number. */

@@ -24,6 +24,8 @@ import {
 export interface ChildExit {
   code: number | null;
   signal: NodeJS.Signals | null;
+  /** The number of the signal that ended it (real-time signals have no name). */
+  signalNumber: number | null;
 }
 
 const signalNames = new Map<number, NodeJS.Signals>();
@@ -71,6 +73,7 @@ export class SpawnedProcess {
     this.release();
     done({
       code: st.code,
+      signalNumber: st.signal,
       signal:
         st.signal === null ? null : (signalNames.get(st.signal) ?? (`SIG${st.signal}` as NodeJS.Signals)),
     });

@@ -1,10 +1,17 @@
 /**
- * One vsock stream connection, seen from one end: a local fd on one side, the
- * peer's packets on the other. The device uses it with the host fd as the local
- * end (a passed FIFO, a CONNECT socket, a `<uds>_<P>` socket) and the guest as
- * the peer; the loopback guest stack uses the very same class with a guest
- * process's socketpair as the local end and the device as the peer, since
- * both ends of virtio-vsock speak one symmetric protocol.
+ * One vsock stream connection, seen from one end: a local end on one side,
+ * the peer's packets on the other. The device uses it with a host fd as the
+ * local end (a passed FIFO, a CONNECT socket, a `<uds>_<P>` socket) and the
+ * guest as the peer; the loopback guest stack uses the very same class with
+ * a guest process's socketpair as the local end and the device as the peer,
+ * since both ends of virtio-vsock speak one symmetric protocol.
+ *
+ * The connection is a state machine without I/O of its own (after
+ * Firecracker's `VsockConnection<S: VsockConnectionBackend>`): it reads,
+ * writes, shuts down and asks for readiness through an injected LocalEnd
+ * (local-end.ts), takes time from its owner's clock, and is driven by three
+ * inputs: packets from the peer (`handlePacket`), readiness of the local end
+ * (`onReady`, routed by the owner) and deadlines (`onTimer`, the kill queue).
  *
  * State machine (after Firecracker's `csm/connection.rs`):
  *
@@ -13,10 +20,10 @@
  *      └─RST (refused) ─▶ Closed                ├─ local EOF: SHUTDOWN(SEND) to peer (half-close;
  *                                               │  setting RCV too would make the peer's next send
  *                                               │  fail with EPIPE), keep writing what the peer sends
- *                                               ├─ peer SHUTDOWN(SEND): flush, then SHUT_WR the local
- *                                               │  socket so its reader sees EOF
- *                                               ├─ peer SHUTDOWN(RCV): stop reading the local fd
- *                                               ├─ we are finished (local EOF, and the local socket
+ *                                               ├─ peer SHUTDOWN(SEND): flush, then shut the local
+ *                                               │  end's write side so its reader sees EOF
+ *                                               ├─ peer SHUTDOWN(RCV): stop reading the local end
+ *                                               ├─ we are finished (local EOF, and the local end
  *                                               │  closed outright or the peer done sending and all
  *                                               │  delivered): SHUTDOWN(RCV|SEND), wait ≤ 2 s for the
  *                                               │  peer's RST ─▶ Closed
@@ -24,49 +31,27 @@
  *                                               │  RST to the peer ─▶ Closed (as Linux: the side that
  *                                               │  receives the full shutdown resets, so the side that
  *                                               │  closed first never cuts the other's delivery short)
- *                                               ├─ peer shut down but buffered bytes not written
- *                                               │  within 2 s: RST ─▶ Closed
+ *                                               ├─ peer done sending but buffered bytes not written
+ *                                               │  within 2 s: RST ─▶ Closed (unless the end says a
+ *                                               │  slow reader is backpressure)
  *                                               └─ peer RST, local I/O error, credit violation ─▶ Closed
  *
- * Data path. Peer → local: an RW payload is written straight to the fd; what
- * the fd does not take is copied into the TxBuf (capacity = our `buf_alloc`)
- * and flushed when the fd turns writable. `fwd_cnt` counts bytes the fd
- * accepted, so credit is only returned for bytes really delivered: a slow
- * local reader slows the peer down instead of growing memory.
- * Local → peer: packets are *pulled* (`nextPacket(buf)`): the owner hands
- * over the buffer the packet will travel in (a guest RX buffer, or the
- * loopback link's buffer) and the fd is read straight into it, never more
- * than the peer's credit `peer_buf_alloc - (tx_cnt - peer_fwd_cnt)` allows.
- * While the fd is readable and credit lasts the connection stays in the RX
- * queue; at EAGAIN it goes back to waiting on readiness, and with no credit
- * it asks for some (CREDIT_REQUEST) and waits for the peer's update.
+ * Data path. Peer → local: an RW payload is written straight to the local
+ * end; what it does not take waits in the TxBuf (capacity = our `buf_alloc`)
+ * until the end turns writable. Credit (credit.ts) is only returned for
+ * bytes the end accepted. Local → peer: packets are *pulled*
+ * (`nextPacket(buf)`) into the buffer they will travel in (a guest RX
+ * buffer, the loopback link's buffer), never more than the peer's credit;
+ * the connection stays in the RX queue while the end is readable and credit
+ * lasts, goes back to waiting on readiness at WOULD_BLOCK, and without credit
+ * sends one CREDIT_REQUEST and waits for the peer's update.
  *
- * `keep` (Dragonball's passfd option): a hang-up of the local fd must not end
- * the connection, so a writer can come back (`ctr attach`). A FIFO in
- * level-triggered epoll reports a hang-up forever once its last writer is
- * gone, so for a FIFO the connection holds a *keeper*: the same FIFO reopened
- * through /proc/self/fd in the other direction. With a keeper the FIFO never
- * hangs up and a new writer simply resumes the flow. For other fds a hang-up
- * with `keep` stops reading and leaves the connection open.
+ * `keep` (Dragonball's passfd option): a hang-up of the local end must not
+ * end the connection, so a writer can come back (`ctr attach`). Reading end
+ * of stream with `keep` stops reading and leaves the connection open. (A
+ * FIFO passed with `keep` never gets there: its local end holds a keeper,
+ * see fifo-end.ts, so it never hangs up and a new writer simply resumes.)
  */
-import fs from 'node:fs';
-import {
-  accessMode,
-  closeQuietly,
-  FdWatcher,
-  fdKind,
-  O_NONBLOCK,
-  O_RDONLY,
-  O_WRONLY,
-  POLLHUP,
-  pollOnce,
-  readFd,
-  SHUT_WR,
-  SysError,
-  shutdownFd,
-  WOULD_BLOCK,
-  writeFd,
-} from '../../../native-bindings/index.js';
 import {
   SHUTDOWN_BOTH,
   ShutdownFlag,
@@ -74,71 +59,21 @@ import {
   type VsockHeader,
   VsockOp,
 } from '../../protocol/vsock-packet.js';
-import {
-  BUF_ALLOC,
-  CREDIT_UPDATE_THRESHOLD,
-  REQUEST_TIMEOUT_MS,
-  SHUTDOWN_DRAIN_TIMEOUT_MS,
-} from '../defaults.js';
+import { DEVICE_CREDIT, REQUEST_TIMEOUT_MS, SHUTDOWN_DRAIN_TIMEOUT_MS } from '../defaults.js';
+import { Credit } from './credit.js';
+import { type LocalEnd, WOULD_BLOCK } from './local-end.js';
 import { TxBuf } from './txbuf.js';
+import {
+  type CloseReason,
+  type ConnectionOwner,
+  type ConnectionParams,
+  type ConnState,
+  connKey,
+  PendingRx,
+} from './types.js';
 
-export type ConnState = 'local-init' | 'peer-init' | 'established' | 'closed';
-
-/** Why a connection ended, for logs and for the party waiting on it. */
-export type CloseReason =
-  | 'done' // both sides finished cleanly
-  | 'refused' // peer answered our REQUEST with RST
-  | 'timeout' // REQUEST unanswered / shutdown not drained in time
-  | 'peer-reset' // peer sent RST
-  | 'local-error' // the local fd failed (EPIPE, EBADF, ...)
-  | 'protocol' // the peer broke the protocol (credit overflow, bad op)
-  | 'shutdown'; // the owner is going away
-
-/** What a connection needs from whoever multiplexes it (the muxer). */
-export interface ConnectionOwner {
-  /** The connection has packets for the peer: put it in the RX queue. */
-  rxPending(conn: VsockConnection): void;
-  /** The peer accepted our REQUEST. */
-  established(conn: VsockConnection): void;
-  /** The connection is gone (fd closed): drop it from the table and free its port. */
-  closed(conn: VsockConnection, reason: CloseReason, detail?: string): void;
-  /** Call `conn.onTimer()` after `ms` (the kill queue). */
-  armTimer(conn: VsockConnection, ms: number): void;
-}
-
-export interface ConnectionParams {
-  localCid: number;
-  peerCid: number;
-  localPort: number;
-  peerPort: number;
-  /**
-   * The local end. Once the constructor returns, the connection owns it and
-   * closes it; if the constructor throws, the caller still owns it.
-   */
-  fd: number;
-  /** Who sent REQUEST: us ('local') or the peer ('peer'). */
-  initiator: 'local' | 'peer';
-  keep?: boolean;
-  /** The peer's credit figures from its REQUEST (peer-initiated connections). */
-  peerBufAlloc?: number;
-  peerFwdCnt?: number;
-  /** Bytes already read from the local end that belong to the stream (e.g. after `CONNECT <port>\n`). */
-  preRead?: Buffer;
-  /** Our receive buffer as advertised to the peer (`buf_alloc`; default BUF_ALLOC). */
-  bufAlloc?: number;
-}
-
-// Pending-to-peer operations, as bits.
-const P_RST = 1;
-const P_REQUEST = 2;
-const P_RESPONSE = 4;
-const P_CREDIT_UPDATE = 8;
-const P_CREDIT_REQUEST = 16;
-const P_RW = 32;
-const P_SHUTDOWN = 64;
-
-const U32 = 0x1_0000_0000;
-const wrap = (n: number) => ((n % U32) + U32) % U32;
+const { RST: P_RST, REQUEST: P_REQUEST, RESPONSE: P_RESPONSE, RW: P_RW, SHUTDOWN: P_SHUTDOWN } = PendingRx;
+const { CREDIT_UPDATE: P_CREDIT_UPDATE, CREDIT_REQUEST: P_CREDIT_REQUEST } = PendingRx;
 
 export class VsockConnection {
   readonly localCid: number;
@@ -148,40 +83,21 @@ export class VsockConnection {
   readonly keep: boolean;
   state: ConnState;
 
-  private fd: number;
-  private keeperFd = -1;
-  private watcher: FdWatcher | null = null;
-  private readonly canRead: boolean;
-  private readonly canWrite: boolean;
-  private readonly isSocket: boolean;
-  private readonly isFifo: boolean;
-  private preRead: Buffer | null;
+  private readonly end: LocalEnd;
 
   private pending = 0;
-  private readonly bufAlloc: number;
+  private readonly credit: Credit;
   private readonly txbuf: TxBuf;
-  /** Bytes from the peer the local fd has accepted (our `fwd_cnt`). */
-  private fwdCnt = 0;
-  /** `fwd_cnt` as last told to the peer. */
-  private lastFwdCntSent = 0;
-  /** Bytes received from the peer (its `tx_cnt`, as we count it). */
-  private rxCnt = 0;
-  /** Bytes sent to the peer, and the peer's latest credit figures. */
-  private txCnt = 0;
-  private peerBufAlloc = 0;
-  private peerFwdCnt = 0;
-  private creditRequested = false;
 
   private localEof = false; // we sent SHUTDOWN(SEND)
-  private localClosedBoth = false; // the local socket was closed outright (POLLHUP at EOF)
+  private localClosedBoth = false; // the local end was closed outright (at EOF)
   private sentShutdownBoth = false; // we sent SHUTDOWN(RCV|SEND): waiting for the peer's RST
-  private closeDeadline = 0;
   private peerShutSend = false;
   private peerShutRcv = false;
-  private localWriteShut = false; // SHUT_WR done on the local socket
+  private localWriteShut = false; // the local end's write side was shut
   private readParked = false; // keep: local hang-up seen, reading stopped
-  private requestDeadline = 0;
-  private drainDeadline = 0;
+  /** When each wait this connection is in ends (0: not waiting): for RESPONSE, for the drain, for the peer's RST. */
+  private readonly deadline = { request: 0, drain: 0, close: 0 };
 
   constructor(
     params: ConnectionParams,
@@ -192,35 +108,13 @@ export class VsockConnection {
     this.localPort = params.localPort;
     this.peerPort = params.peerPort;
     this.keep = params.keep ?? false;
-    this.bufAlloc = params.bufAlloc ?? BUF_ALLOC;
-    this.txbuf = new TxBuf(this.bufAlloc);
-    this.fd = params.fd;
-    this.peerBufAlloc = params.peerBufAlloc ?? 0;
-    this.peerFwdCnt = params.peerFwdCnt ?? 0;
-    this.preRead = params.preRead && params.preRead.length > 0 ? params.preRead : null;
-    const mode = accessMode(this.fd);
-    this.canRead = mode !== 'w';
-    this.canWrite = mode !== 'r';
-    const kind = fdKind(this.fd);
-    this.isSocket = kind === 'socket';
-    this.isFifo = kind === 'fifo';
-    // The watcher first: it refuses fds epoll cannot watch (regular files) before anything is opened.
-    this.watcher = new FdWatcher(this.fd, (ev) => this.onReady(ev.readable || ev.hangup, ev.writable));
-    if (this.keep && kind === 'fifo' && mode !== 'rw') {
-      // Reopening a FIFO through /proc gives a new open file on the same pipe.
-      const flags = (mode === 'r' ? O_WRONLY : O_RDONLY) | O_NONBLOCK; // libuv adds O_CLOEXEC
-      try {
-        this.keeperFd = fs.openSync(`/proc/self/fd/${this.fd}`, flags);
-      } catch (err) {
-        this.watcher.close();
-        throw err;
-      }
-    }
+    this.end = params.end;
+    this.credit = new Credit(params.credit ?? DEVICE_CREDIT, params.peerBufAlloc, params.peerFwdCnt);
+    this.txbuf = new TxBuf(this.credit.bufAlloc);
     if (params.initiator === 'local') {
       this.state = 'local-init';
       this.schedule(P_REQUEST);
-      this.requestDeadline = Date.now() + REQUEST_TIMEOUT_MS;
-      this.owner.armTimer(this, REQUEST_TIMEOUT_MS);
+      this.startWait('request', REQUEST_TIMEOUT_MS);
     } else {
       this.state = 'peer-init';
       this.schedule(P_RESPONSE);
@@ -237,28 +131,24 @@ export class VsockConnection {
 
   /** The peer's free receive space, as far as we know. */
   get peerCredit(): number {
-    return Math.max(0, this.peerBufAlloc - wrap(this.txCnt - this.peerFwdCnt));
+    return this.credit.peerCredit;
   }
 
-  /** Bytes from the peer buffered here because the local fd was full. */
+  /** Bytes from the peer buffered here because the local end was full. */
   get buffered(): number {
     return this.txbuf.length;
   }
 
   /** One line for operators (`kill -USR2 <vmm>` dumps the table). */
   describe(): string {
-    const flags = [
-      this.localEof && 'local-eof',
-      this.localClosedBoth && 'local-closed',
-      this.peerShutSend && 'peer-no-send',
-      this.peerShutRcv && 'peer-no-rcv',
-      this.sentShutdownBoth && 'sent-shutdown-both',
-      this.keep && 'keep',
-    ].filter(Boolean);
+    const { credit: c, pending } = this;
+    const flags = [this.localEof && 'local-eof', this.localClosedBoth && 'local-closed']
+      .concat([this.peerShutSend && 'peer-no-send', this.peerShutRcv && 'peer-no-rcv'])
+      .concat([this.sentShutdownBoth && 'sent-shutdown-both', this.keep && 'keep']);
     return (
-      `${this.localPort}↔${this.peerPort} ${this.state} fd=${this.fd} pending=${this.pending.toString(2)} ` +
-      `buffered=${this.txbuf.length} peerCredit=${this.peerCredit} fwd=${this.fwdCnt} rx=${this.rxCnt} tx=${this.txCnt} ` +
-      `watch=${this.watcher?.wantsRead ? 'r' : ''}${this.watcher?.wantsWrite ? 'w' : ''} ${flags.join(',')}`
+      `${this.localPort}↔${this.peerPort} ${this.state} ${this.end.describe()} pending=${pending.toString(2)} ` +
+      `buffered=${this.txbuf.length} peerCredit=${c.peerCredit} fwd=${c.fwdCnt} rx=${c.rxCnt} tx=${c.txCnt} ` +
+      flags.filter(Boolean).join(',')
     );
   }
 
@@ -275,8 +165,7 @@ export class VsockConnection {
       this.finish(this.state === 'local-init' ? 'refused' : 'peer-reset');
       return;
     }
-    this.peerBufAlloc = hdr.bufAlloc;
-    this.peerFwdCnt = hdr.fwdCnt;
+    this.credit.peerSays(hdr.bufAlloc, hdr.fwdCnt);
     switch (hdr.op) {
       case VsockOp.RESPONSE:
         if (this.state !== 'local-init') {
@@ -286,7 +175,7 @@ export class VsockConnection {
         this.state = 'established';
         this.owner.established(this);
         this.refreshInterest();
-        if (this.preRead) this.schedule(P_RW);
+        if (this.end.readableNow) this.schedule(P_RW);
         return;
       case VsockOp.REQUEST:
         // A REQUEST for a connection that already exists: the peer lost track of it.
@@ -316,63 +205,55 @@ export class VsockConnection {
         return;
     }
     if (this.closed) return;
-    if (this.peerCredit > 0) this.creditRequested = false;
-    // Bytes read before the connection existed do not wait for readiness: resume them on credit.
-    if (this.preRead && this.peerCredit > 0 && this.wantsLocalRead()) this.schedule(P_RW);
+    // Bytes the end holds already (read before the connection existed) get no readiness report: resume on credit.
+    if (this.end.readableNow && this.peerCredit > 0 && this.wantsLocalRead()) this.schedule(P_RW);
     this.refreshInterest();
     this.maybeFinish();
   }
 
   private receiveData(data: Buffer): void {
-    this.rxCnt = wrap(this.rxCnt + data.length);
+    this.credit.received(data.length);
     if (this.peerShutSend) {
       this.reset('protocol', 'RW after the peer shut down sending');
       return;
     }
-    if (!this.canWrite) {
+    if (!this.end.canWrite) {
       this.reset('local-error', 'data for a read-only fd');
       return;
     }
     let written = 0;
     if (this.txbuf.isEmpty) {
       try {
-        written = writeFd(this.fd, data);
+        written = this.end.write(data);
       } catch (err) {
         this.localFailure(err);
         return;
       }
       if (written === WOULD_BLOCK) written = 0;
-      this.fwdCnt = wrap(this.fwdCnt + written);
+      this.credit.delivered(written);
     }
     if (written < data.length && !this.txbuf.push(data.subarray(written))) {
       this.reset('protocol', 'peer sent more than its credit');
       return;
     }
-    this.creditUpdateIfLow();
+    if (this.credit.updateDue()) this.schedule(P_CREDIT_UPDATE);
   }
 
-  /** Schedules a CREDIT_UPDATE when the free space the peer last saw is under the threshold. */
-  private creditUpdateIfLow(): void {
-    const peerSeesFree = this.bufAlloc - wrap(this.rxCnt - this.lastFwdCntSent);
-    if (peerSeesFree < CREDIT_UPDATE_THRESHOLD && this.fwdCnt !== this.lastFwdCntSent) {
-      this.schedule(P_CREDIT_UPDATE);
-    }
-  }
+  // ─── local end readiness ───────────────────────────────────────────────
 
-  // ─── local fd readiness ────────────────────────────────────────────────
-
-  private onReady(readable: boolean, writable: boolean): void {
+  /** The local end is readable (or hung up) and/or writable: called by the owner's readiness routing. */
+  onReady(readable: boolean, writable: boolean): void {
     if (this.state === 'closed') return;
     if (writable && !this.txbuf.isEmpty) {
       let n: number;
       try {
-        n = this.txbuf.flushTo(this.fd);
+        n = this.txbuf.flushTo(this.end);
       } catch (err) {
         this.localFailure(err);
         return;
       }
-      this.fwdCnt = wrap(this.fwdCnt + n);
-      this.creditUpdateIfLow();
+      this.credit.delivered(n);
+      if (this.credit.updateDue()) this.schedule(P_CREDIT_UPDATE);
       this.maybeFinish();
       if (this.closed) return;
     }
@@ -383,7 +264,7 @@ export class VsockConnection {
   private wantsLocalRead(): boolean {
     return (
       this.state === 'established' &&
-      this.canRead &&
+      this.end.canRead &&
       !this.localEof &&
       !this.peerShutRcv &&
       !this.readParked &&
@@ -391,15 +272,12 @@ export class VsockConnection {
     );
   }
 
-  /** Watches the fd for exactly what can make progress now. */
+  /** Asks the local end for exactly the readiness that can make progress now. */
   private refreshInterest(): void {
-    if (!this.watcher) return;
+    if (this.state === 'closed' || this.pending & P_RST) return;
     const read = this.wantsLocalRead() && this.peerCredit > 0;
-    this.watcher.want(read, !this.txbuf.isEmpty);
-    if (this.wantsLocalRead() && this.peerCredit === 0 && !this.creditRequested) {
-      this.creditRequested = true;
-      this.schedule(P_CREDIT_REQUEST);
-    }
+    this.end.want(read, !this.txbuf.isEmpty);
+    if (this.wantsLocalRead() && this.credit.shouldRequest()) this.schedule(P_CREDIT_REQUEST);
   }
 
   // ─── local → peer ──────────────────────────────────────────────────────
@@ -445,8 +323,7 @@ export class VsockConnection {
         if (this.finishedLocally()) {
           hdr.flags = SHUTDOWN_BOTH;
           this.sentShutdownBoth = true;
-          this.closeDeadline = Date.now() + SHUTDOWN_DRAIN_TIMEOUT_MS;
-          this.owner.armTimer(this, SHUTDOWN_DRAIN_TIMEOUT_MS);
+          this.startWait('close', SHUTDOWN_DRAIN_TIMEOUT_MS);
         } else {
           hdr.flags = ShutdownFlag.SEND;
         }
@@ -465,18 +342,12 @@ export class VsockConnection {
       return null;
     }
     let n: number;
-    if (this.preRead) {
-      n = Math.min(room, this.preRead.length);
-      this.preRead.copy(buf, 0, 0, n);
-      this.preRead = n < this.preRead.length ? this.preRead.subarray(n) : null;
-    } else {
-      try {
-        n = readFd(this.fd, buf, 0, room);
-      } catch (err) {
-        this.pending &= ~P_RW;
-        this.localFailure(err);
-        return this.pending & P_RST ? this.nextPacket(buf) : null;
-      }
+    try {
+      n = this.end.read(buf, 0, room);
+    } catch (err) {
+      this.pending &= ~P_RW;
+      this.localFailure(err);
+      return this.pending & P_RST ? this.nextPacket(buf) : null;
     }
     if (n === WOULD_BLOCK) {
       this.pending &= ~P_RW;
@@ -488,7 +359,7 @@ export class VsockConnection {
       this.onLocalEof();
       return null;
     }
-    this.txCnt = wrap(this.txCnt + n);
+    this.credit.sent(n);
     const hdr = this.header(VsockOp.RW);
     hdr.len = n;
     return hdr;
@@ -496,22 +367,19 @@ export class VsockConnection {
 
   private onLocalEof(): void {
     if (this.keep) {
-      // Only non-FIFO fds get here with keep (a FIFO has its keeper): park reading.
       this.readParked = true;
       this.refreshInterest();
       return;
     }
     this.localEof = true;
-    // A socket whose far end was closed outright (POLLHUP: both directions shut)
-    // can receive nothing more either: say so, as Linux does on close(). A plain
-    // read EOF (half-close, FIFO writer gone) stays SEND only.
-    this.localClosedBoth = this.isSocket && (pollOnce([{ fd: this.fd, events: 0 }])[0]! & POLLHUP) !== 0;
+    // A socket whose far end was closed outright can receive nothing more either: say so,
+    // as Linux does on close(). A plain read EOF (half-close, FIFO writer gone) stays SEND only.
+    this.localClosedBoth = this.end.closedOutright();
     this.schedule(P_SHUTDOWN);
     this.refreshInterest();
   }
 
   private header(op: VsockOp): VsockHeader {
-    this.lastFwdCntSent = this.fwdCnt;
     return {
       srcCid: this.localCid,
       dstCid: this.peerCid,
@@ -521,38 +389,22 @@ export class VsockConnection {
       type: VSOCK_TYPE_STREAM,
       op,
       flags: 0,
-      bufAlloc: this.bufAlloc,
-      fwdCnt: this.fwdCnt,
+      bufAlloc: this.credit.bufAlloc,
+      fwdCnt: this.credit.advertise(),
     };
-  }
-
-  /**
-   * Writes bytes of the owner's own to the local fd, ahead of any stream
-   * data: the `OK <port>\n` a CONNECT client reads before its stream. Such a
-   * line always fits an empty socket buffer; if it does not, the local end is
-   * unusable and the connection is reset.
-   */
-  writeLocal(data: Buffer): void {
-    try {
-      if (writeFd(this.fd, data) !== data.length)
-        this.reset('local-error', 'local end would not take the reply');
-    } catch (err) {
-      this.localFailure(err);
-    }
   }
 
   // ─── ending ────────────────────────────────────────────────────────────
 
   private resetReason: CloseReason = 'done';
   private resetDetail: string | undefined;
-
   /** Sends RST to the peer (next pull) and closes once it is out. */
   reset(reason: CloseReason, detail?: string): void {
     if (this.state === 'closed' || this.pending & P_RST) return;
     this.resetReason = reason;
     this.resetDetail = detail;
     this.pending = P_RST;
-    this.watcher?.want(false, false);
+    this.end.want(false, false);
     this.owner.rxPending(this);
   }
 
@@ -561,12 +413,13 @@ export class VsockConnection {
    * kill queue is a plain queue, as Firecracker's), so each call re-checks
    * the deadline this connection itself holds.
    */
-  onTimer(now = Date.now()): void {
-    if (this.state === 'local-init' && now >= this.requestDeadline) {
+  onTimer(now = this.owner.now()): void {
+    const { request, drain, close } = this.deadline;
+    if (this.state === 'local-init' && now >= request) {
       this.reset('timeout', 'no RESPONSE within 2 s');
-    } else if (this.drainDeadline !== 0 && !this.txbuf.isEmpty && now >= this.drainDeadline) {
+    } else if (drain !== 0 && !this.txbuf.isEmpty && now >= drain) {
       this.reset('timeout', `shutdown not drained within 2 s (${this.txbuf.length} bytes left)`);
-    } else if (this.closeDeadline !== 0 && now >= this.closeDeadline) {
+    } else if (close !== 0 && now >= close) {
       this.reset('done', 'peer did not reset within 2 s of our SHUTDOWN');
     }
   }
@@ -576,21 +429,18 @@ export class VsockConnection {
     this.finish(reason);
   }
 
-  private localFailure(err: unknown): void {
-    const code = err instanceof SysError ? err.code : String(err);
-    this.reset('local-error', code);
+  /** The local end failed (EPIPE, ...): RST, closed as local-error with the errno name. */
+  localFailure(err: unknown): void {
+    const code = (err as { code?: unknown } | null)?.code;
+    this.reset('local-error', typeof code === 'string' ? code : String(err));
   }
 
   private maybeFinish(): void {
     if (this.state !== 'established') return;
-    if (this.peerShutSend && this.txbuf.isEmpty && this.isSocket && !this.localWriteShut && this.canWrite) {
+    if (this.peerShutSend && this.txbuf.isEmpty && !this.localWriteShut && this.end.canWrite) {
       // Pass the peer's end of stream on to the local reader.
       this.localWriteShut = true;
-      try {
-        shutdownFd(this.fd, SHUT_WR);
-      } catch {
-        // The local peer is gone already: nothing to tell it.
-      }
+      this.end.shutdownWrite();
     }
     // Who sends RST, as in Linux: the side that *received* a full SHUTDOWN, once it
     // has delivered everything. The side that finished first sends SHUTDOWN(RCV|SEND)
@@ -604,22 +454,26 @@ export class VsockConnection {
     }
     // Only a peer that will send nothing more starts the drain clock (Firecracker): after
     // SHUTDOWN(RCV) alone the peer is still sending and a slow local reader is just slow.
-    // A FIFO is exempt: its slow reader is backpressure (containerd, or `ctr attach` coming
-    // back to a keeper-held FIFO), never a dead peer; a dead reader surfaces as EPIPE instead.
-    if (this.peerShutSend && !this.txbuf.isEmpty && this.drainDeadline === 0 && !this.isFifo) {
-      this.drainDeadline = Date.now() + SHUTDOWN_DRAIN_TIMEOUT_MS;
-      this.owner.armTimer(this, SHUTDOWN_DRAIN_TIMEOUT_MS);
-    }
+    // An end whose slow reader is backpressure (a FIFO) has no drain clock at all: a dead
+    // reader surfaces as EPIPE instead.
+    const drainable = !this.end.slowReaderIsBackpressure && !this.deadline.drain;
+    if (drainable && this.peerShutSend && !this.txbuf.isEmpty)
+      this.startWait('drain', SHUTDOWN_DRAIN_TIMEOUT_MS);
+  }
+
+  private startWait(wait: keyof VsockConnection['deadline'], ms: number): void {
+    this.deadline[wait] = this.owner.now() + ms;
+    this.owner.armTimer(this, ms);
   }
 
   /**
    * Nothing more will pass in either direction on our side: we read EOF, and
-   * either the local socket was closed outright or the peer will send nothing
+   * either the local end was closed outright or the peer will send nothing
    * more and all it sent is delivered.
    */
   private finishedLocally(): boolean {
-    // A write-only local fd (a stdout FIFO) never sends: it is "at EOF" from the start.
-    const noMoreToSend = this.localEof || !this.canRead;
+    // A write-only local end (a stdout FIFO) never sends: it is "at EOF" from the start.
+    const noMoreToSend = this.localEof || !this.end.canRead;
     return noMoreToSend && (this.localClosedBoth || (this.peerShutSend && this.txbuf.isEmpty));
   }
 
@@ -627,12 +481,7 @@ export class VsockConnection {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.pending = 0;
-    this.watcher?.close();
-    this.watcher = null;
-    closeQuietly(this.fd);
-    closeQuietly(this.keeperFd);
-    this.fd = -1;
-    this.keeperFd = -1;
+    this.end.close();
     this.owner.closed(this, reason, detail);
   }
 
@@ -642,8 +491,4 @@ export class VsockConnection {
     this.pending |= bit;
     if (was === 0) this.owner.rxPending(this);
   }
-}
-
-export function connKey(localPort: number, peerPort: number): string {
-  return `${localPort}:${peerPort}`;
 }

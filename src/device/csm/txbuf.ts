@@ -6,10 +6,11 @@
  * acknowledge (advance `fwd_cnt`) what the fd accepted, so a well-behaved peer
  * can never overflow it; `push` returning false means the peer broke the
  * credit contract and the connection must be reset. Bytes are copied in only
- * when the fd is full (the connection writes straight through otherwise), and
- * flushed with at most two write(2) calls, one per contiguous half of the ring.
+ * when the local end is full (the connection writes straight through
+ * otherwise), and flushed with at most two writes, one per contiguous half of
+ * the ring.
  */
-import { WOULD_BLOCK, writeFd } from '../../../native-bindings/index.js';
+import { type LocalEnd, WOULD_BLOCK } from './local-end.js';
 
 export class TxBuf {
   private readonly ring: Buffer;
@@ -40,14 +41,14 @@ export class TxBuf {
   }
 
   /**
-   * Writes as much as the fd takes. Returns bytes written (0 when the fd is
-   * full). Throws the fd's error (EPIPE, ...) for the connection to handle.
+   * Writes as much as `end` takes. Returns bytes written (0 when it is
+   * full). Throws the end's error (EPIPE, ...) for the connection to handle.
    */
-  flushTo(fd: number): number {
+  flushTo(end: Pick<LocalEnd, 'write'>): number {
     let total = 0;
     while (this.size > 0) {
       const run = Math.min(this.size, this.capacity - this.head);
-      const n = writeFd(fd, this.ring, this.head, run);
+      const n = end.write(this.ring, this.head, run);
       if (n === WOULD_BLOCK) break;
       total += n;
       this.size -= n;

@@ -1,20 +1,25 @@
-// A harness that plays the PEER of one VsockConnection: the local end is a
-// real socketpair end (or FIFO) owned by the connection, the test holds the
-// other end, and a recording ConnectionOwner stands in for the muxer (the
-// owner is an interface of ours, not the kernel). Packets are fed with
-// `send(op, ...)` and pulled with `pull()`; waits are event-driven: `waitRx()`
-// resolves on the owner's rxPending call (or at once if a packet is already
-// due), with a timeout.
+// A harness that plays the PEER of one VsockConnection. The local end is
+// injected: a FakeEnd (fake-end.ts) for the unit tests, or a real
+// socketpair/FIFO end (src/device/fd-end.ts) for the integration tests, where
+// the test holds the socketpair's other end. A recording ConnectionOwner
+// stands in for the muxer (the owner is an interface of ours, not the
+// kernel); its clock is a FakeClock driving a real KillQueue, so timeouts
+// happen when the test moves time (`h.clock.advance(2000)`), never by
+// sleeping. Packets are fed with `send(op, ...)` and pulled with `pull()`;
+// waits on real fds are event-driven: `waitRx()` resolves on the owner's
+// rxPending call (or at once if a packet is already due), with a timeout.
 
-import { closeQuietly, FdWatcher, makePipe, socketPair, writeFd } from '../../../native-bindings/index.js';
-import {
-  type CloseReason,
-  type ConnectionOwner,
-  type ConnectionParams,
-  VsockConnection,
-} from '../../../src/device/csm/connection.js';
+import { closeQuietly, socketPair, writeFd } from '../../../native-bindings/index.js';
+import { VsockConnection } from '../../../src/device/csm/connection.js';
+import type { CreditPolicy } from '../../../src/device/csm/credit.js';
+import type { LocalEnd } from '../../../src/device/csm/local-end.js';
+import type { CloseReason, ConnectionOwner, ConnectionParams } from '../../../src/device/csm/types.js';
+import { FdEnd } from '../../../src/device/fd-end.js';
+import { KillQueue } from '../../../src/device/killq.js';
 import { VSOCK_TYPE_STREAM, type VsockHeader, VsockOp } from '../../../src/protocol/vsock-packet.js';
 import { withTimeout } from '../../native-bindings/helpers.js';
+import { FakeClock } from './fake-clock.js';
+import { FakeEnd, type FakeEndOptions } from './fake-end.js';
 
 export const HOST = 2;
 export const GUEST = 3;
@@ -28,6 +33,8 @@ export interface Pulled {
 
 /** Records every owner call; `waitFor(pred)` resolves once `pred()` holds after some call. */
 export class RecordingOwner implements ConnectionOwner {
+  readonly clock = new FakeClock();
+  private readonly killq = new KillQueue(this.clock);
   rxCalls = 0;
   establishedCalls = 0;
   closedCalls: { reason: CloseReason; detail: string | undefined }[] = [];
@@ -46,9 +53,13 @@ export class RecordingOwner implements ConnectionOwner {
     this.closedCalls.push({ reason, detail });
     this.notify();
   }
-  armTimer(_conn: VsockConnection, ms: number): void {
+  armTimer(conn: VsockConnection, ms: number): void {
     this.timers.push(ms);
+    this.killq.arm(conn, ms);
     this.notify();
+  }
+  now(): number {
+    return this.clock.now();
   }
 
   private notify(): void {
@@ -68,59 +79,48 @@ export class RecordingOwner implements ConnectionOwner {
 export interface HarnessOptions {
   initiator?: 'local' | 'peer';
   keep?: boolean;
-  preRead?: Buffer;
   /** The peer's buf_alloc (in its REQUEST for peer-init, in every packet the test sends). */
   peerBufAlloc?: number;
-  /** An fd to use as the local end instead of a fresh socketpair end. */
-  fd?: number;
-  /** The connection's own buf_alloc (default: the device's BUF_ALLOC). */
-  bufAlloc?: number;
+  /** The connection's own credit policy (default: the device's). */
+  credit?: CreditPolicy;
 }
 
-export class Harness {
+export class Harness<E extends LocalEnd = LocalEnd> {
   readonly owner = new RecordingOwner();
   readonly conn: VsockConnection;
-  /** The connection's fd (owned by the connection). */
-  readonly local: number;
-  /** The test's end of the socketpair (-1 when `fd` was given). */
-  readonly remote: number;
   /** Credit figures the test (as the peer) advertises in its packets. */
   peerBufAlloc: number;
   peerFwd = 0;
   private readonly buf = Buffer.alloc(64 * 1024);
 
-  constructor(opts: HarnessOptions = {}) {
-    if (opts.fd !== undefined) {
-      this.local = opts.fd;
-      this.remote = -1;
-    } else {
-      [this.local, this.remote] = socketPair(true);
-    }
+  /** Watches `end` and builds the connection over it, as the endpoint does; if this throws, the caller still owns `end`. */
+  constructor(
+    readonly end: E,
+    opts: HarnessOptions = {},
+  ) {
     this.peerBufAlloc = opts.peerBufAlloc ?? 64 * 1024;
     const params: ConnectionParams = {
       localCid: HOST,
       peerCid: GUEST,
       localPort: LOCAL_PORT,
       peerPort: PEER_PORT,
-      fd: this.local,
+      end,
       initiator: opts.initiator ?? 'local',
     };
     if (opts.keep !== undefined) params.keep = opts.keep;
-    if (opts.bufAlloc !== undefined) params.bufAlloc = opts.bufAlloc;
-    if (opts.preRead) params.preRead = opts.preRead;
+    if (opts.credit !== undefined) params.credit = opts.credit;
     if (params.initiator === 'peer') {
       params.peerBufAlloc = this.peerBufAlloc;
       params.peerFwdCnt = 0;
     }
-    try {
-      this.conn = new VsockConnection(params, this.owner);
-    } catch (err) {
-      if (opts.fd === undefined) {
-        closeQuietly(this.local);
-        closeQuietly(this.remote);
-      }
-      throw err;
-    }
+    let conn: VsockConnection | null = null;
+    end.watch((readable, writable) => conn?.onReady(readable, writable));
+    conn = new VsockConnection(params, this.owner);
+    this.conn = conn;
+  }
+
+  get clock(): FakeClock {
+    return this.owner.clock;
   }
 
   /** A header from the peer (guest) to this connection. */
@@ -169,10 +169,6 @@ export class Harness {
     return this.owner.waitFor(() => this.conn.hasPendingRx(), ms, 'rxPending');
   }
 
-  waitClosed(ms = 3000): Promise<void> {
-    return this.owner.waitFor(() => this.owner.closedCalls.length > 0, ms, 'closed');
-  }
-
   /** Pulls (waiting for rxPending between pulls) until `pred` says the collected packets suffice. */
   async collect(pred: (got: Pulled[]) => boolean, ms = 5000): Promise<Pulled[]> {
     const got: Pulled[] = [];
@@ -190,7 +186,7 @@ export class Harness {
   }
 
   /** Pull REQUEST (local-init) and answer RESPONSE, or pull RESPONSE (peer-init). */
-  establish(): void {
+  establish(): this {
     if (this.conn.state === 'local-init') {
       const req = this.pull();
       if (req?.hdr.op !== VsockOp.REQUEST) throw new Error(`expected REQUEST, got ${req?.hdr.op}`);
@@ -200,11 +196,53 @@ export class Harness {
       if (resp?.hdr.op !== VsockOp.RESPONSE) throw new Error(`expected RESPONSE, got ${resp?.hdr.op}`);
     }
     if (this.conn.state !== 'established') throw new Error(`state ${this.conn.state}`);
+    return this;
   }
 
   dispose(): void {
-    this.conn.close(); // idempotent; closes the local fd only if still open
-    if (this.remote >= 0) closeQuietly(this.remote);
+    this.conn.close(); // idempotent; closes the local end only if still open
+  }
+}
+
+/** A connection over a FakeEnd (unit tests: no fd at all). */
+export function fakeHarness(opts: HarnessOptions & FakeEndOptions = {}): Harness<FakeEnd> {
+  return new Harness(new FakeEnd(opts), opts);
+}
+
+/** A connection over one end of a real socketpair (integration tests); the test holds `remote`. */
+export class SocketHarness extends Harness<FdEnd> {
+  /** The connection's fd (owned by the connection). */
+  readonly local: number;
+  #remote: number;
+
+  constructor(opts: HarnessOptions & { preRead?: Buffer } = {}) {
+    const [local, remote] = socketPair(true);
+    const end = new FdEnd(local, { preRead: opts.preRead });
+    try {
+      super(end, opts);
+    } catch (err) {
+      end.close();
+      closeQuietly(remote);
+      throw err;
+    }
+    this.local = local;
+    this.#remote = remote;
+  }
+
+  /** The test's end of the socketpair (-1 once closed). */
+  get remote(): number {
+    return this.#remote;
+  }
+
+  /** Closes the test's end (the local process going away), once. */
+  closeRemote(): void {
+    closeQuietly(this.#remote);
+    this.#remote = -1;
+  }
+
+  override dispose(): void {
+    super.dispose();
+    this.closeRemote();
   }
 }
 
@@ -220,31 +258,5 @@ export function fill(fd: number): Buffer {
   throw new Error(`fd ${fd} never filled up`);
 }
 
-/**
- * Resolves after the event loop has polled for I/O at least `turns` times
- * since the call: a pipe made readable on purpose is watched, level-triggered,
- * and each report is one poll phase. Used to show that something did NOT
- * happen after an event that would have caused it.
- */
-export async function ioTurns(turns = 2, ms = 2000): Promise<void> {
-  const [r, w] = makePipe(true);
-  writeFd(w, Buffer.from('t'));
-  let seen = 0;
-  let watcher: FdWatcher | null = null;
-  try {
-    await withTimeout(
-      new Promise<void>((resolve) => {
-        watcher = new FdWatcher(r, () => {
-          if (++seen >= turns) resolve();
-        });
-        watcher.want(true, false);
-      }),
-      ms,
-      'event-loop turns',
-    );
-  } finally {
-    (watcher as FdWatcher | null)?.close();
-    closeQuietly(r);
-    closeQuietly(w);
-  }
-}
+export const ops = (ps: Pulled[]) => ps.map((p) => p.hdr.op);
+export const payload = (ps: Pulled[]) => Buffer.concat(ps.filter((p) => p.data).map((p) => p.data!));

@@ -1,6 +1,6 @@
 // TxBuf (src/device/csm/txbuf.ts), the ring that holds peer bytes the local
 // fd could not take: push refuses (and appends nothing) past capacity, the
-// ring wraps around, and flushTo a real non-blocking pipe writes what the pipe
+// ring wraps around, and flushTo (a real non-blocking pipe as the local end) writes what the pipe
 // takes, stops when it is full (partial flush), and keeps the byte order
 // exact over thousands of random pushes, flushes and reads.
 
@@ -13,6 +13,7 @@ import {
   SysError,
   setPipeSize,
   WOULD_BLOCK,
+  writeFd,
 } from '../../../native-bindings/index.js';
 import { TxBuf } from '../../../src/device/csm/txbuf.js';
 import { patternBytes, prng } from '../../native-bindings/helpers.js';
@@ -29,6 +30,11 @@ function smallPipe(): [number, number] {
   expect(setPipeSize(p[1], 4096)).toBe(4096);
   return p;
 }
+
+/** The pipe's write end as the local end TxBuf flushes to. */
+const sink = (fd: number) => ({
+  write: (buf: Buffer, off?: number, len?: number) => writeFd(fd, buf, off, len),
+});
 
 function drain(fd: number): Buffer {
   const out: Buffer[] = [];
@@ -67,7 +73,7 @@ describe('TxBuf.push', () => {
     // Fill the 4096-byte pipe through the ring: 4096 of 6000 go out, 1904 stay at ring[4096..6000).
     const a = patternBytes(6000, 1);
     t.push(a);
-    expect(t.flushTo(w)).toBe(4096);
+    expect(t.flushTo(sink(w))).toBe(4096);
     expect(t.length).toBe(1904);
     // 6000 more: 2192 fit up to the end of the ring, 3808 wrap to its start.
     const b = patternBytes(6000, 2);
@@ -77,7 +83,7 @@ describe('TxBuf.push', () => {
     expect(t.push(Buffer.alloc(0))).toBe(true);
     const out: Buffer[] = [drain(r)];
     while (!t.isEmpty) {
-      const n = t.flushTo(w);
+      const n = t.flushTo(sink(w));
       expect(n).toBeGreaterThan(0);
       out.push(drain(r));
     }
@@ -89,17 +95,17 @@ describe('TxBuf.flushTo', () => {
   it('returns 0 for an empty ring and for a full pipe, and keeps the bytes', () => {
     const [r, w] = smallPipe();
     const t = new TxBuf(16384);
-    expect(t.flushTo(w)).toBe(0);
+    expect(t.flushTo(sink(w))).toBe(0);
     const data = patternBytes(10000, 3);
     t.push(data);
-    expect(t.flushTo(w)).toBe(4096); // partial: the pipe is full
+    expect(t.flushTo(sink(w))).toBe(4096); // partial: the pipe is full
     expect(t.length).toBe(10000 - 4096);
-    expect(t.flushTo(w)).toBe(0);
+    expect(t.flushTo(sink(w))).toBe(0);
     expect(t.length).toBe(10000 - 4096);
     const got = [drain(r)];
-    expect(t.flushTo(w)).toBe(4096);
+    expect(t.flushTo(sink(w))).toBe(4096);
     got.push(drain(r));
-    expect(t.flushTo(w)).toBe(10000 - 8192);
+    expect(t.flushTo(sink(w))).toBe(10000 - 8192);
     expect(t.isEmpty).toBe(true);
     got.push(drain(r));
     expect(Buffer.concat(got).equals(data)).toBe(true);
@@ -112,7 +118,7 @@ describe('TxBuf.flushTo', () => {
     closeFd(r);
     let err: unknown;
     try {
-      t.flushTo(w);
+      t.flushTo(sink(w));
     } catch (e) {
       err = e;
     }
@@ -143,7 +149,7 @@ describe('TxBuf.flushTo', () => {
         else refused++;
       } else if (op === 1) {
         const before = t.length;
-        const n = t.flushTo(w);
+        const n = t.flushTo(sink(w));
         expect(t.length).toBe(before - n);
       } else {
         const want = 1 + (rand() % 3000);
@@ -152,7 +158,7 @@ describe('TxBuf.flushTo', () => {
       }
     }
     while (!t.isEmpty) {
-      t.flushTo(w);
+      t.flushTo(sink(w));
       received.push(drain(r));
     }
     received.push(drain(r));

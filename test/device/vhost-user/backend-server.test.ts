@@ -7,20 +7,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import {
-  OFFERED_FEATURES,
-  VhostUserVsockTransport,
-} from '../../../src/device/transport/vhost-user/backend-server.js';
-import {
-  bits,
-  encodeVringState,
-  Feature,
-  ProtocolFeature,
-  Req,
-} from '../../../src/device/transport/vhost-user/messages.js';
+import { bits, Feature, ProtocolFeature } from '../../../src/device/transport/vhost-user/features.js';
+import { encodeVringState, Req } from '../../../src/device/transport/vhost-user/messages.js';
+import { TRANSPORT_FEATURES } from '../../../src/device/transport/vhost-user/session.js';
 import { VIRTQ_DESC_F_WRITE } from '../../../src/device/transport/vhost-user/virtqueue.js';
+import { VhostUserVsockTransport } from '../../../src/device/transport/vhost-user/vsock-transport.js';
 import { makeHeader, VSOCK_HDR_SIZE, VsockOp } from '../../../src/protocol/vsock-packet.js';
 import { createLogger } from '../../../src/util/log.js';
+import { ioTurns } from '../io-turns.js';
 import { FakeBackend, FakeQemu, RAM, until } from './qemu-sim.js';
 
 const CID = 42;
@@ -64,7 +58,7 @@ describe('vhost-user-vsock backend: control path', () => {
   it('offers the features QEMU needs, two queues, and answers GET_CONFIG with the CID', async () => {
     const q = qemu();
     const f = (await q.call(Req.GET_FEATURES)).payload.readBigUInt64LE(0);
-    expect(f).toBe(OFFERED_FEATURES);
+    expect(f).toBe(TRANSPORT_FEATURES);
     for (const b of [
       Feature.VIRTIO_F_VERSION_1,
       Feature.VHOST_USER_F_PROTOCOL_FEATURES,
@@ -124,9 +118,9 @@ describe('vhost-user-vsock backend: control path', () => {
     expect(r.payload.readUInt32LE(0)).toBe(1);
     expect(r.payload.readUInt32LE(4)).toBe(2);
     expect(backend.gone).toHaveLength(1);
-    // A kick on the stopped ring does nothing.
+    // A kick on the stopped ring does nothing (its kick fd is not watched any more).
     q.sendPacket(fromGuest(), Buffer.from('c'));
-    await new Promise((res) => setTimeout(res, 20));
+    await ioTurns(3);
     expect(backend.received).toHaveLength(2);
   });
 
@@ -213,7 +207,7 @@ describe('vhost-user-vsock backend: data path', () => {
     const q = qemu();
     await q.boot();
     backend.queue(toGuest(), Buffer.from('early'));
-    await new Promise((res) => setTimeout(res, 10));
+    await ioTurns(3);
     expect(q.rx.usedIdx()).toBe(0);
     const b = q.postRx(4096);
     q.rx.doorbell();
@@ -287,7 +281,7 @@ describe('vhost-user-vsock backend: data path', () => {
 
   it('works with EVENT_IDX and INDIRECT_DESC negotiated', async () => {
     const q = qemu();
-    await q.boot(OFFERED_FEATURES);
+    await q.boot(TRANSPORT_FEATURES);
     for (let i = 0; i < 5; i++) q.sendPacket(fromGuest(), Buffer.from(`p${i}`));
     await until(() => backend.received.length === 5, 'five packets');
     // The device publishes avail_event so the driver keeps kicking.

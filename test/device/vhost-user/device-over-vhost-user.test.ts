@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { HybridVsockDevice } from '../../../src/device/hybrid-device.js';
-import { VhostUserVsockTransport } from '../../../src/device/transport/vhost-user/backend-server.js';
+import { VhostUserVsockTransport } from '../../../src/device/transport/vhost-user/vsock-transport.js';
 import { makeHeader, type VsockHeader, VsockOp } from '../../../src/protocol/vsock-packet.js';
 import { createLogger } from '../../../src/util/log.js';
 import { FakeQemu, until } from './qemu-sim.js';

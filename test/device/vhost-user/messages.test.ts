@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { bits, Feature, hasBit, ProtocolFeature } from '../../../src/device/transport/vhost-user/features.js';
 import {
-  bits,
   decodeConfig,
   decodeMemoryTable,
   decodeU64,
@@ -8,6 +8,7 @@ import {
   decodeVringFd,
   decodeVringState,
   encodeConfig,
+  encodeConfigReply,
   encodeMemoryTable,
   encodeReply,
   encodeRequest,
@@ -15,18 +16,15 @@ import {
   encodeVringAddr,
   encodeVringFd,
   encodeVringState,
-  Feature,
   FLAG_NEED_REPLY,
   FLAG_REPLY,
-  hasBit,
   MessageDecoder,
   needsReply,
-  ProtocolFeature,
   Req,
   requestName,
   VhostUserProtocolError,
-  vsockConfigReply,
 } from '../../../src/device/transport/vhost-user/messages.js';
+import { vsockConfigSpace } from '../../../src/device/transport/vhost-user/vsock-device.js';
 
 describe('vhost-user constants', () => {
   it('match vhost-user.rst', () => {
@@ -103,11 +101,11 @@ describe('payload codecs', () => {
     expect(() => decodeMemoryTable(p.subarray(0, 40))).toThrow(VhostUserProtocolError);
   });
 
-  it('decodes config space and answers GET_CONFIG with the guest CID', () => {
+  it('decodes config space and answers GET_CONFIG with a window of the device’s space (vsock: the guest CID)', () => {
     const req = encodeConfig({ offset: 0, flags: 0, payload: Buffer.alloc(8) });
     const cfg = decodeConfig(req);
     expect(cfg).toMatchObject({ offset: 0, size: 8, flags: 0 });
-    const reply = vsockConfigReply(cfg, 3n);
+    const reply = encodeConfigReply(cfg, vsockConfigSpace(3));
     const d = new MessageDecoder();
     d.push(reply);
     const msg = d.next()!;
@@ -115,7 +113,10 @@ describe('payload codecs', () => {
     expect(msg.flags).toBe(0x1 | FLAG_REPLY);
     expect(msg.payload.length).toBe(12 + 8);
     expect(decodeConfig(msg.payload).payload.readBigUInt64LE(0)).toBe(3n);
-    const bad = vsockConfigReply({ offset: 4, size: 8, flags: 0, payload: Buffer.alloc(8) }, 3n);
+    const bad = encodeConfigReply(
+      { offset: 4, size: 8, flags: 0, payload: Buffer.alloc(8) },
+      vsockConfigSpace(3),
+    );
     expect(bad.readUInt32LE(8)).toBe(12); // zero-size config: vhost-user's error answer
     expect(() => decodeConfig(Buffer.concat([req, Buffer.alloc(1)]))).toThrow(VhostUserProtocolError);
   });

@@ -21,8 +21,8 @@ import {
   WOULD_BLOCK,
 } from '../../../native-bindings/index.js';
 import type { VsockBackend } from '../../../src/device/transport/transport.js';
+import { bits, Feature, ProtocolFeature } from '../../../src/device/transport/vhost-user/features.js';
 import {
-  bits,
   decodeHeader as decodeMsgHeader,
   encodeConfig,
   encodeMemoryTable,
@@ -31,10 +31,8 @@ import {
   encodeVringAddr,
   encodeVringFd,
   encodeVringState,
-  Feature,
   FLAG_REPLY,
   HEADER_SIZE,
-  ProtocolFeature,
   Req,
 } from '../../../src/device/transport/vhost-user/messages.js';
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../../src/device/transport/vhost-user/virtqueue.js';
@@ -83,13 +81,17 @@ export class DriverQueue {
   readonly desc: number;
   readonly avail: number;
   readonly used: number;
-  readonly kick = eventfd();
-  call = eventfd();
+  /** Real eventfds for a real backend; -1 when the test fakes them (session tests without fds). */
+  readonly kick: number;
+  call: number;
 
   constructor(
     readonly ram: Buffer,
     base: number,
+    eventfds = true,
   ) {
+    this.kick = eventfds ? eventfd() : -1;
+    this.call = eventfds ? eventfd() : -1;
     this.desc = base;
     this.avail = base + 0x1000;
     this.used = base + 0x2000;
@@ -239,7 +241,7 @@ export class FakeQemu {
     return r.payload.readBigUInt64LE(12);
   }
 
-  /** QEMU's start-up messages, then the driver's setup of both rings (VHOST-USER.md order). */
+  /** QEMU 7.2's start-up messages, then the guest driver's set-up of both rings, in the order QEMU sends them. */
   async boot(
     features = bits(Feature.VIRTIO_F_VERSION_1, Feature.VHOST_USER_F_PROTOCOL_FEATURES),
   ): Promise<void> {

@@ -6,7 +6,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Mapping, memfdCreate, mmapShared } from '../../../native-bindings/index.js';
-import { GuestMemory } from '../../../src/device/transport/vhost-user/guest-memory.js';
+import { GuestMemory } from '../../../src/device/transport/vhost-user/memory.js';
 import {
   SplitVirtqueue,
   VIRTQ_AVAIL_F_NO_INTERRUPT,

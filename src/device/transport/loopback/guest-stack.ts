@@ -17,9 +17,11 @@
 import { closeQuietly, setNonBlocking, socketPair } from '../../../../native-bindings/index.js';
 import type { VsockHeader } from '../../../protocol/vsock-packet.js';
 import type { Logger } from '../../../util/log.js';
-import type { CloseReason, VsockConnection } from '../../csm/connection.js';
-import { GUEST_BUF_ALLOC, MAX_CONNECTIONS } from '../../defaults.js';
+import type { VsockConnection } from '../../csm/connection.js';
+import type { CloseReason } from '../../csm/types.js';
+import { GUEST_CREDIT } from '../../defaults.js';
 import { VsockEndpoint } from '../../endpoint.js';
+import { FdEnd } from '../../fd-end.js';
 import { PortAllocator } from '../../port-allocator.js';
 
 /** A guest process listening on a port: receives each accepted connection's fd. */
@@ -70,8 +72,7 @@ export class LoopbackGuestStack {
         onClosed: (conn, reason, detail) => this.onClosed(conn, reason, detail),
       },
       log,
-      MAX_CONNECTIONS,
-      GUEST_BUF_ALLOC,
+      { credit: GUEST_CREDIT },
     );
     const start = LAST_RESERVED_PORT + 1 + Math.floor(Math.random() * 0x7000_0000);
     this.ports = new PortAllocator(LAST_RESERVED_PORT + 1, 0xffff_ffff, start);
@@ -97,7 +98,7 @@ export class LoopbackGuestStack {
     if (!listener) return `nobody listens on guest port ${hdr.dstPort}`;
     const [mine, theirs] = guestSocketPair();
     listener.deliver(theirs, hdr.srcPort, hdr.srcCid);
-    return { localPort: hdr.dstPort, peerPort: hdr.srcPort, fd: mine };
+    return { localPort: hdr.dstPort, peerPort: hdr.srcPort, end: new FdEnd(mine) };
   }
 
   /** A guest process's connect() to `port` on the host. */
@@ -108,11 +109,12 @@ export class LoopbackGuestStack {
       return;
     }
     const [mine, theirs] = guestSocketPair();
+    const end = new FdEnd(mine);
     let conn: VsockConnection;
     try {
-      conn = this.endpoint.connect({ localPort, peerPort: port, fd: mine });
+      conn = this.endpoint.connect({ localPort, peerPort: port, end });
     } catch (err) {
-      closeQuietly(mine);
+      end.close();
       closeQuietly(theirs);
       done(new ConnectError('EAGAIN', (err as Error).message));
       return;

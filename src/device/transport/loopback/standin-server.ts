@@ -12,6 +12,7 @@
  */
 import path from 'node:path';
 import { closeQuietly } from '../../../../native-bindings/index.js';
+import { makeSocketDir } from '../../../net/bind-private.js';
 import { FdChannel } from '../../../net/fd-channel.js';
 import { UnixListener } from '../../../net/unix-listener.js';
 import {
@@ -40,6 +41,7 @@ export class StandinServer {
   }
 
   start(): void {
+    makeSocketDir(path.dirname(this.socketPath));
     this.listener = new UnixListener(
       this.socketPath,
       (fd) => this.serve(fd),

@@ -1,7 +1,8 @@
 /**
  * The vhost-user wire protocol (QEMU docs/interop/vhost-user.rst): message
- * header, request numbers, payload layouts, feature bits, and an incremental
- * decoder. Pure: no I/O, no fds opened or closed here.
+ * header, request numbers, payload layouts and an incremental decoder (the
+ * feature bits are in features.ts). Pure: no I/O, no fds opened or closed
+ * here. Generic: nothing in it is specific to one device type.
  *
  * A message is a 12-byte header `request u32, flags u32, size u32` followed by
  * `size` payload bytes, all in the host's byte order (little-endian on the
@@ -103,49 +104,6 @@ const reqNames = new Map<number, ReqName>(Object.entries(Req).map(([k, v]) => [v
 /** `SET_MEM_TABLE` for 5; `UNKNOWN(99)` for numbers the spec does not define. */
 export function requestName(request: number): string {
   return reqNames.get(request) ?? `UNKNOWN(${request})`;
-}
-
-/** Virtio and vhost-user feature bit numbers (GET_FEATURES / SET_FEATURES). */
-export const Feature = {
-  VIRTIO_RING_F_INDIRECT_DESC: 28,
-  VIRTIO_RING_F_EVENT_IDX: 29,
-  VHOST_USER_F_PROTOCOL_FEATURES: 30,
-  VIRTIO_F_VERSION_1: 32,
-} as const;
-
-/** Protocol feature bit numbers (GET_PROTOCOL_FEATURES / SET_PROTOCOL_FEATURES). */
-export const ProtocolFeature = {
-  MQ: 0,
-  LOG_SHMFD: 1,
-  RARP: 2,
-  REPLY_ACK: 3,
-  MTU: 4,
-  SLAVE_REQ: 5,
-  CROSS_ENDIAN: 6,
-  CRYPTO_SESSION: 7,
-  PAGEFAULT: 8,
-  CONFIG: 9,
-  SLAVE_SEND_FD: 10,
-  HOST_NOTIFIER: 11,
-  INFLIGHT_SHMFD: 12,
-  RESET_DEVICE: 13,
-  INBAND_NOTIFICATIONS: 14,
-  CONFIGURE_MEM_SLOTS: 15,
-  STATUS: 16,
-} as const;
-
-/** The mask for a set of bit numbers: `bits(32, 30)` = 2^32 | 2^30. */
-export function bits(...bitNumbers: number[]): bigint {
-  let m = 0n;
-  for (const b of bitNumbers) {
-    if (!Number.isInteger(b) || b < 0 || b > 63) throw new RangeError(`bad feature bit ${b}`);
-    m |= 1n << BigInt(b);
-  }
-  return m;
-}
-
-export function hasBit(mask: bigint, bit: number): boolean {
-  return (mask & (1n << BigInt(bit))) !== 0n;
 }
 
 /** The stream or a payload breaks the protocol: log it and drop the connection. */
@@ -504,21 +462,13 @@ export function encodeConfig(cfg: { offset: number; flags: number; payload: Buff
 }
 
 /**
- * The GET_CONFIG reply for a vsock device: virtio-vsock's config space is
- * `guest_cid u64` (virtio spec 5.10.4), and QEMU's vhost-user-vsock asks for
- * it because it has no guest-cid property. Answers the requested window
- * (`offset`, `size`) of that 8-byte space; a window outside it gets the
- * zero-size reply that vhost-user uses to signal an error.
+ * The GET_CONFIG reply: the requested window (`offset`, `size`) of a
+ * device's config space, or, for a window outside it, the zero-size reply
+ * that vhost-user uses to signal an error.
  */
-export function vsockConfigReply(request: ConfigSpace, guestCid: bigint): Buffer {
-  const space = encodeU64(guestCid);
-  if (request.offset + request.size > space.length) {
-    return encodeReply(
-      Req.GET_CONFIG,
-      encodeConfig({ offset: request.offset, flags: request.flags, payload: Buffer.alloc(0) }),
-    );
-  }
-  const window = space.subarray(request.offset, request.offset + request.size);
+export function encodeConfigReply(request: ConfigSpace, space: Buffer): Buffer {
+  const fits = request.offset + request.size <= space.length;
+  const window = fits ? space.subarray(request.offset, request.offset + request.size) : Buffer.alloc(0);
   return encodeReply(
     Req.GET_CONFIG,
     encodeConfig({ offset: request.offset, flags: request.flags, payload: window }),

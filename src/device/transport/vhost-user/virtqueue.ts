@@ -50,7 +50,7 @@
  * `lock`-prefixed instruction: a full barrier for all memory on x86. Other
  * architectures are not supported by this file.
  */
-import { GuestMemoryError } from './guest-memory.js';
+import { GuestMemoryError } from './memory.js';
 
 export const VIRTQ_DESC_F_NEXT = 1;
 export const VIRTQ_DESC_F_WRITE = 2;

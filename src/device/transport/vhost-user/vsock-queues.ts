@@ -1,36 +1,32 @@
 /**
- * The virtio-vsock device's two data queues over guest memory: RX (queue 0,
- * host to guest) and TX (queue 1, guest to host). QEMU keeps the event queue
- * (queue 2) for itself.
+ * The virtio-vsock device's two data queues over guest memory, as queue
+ * handlers of the generic layer (device.ts): RX (queue 0, host to guest) and
+ * TX (queue 1, guest to host). QEMU keeps the event queue (queue 2) for
+ * itself. The loop around them (taking chains, returning them used, kick
+ * suppression, the call eventfd, budgets) is the generic one in vring.ts;
+ * what is here is what a vsock packet does in one chain.
  *
- * RX: while the backend has packets due and the guest has posted receive
- * chains, take a chain, let the backend write the RW payload straight into
- * the chain's writable bytes after the 44-byte header, write the header in
- * front of it, and give the chain back with the packet's length. The payload
- * goes through no intermediate buffer whenever the bytes from offset 44 of the
- * chain lie in one descriptor: Linux 6.1 posts a 44-byte header descriptor and
- * a 4 KiB buffer descriptor per receive buffer (newer kernels one contiguous
- * buffer), both are that case, so an fd the backend reads lands directly in
- * guest memory. Only a payload area scattered over several descriptors is
- * gathered in a scratch buffer and copied.
+ * RX: while the backend has packets due, each chain gets one: the backend
+ * writes the RW payload straight into the chain's writable bytes after the
+ * 44-byte header, the header goes in front of it, and the chain's used
+ * length is the packet's. The payload goes through no intermediate buffer
+ * whenever the bytes from offset 44 of the chain lie in one descriptor:
+ * Linux 6.1 posts a 44-byte header descriptor and a 4 KiB buffer descriptor
+ * per receive buffer (newer kernels one contiguous buffer), both are that
+ * case, so an fd the backend reads lands directly in guest memory. Only a
+ * payload area scattered over several descriptors is gathered in a scratch
+ * buffer and copied. A chain taken when the backend then has nothing after
+ * all (a connection waiting for credit) is held for the next packet.
  *
- * TX: take each chain the guest made available, decode the header from its
- * readable bytes, hand the payload to the backend as a view into guest memory
- * (copied only when it spans descriptors), return the chain with length 0.
+ * TX: each chain the guest made available is one packet: the header is
+ * decoded from its readable bytes and the payload handed to the backend as a
+ * view into guest memory (copied only when it spans descriptors); the chain
+ * goes back with length 0.
  *
- * Trust: every chain comes from the guest. A chain that breaks the virtqueue
- * rules, a header that does not decode, or a length that does not fit the
- * chain is logged and the chain is returned used (len 0): the packet is
- * dropped, the queue and the process go on. A queue whose indices are broken
- * (`SplitVirtqueue.broken`) is logged once and left alone until QEMU sets it
- * up again.
- *
- * Notifications: processing runs with guest kicks suppressed where the ring
- * allows it, re-enables them before stopping and re-checks for buffers that
- * arrived meanwhile; after a batch of used entries the call eventfd is
- * signalled only when the driver asked for it (`needsNotify`, EVENT_IDX aware).
- * A batch is bounded (`budget`): the caller reschedules when `true` ("more")
- * comes back, so one busy queue cannot starve the event loop.
+ * Trust: every chain comes from the guest. A header that does not decode, a
+ * length that does not fit the chain, or a chain the ring cannot hand out
+ * intact is logged and counted (`dropped`), the chain returned used with
+ * length 0: the packet is lost, the queue and the process go on.
  */
 import {
   decodeHeader,
@@ -41,15 +37,13 @@ import {
 } from '../../../protocol/vsock-packet.js';
 import type { Logger } from '../../../util/log.js';
 import type { VsockBackend } from '../transport.js';
-import { GuestMemoryError } from './guest-memory.js';
-import { type DescriptorChain, type SplitVirtqueue, VirtqueueError } from './virtqueue.js';
+import { HOLD_CHAIN, type QueueHandler } from './device.js';
+import type { DescriptorChain } from './virtqueue.js';
 
 export const RX_QUEUE = 0;
 export const TX_QUEUE = 1;
 /** Queues the backend serves (QEMU handles the event queue). */
 export const VSOCK_QUEUE_COUNT = 2;
-/** Packets per queue per run before yielding to the event loop. */
-export const QUEUE_BUDGET = 256;
 
 export interface VsockQueueStats {
   rxPackets: number;
@@ -63,16 +57,6 @@ export interface VsockQueueStats {
 }
 
 export class VsockQueues {
-  /** Set by the owner once the ring is enabled, kicked and mapped; null otherwise. */
-  tx: SplitVirtqueue | null = null;
-  #rx: SplitVirtqueue | null = null;
-  /**
-   * A receive chain taken while the backend had a packet announced but then
-   * produced none (e.g. a connection waiting for credit): kept for the next
-   * packet instead of being returned empty, which would cost the guest a
-   * buffer until it refills.
-   */
-  #heldRx: DescriptorChain | null = null;
   readonly stats: VsockQueueStats = {
     rxPackets: 0,
     rxBytes: 0,
@@ -81,77 +65,47 @@ export class VsockQueues {
     dropped: 0,
     copies: 0,
   };
+  /** Host → guest: one due packet per chain. */
+  readonly rx: QueueHandler;
+  /** Guest → host: one packet per chain. */
+  readonly tx: QueueHandler;
   readonly #scratch = Buffer.allocUnsafe(VSOCK_MAX_PKT_PAYLOAD);
   readonly #hdr = Buffer.allocUnsafe(VSOCK_HDR_SIZE);
-  readonly #reportedBroken = new Set<SplitVirtqueue>();
 
   constructor(
     private readonly backend: VsockBackend,
     private readonly log: Logger,
-    /** Signals the queue's call eventfd. */
-    private readonly notify: (queueIndex: number) => void,
-  ) {}
+  ) {
+    const malformed = (why: string) => this.#drop(why);
+    this.rx = {
+      name: 'rx',
+      quietWhileServing: false,
+      wantsChain: () => backend.hasPendingRx(),
+      serve: (chain) => this.#fillRx(chain),
+      malformed,
+    };
+    this.tx = {
+      name: 'tx',
+      quietWhileServing: true,
+      wantsChain: () => true,
+      serve: (chain) => {
+        this.#deliverTx(chain);
+        return 0;
+      },
+      malformed,
+    };
+  }
+
+  /** Zeroes the counters (a new front-end session). */
+  resetStats(): void {
+    for (const k of Object.keys(this.stats) as (keyof VsockQueueStats)[]) this.stats[k] = 0;
+  }
 
   // ─── RX: host → guest ──────────────────────────────────────────────────
 
-  get rx(): SplitVirtqueue | null {
-    return this.#rx;
-  }
-
-  /** Replacing the RX ring first returns a held chain to the old one (its memory is still mapped then). */
-  set rx(q: SplitVirtqueue | null) {
-    if (q === this.#rx) return;
-    if (this.#heldRx && this.#rx) {
-      try {
-        this.#rx.pushUsed(this.#heldRx.head, 0);
-      } catch {
-        // the old ring is gone with its memory: nothing to give back
-      }
-    }
-    this.#heldRx = null;
-    this.#rx = q;
-  }
-
-  /** Fills guest receive buffers with due packets. Returns true when the budget ran out with work left. */
-  processRx(budget = QUEUE_BUDGET): boolean {
-    const q = this.#rx;
-    if (!q || q.broken) return false;
-    let used = 0;
-    let more = false;
-    try {
-      while (this.backend.hasPendingRx()) {
-        if (budget-- <= 0) {
-          more = true;
-          break;
-        }
-        const chain = this.#heldRx ?? this.#pop(q, 'rx');
-        this.#heldRx = null;
-        if (chain === undefined) {
-          used++; // a malformed chain was returned
-          continue;
-        }
-        if (chain === null) {
-          // No buffers: the guest kicks when it posts more.
-          if (q.enableNotification()) continue;
-          break;
-        }
-        const n = this.#fillRx(chain);
-        if (n < 0) {
-          this.#heldRx = chain; // nothing was due after all
-          break;
-        }
-        q.pushUsed(chain.head, n);
-        used++;
-      }
-    } finally {
-      if (used > 0 && q.needsNotify()) this.notify(RX_QUEUE);
-    }
-    return more;
-  }
-
   /**
-   * Writes one packet into `chain`; returns the bytes written (0: the chain is
-   * unusable, return it empty; -1: the backend had nothing, keep the chain).
+   * Writes one packet into `chain`; returns the bytes written (0: the chain
+   * is unusable, return it empty; HOLD_CHAIN: the backend had nothing).
    */
   #fillRx(chain: DescriptorChain): number {
     const segs = chain.writable;
@@ -176,7 +130,7 @@ export class VsockQueues {
     }
     const target = direct ?? this.#scratch.subarray(0, room);
     const hdr = this.backend.nextPacket(target);
-    if (!hdr) return -1;
+    if (!hdr) return HOLD_CHAIN;
     if (hdr.len > target.length) {
       // A backend bug, not the guest's: never write past the chain.
       this.log.error(
@@ -201,41 +155,6 @@ export class VsockQueues {
   }
 
   // ─── TX: guest → host ──────────────────────────────────────────────────
-
-  /** Hands the guest's packets to the backend. Returns true when the budget ran out with work left. */
-  processTx(budget = QUEUE_BUDGET): boolean {
-    const q = this.tx;
-    if (!q || q.broken) return false;
-    let used = 0;
-    let more = false;
-    try {
-      for (;;) {
-        if (budget-- <= 0) {
-          more = true;
-          break;
-        }
-        const chain = this.#pop(q, 'tx');
-        if (chain === undefined) {
-          used++;
-          continue;
-        }
-        if (chain === null) {
-          if (q.enableNotification()) continue;
-          break;
-        }
-        q.disableNotification();
-        try {
-          this.#deliverTx(chain);
-        } finally {
-          q.pushUsed(chain.head, 0);
-          used++;
-        }
-      }
-    } finally {
-      if (used > 0 && q.needsNotify()) this.notify(TX_QUEUE);
-    }
-    return more;
-  }
 
   #deliverTx(chain: DescriptorChain): void {
     const segs = chain.readable;
@@ -291,37 +210,18 @@ export class VsockQueues {
     }
   }
 
-  // ─── shared ────────────────────────────────────────────────────────────
-
-  /** The next chain; null when none; undefined when a malformed chain was consumed and returned. */
-  #pop(q: SplitVirtqueue, name: string): DescriptorChain | null | undefined {
-    try {
-      return q.popChain();
-    } catch (err) {
-      if (err instanceof VirtqueueError && err.head !== undefined) {
-        this.#drop(`${name} queue: ${err.message}`);
-        q.pushUsed(err.head, 0);
-        return undefined;
-      }
-      if (err instanceof VirtqueueError || err instanceof GuestMemoryError) {
-        if (!this.#reportedBroken.has(q)) {
-          this.#reportedBroken.add(q);
-          this.log.error(`${name} queue stopped: ${err.message}`);
-        }
-        return null;
-      }
-      throw err;
-    }
-  }
-
   #drop(why: string): void {
     this.stats.dropped++;
     this.log.warn(`dropped a malformed packet: ${why}`);
   }
 }
 
-/** Copies `len` bytes of `src` into the segments from stream offset `at`. */
-function scatter(segs: readonly Buffer[], at: number, src: Buffer, len: number): void {
+/**
+ * Copies `len` bytes between a flat buffer and a chain's segments, starting
+ * at stream offset `at` of the segments: into them (`scatter`) or out of them
+ * (`gather`).
+ */
+function copySegments(segs: readonly Buffer[], at: number, flat: Buffer, len: number, into: boolean): void {
   let done = 0;
   for (const seg of segs) {
     if (done >= len) return;
@@ -330,24 +230,14 @@ function scatter(segs: readonly Buffer[], at: number, src: Buffer, len: number):
       continue;
     }
     const n = Math.min(seg.length - at, len - done);
-    src.copy(seg, at, done, done + n);
+    if (into) flat.copy(seg, at, done, done + n);
+    else seg.copy(flat, done, at, at + n);
     done += n;
     at = 0;
   }
 }
 
-/** Copies `len` bytes from the segments, starting at stream offset `at`, into `dst`. */
-function gather(segs: readonly Buffer[], at: number, dst: Buffer, len: number): void {
-  let done = 0;
-  for (const seg of segs) {
-    if (done >= len) return;
-    if (at >= seg.length) {
-      at -= seg.length;
-      continue;
-    }
-    const n = Math.min(seg.length - at, len - done);
-    seg.copy(dst, done, at, at + n);
-    done += n;
-    at = 0;
-  }
-}
+const scatter = (segs: readonly Buffer[], at: number, src: Buffer, len: number) =>
+  copySegments(segs, at, src, len, true);
+const gather = (segs: readonly Buffer[], at: number, dst: Buffer, len: number) =>
+  copySegments(segs, at, dst, len, false);

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { memfdCreate, mmapShared } from '../../../native-bindings/index.js';
-import { GuestMemory, GuestMemoryError } from '../../../src/device/transport/vhost-user/guest-memory.js';
+import { GuestMemory, GuestMemoryError } from '../../../src/device/transport/vhost-user/memory.js';
 
 const MiB = 1 << 20;
 const UVA = 0x7f00_0000_0000;

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const nb = await import(path.join(root, 'dist/native-bindings/index.js'));
 const t0 = Date.now();
 const say = (m) => process.stdout.write(`GUEST ${m}\n`);

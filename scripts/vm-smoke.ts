@@ -1,12 +1,12 @@
 /**
  * Smoke test of the vhost-user-vsock backend against a real QEMU + Linux guest.
  *
- *   npm run build && npx tsx examples/vm/smoke.ts [--kvm] [--keep] [--bulk-mib N] [--boots N]
+ *   npm run build && npx tsx scripts/vm-smoke.ts [--kvm] [--keep] [--bulk-mib N] [--boots N]
  *
  * 1. builds the busybox initramfs (src/vm/initramfs.ts),
  * 2. starts `vmm --hvsock <dir>/h.sock --vhost-user <dir>/vu.sock` (debug log
  *    in <dir>/vmm.log) and a host listener on `<dir>/h.sock_5000`,
- * 3. boots QEMU (src/vm/qemu.ts) running examples/vm/guest-smoke.mjs with the
+ * 3. boots QEMU (src/vm/qemu.ts) running scripts/vm-guest-smoke.mjs with the
  *    host's node over the 9p root,
  * 4. (a) the guest connects to host port 5000 → the listener gets a line and
  *    replies; (b) the guest listens on 1027 → `pass --port 1027 <fifo>` and
@@ -23,11 +23,11 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cachedInitramfs } from '../../src/vm/initramfs.js';
-import { startQemu } from '../../src/vm/qemu.js';
+import { cachedInitramfs } from '../src/vm/initramfs.js';
+import { startQemu } from '../src/vm/qemu.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const cli = path.join(root, 'dist/src/cli/main.js');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const cli = path.join(root, 'dist/cli/passfd-broker.js');
 const kvm = process.argv.includes('--kvm');
 const keep = process.argv.includes('--keep');
 const argNum = (name: string, dflt: number) => {
@@ -159,7 +159,7 @@ async function main(): Promise<number> {
       vhostUserSocket: vu,
       accel: kvm ? 'kvm' : 'tcg',
       consoleLog: path.join(dir, `console-${boot}.log`),
-      command: `cd ${root} && SMOKE_HOST_PORT=5000 SMOKE_GUEST_PORT=1027 SMOKE_BULK_MIB=${bulk} exec ${process.execPath} examples/vm/guest-smoke.mjs`,
+      command: `cd ${root} && SMOKE_HOST_PORT=5000 SMOKE_GUEST_PORT=1027 SMOKE_BULK_MIB=${bulk} exec ${process.execPath} scripts/vm-guest-smoke.mjs`,
       onConsole: consolePrinter(String(boot)),
     });
     try {

@@ -5,10 +5,10 @@
  * needed), as an archive for `ctr image import`:
  *
  *   npm run build
- *   node examples/containerd/busybox-image.mjs /tmp/busybox.tar [localhost/busybox:1]
+ *   node scripts/busybox-image.mjs /tmp/busybox.tar [localhost/busybox:1]
  *   ctr image import /tmp/busybox.tar
  */
-import { buildBusyboxImage } from '../../dist/src/containerd/busybox-image.js';
+import { buildBusyboxImage } from '../dist/src/containerd/busybox-image.js';
 
 const [output, name = 'localhost/busybox:1'] = process.argv.slice(2);
 if (!output) {
