@@ -146,6 +146,10 @@ function ctrRun(
   });
 }
 
+/** The runtime's long-lived processes by command line: this project's shim and agent (the CLI bundles), or runc's shim. */
+export const RUNTIME_PROCESS =
+  /containerd-shim-passfd-v2\.js|passfd-broker\.js agent|containerd-shim-runc-v2/;
+
 /**
  * CPU use of the runtime's long-lived processes (this project's shim and
  * agent, or containerd-shim-runc-v2) and of ctr between `start` and `end`,
@@ -158,8 +162,7 @@ class CpuWindow {
   constructor(d: PrivateContainerd, ctrPid: number) {
     for (const p of d.ownProcesses()) {
       const c = p.cmdline;
-      if (/shim\/main\.js|containerd-shim-runc-v2|cli\/main\.js agent/.test(c))
-        this.add(p.process.pid, 'runtime');
+      if (RUNTIME_PROCESS.test(c)) this.add(p.process.pid, 'runtime');
     }
     this.add(ctrPid, 'ctr');
   }

@@ -12,6 +12,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { RUNTIME_PROCESS } from '../../src/bench/containerd.js';
 import { IO_PATHS, MiB, ownProcesses, sha256, useCtrSuite } from './support.js';
 
 const suite = useCtrSuite();
@@ -213,6 +214,8 @@ describe.each(IO_PATHS)('ctr tasks (%s)', (io) => {
     const shimPid = Number(new RegExp(`^${id}\\s+(\\d+)`, 'm').exec(ls)![1]);
     const before = ownProcesses(suite.d);
     expect(before.length).toBeGreaterThanOrEqual(4); // shim, agent, the container's helper, its processes
+    // What bench --scenarios containerd counts as the runtime's CPU: the shim and the agent.
+    expect(before.filter((p) => RUNTIME_PROCESS.test(p))).toHaveLength(2);
     process.kill(shimPid, 'SIGKILL');
     // The guest's processes die with the shim (they run under a parent-death signal); containerd
     // notices the disconnect, runs `<shim> delete`, which kills whatever is still there and takes the
