@@ -8,6 +8,7 @@ export * from './fd.js';
 export * from './iov.js';
 export { SysError } from './libc.js';
 export * from './mmap.js';
+export * from './mount.js';
 export * from './poll.js';
 export * from './poll-once.js';
 export * from './pty.js';

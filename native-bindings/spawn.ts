@@ -13,8 +13,10 @@
  * a bad cwd) come back as posix_spawn's return value, not as a child that
  * exits 127.
  *
- * What the child gets: fds 0-2 from `stdio` (dup2, which clears
- * close-on-exec; every other fd of ours is close-on-exec already), every
+ * What the child gets: fds 0-2 from `stdio` and 3, 4, ... from `extraFds`
+ * (dup2, which clears close-on-exec), and no other fd (closefrom, glibc ≥
+ * 2.34: ours are close-on-exec, but one our own parent leaked to us without
+ * it would otherwise reach every container), every
  * signal at its default disposition and an empty signal mask (Node ignores
  * SIGPIPE and SIGXFSZ; ignored signals and the mask would survive exec), a
  * new session when asked (`POSIX_SPAWN_SETSID`), and `cwd` through
@@ -49,6 +51,7 @@ const f = {
   actionsDestroy: libc.func('int posix_spawn_file_actions_destroy(void *actions)'),
   addDup2: libc.func('int posix_spawn_file_actions_adddup2(void *actions, int fd, int newfd)'),
   addChdir: libc.func('int posix_spawn_file_actions_addchdir_np(void *actions, const char *path)'),
+  addClosefrom: libc.func('int posix_spawn_file_actions_addclosefrom_np(void *actions, int from)'),
   attrInit: libc.func('int posix_spawnattr_init(void *attr)'),
   attrDestroy: libc.func('int posix_spawnattr_destroy(void *attr)'),
   attrSetFlags: libc.func('int posix_spawnattr_setflags(void *attr, short flags)'),
@@ -71,6 +74,8 @@ export interface PosixSpawnOptions {
   cwd?: string;
   /** The fds that become the child's 0, 1 and 2. */
   stdio: readonly [number, number, number];
+  /** More fds for the child, as its 3, 4, ... (e.g. a pipe a helper reports on). */
+  extraFds?: readonly number[];
   /** Make the child a session (and process group) leader. */
   setsid?: boolean;
 }
@@ -91,10 +96,11 @@ export function posixSpawn(o: PosixSpawnOptions): number {
   const actions = Buffer.alloc(256);
   const attr = Buffer.alloc(512);
   const sigs = Buffer.alloc(256);
-  // A source fd below 3 could be overwritten by an earlier dup2 onto it: lift those first.
+  // A source fd below the last target could be overwritten by an earlier dup2 onto it: lift those first.
+  const wanted = [...o.stdio, ...(o.extraFds ?? [])];
   const lifted: number[] = [];
-  const stdio = o.stdio.map((fd) => {
-    if (fd >= 3) return fd;
+  const stdio = wanted.map((fd) => {
+    if (fd >= wanted.length) return fd;
     const high = dupFd(fd);
     lifted.push(high);
     return high;
@@ -106,6 +112,8 @@ export function posixSpawn(o: PosixSpawnOptions): number {
       for (const [target, fd] of stdio.entries()) {
         must(f.addDup2(actions, fd, target), 'posix_spawn_file_actions_adddup2');
       }
+      // Nothing else: an fd the agent inherited without close-on-exec must not reach a container.
+      must(f.addClosefrom(actions, stdio.length), 'posix_spawn_file_actions_addclosefrom_np');
       if (o.cwd !== undefined) must(f.addChdir(actions, o.cwd), 'posix_spawn_file_actions_addchdir_np');
       // Every bit set by hand: sigfillset leaves out glibc's internal signals 32
       // and 33, and an SIG_IGN inherited on those would survive exec too.

@@ -22,6 +22,7 @@ export const ENTRY_POINTS = {
   'passfd-broker': 'src/cli/main.ts',
   // Runs inside a QEMU guest (`bench --vm qemu --backend ...`), found beside the CLI.
   'vsock-ab-guest': 'src/bench/backend-ab/guest-program.ts',
+  'containerd-shim-passfd-v2': 'src/shim/main.ts',
 };
 
 const EXTERNAL = ['koffi', 'unix-dgram', 'vega', 'vega-lite'];

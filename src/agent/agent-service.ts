@@ -16,9 +16,21 @@
  * RemoveContainer comes meanwhile, the request fails with NOT_FOUND, closes
  * what it claimed and starts nothing.
  *
- * "Containers" here are process groups in the agent's own root: isolation is
- * the VM's job in this project; what matters is the IO wiring.
+ * A container whose spec names a root filesystem (`OCI.Root.Path`, as the
+ * containerd shim sends it) runs in that root with its own mount, UTS, IPC
+ * and PID namespaces, its user (`Process.User`) and `Hostname`; its exec
+ * processes join those namespaces (process/container-root.ts). The command
+ * and working directory are checked in the root at CreateContainer, so a
+ * missing binary fails the create, as with runc. Without a root, a
+ * "container" is a process group in the agent's own root (`run`): isolation
+ * is the VM's job; what matters is the IO wiring.
+ *
+ * Signals follow Kata's agent: SignalProcess with an empty exec id and
+ * SIGKILL kills every process of the container (the runtime's `kill --all`);
+ * SIGTERM to a container's PID 1 that has no handler for it (which the
+ * kernel would drop) becomes SIGKILL.
  */
+import os from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import { closeQuietly } from '../../native-bindings/index.js';
 import { agentMethods, type Process } from '../protocol/agent-api.js';
@@ -33,7 +45,8 @@ import {
   type SpawnOptions,
   spawnContainerProcess,
 } from './process/container-process.js';
-import { startError } from './start-error.js';
+import { checkInRoot } from './process/container-root.js';
+import { START_FAILURE, startError } from './start-error.js';
 
 interface Ports {
   stdinPort: number;
@@ -49,6 +62,8 @@ interface ExecEntry {
 
 interface Container {
   id: string;
+  /** The container's root filesystem and hostname (OCI Root.Path, Hostname); null: the agent's own root. */
+  rootfs: { path: string; hostname: string } | null;
   /** Set by CreateContainer, consumed by StartContainer. */
   pending: { process: Process; fds: (number | null)[] } | null;
   /** CreateContainer is still waiting for the container's passfd streams. */
@@ -70,6 +85,8 @@ export class AgentService {
     private readonly spawnDefaults: Pick<SpawnOptions, 'drainTimeoutMs' | 'outputRelay'> = {},
     /** Kills the processes' groups should the agent die (guardian.ts). */
     private readonly guardian?: ProcessGuardian,
+    /** Where the agent may keep small runtime files (the containers' /dev template). */
+    private readonly runtimeDir: string = os.tmpdir(),
   ) {}
 
   /** Counts for leak checks: containers and live exec processes. */
@@ -86,9 +103,18 @@ export class AgentService {
       if (this.containers.has(req.containerId)) throw exists(`container ${req.containerId} already exists`);
       const process = req.OCI?.Process;
       if (!process || process.Args.length === 0) throw invalid('OCI.Process.Args is empty');
+      const root = req.OCI?.Root?.Path;
+      if (root) {
+        try {
+          checkInRoot(root, process.Args, envPath(process.Env), process.Cwd);
+        } catch (err) {
+          throw invalid((err as Error).message);
+        }
+      }
       // Reserve the id before awaiting streams so a duplicate create fails at once.
       const c: Container = {
         id: req.containerId,
+        rootfs: root ? { path: root, hostname: req.OCI?.Hostname ?? '' } : null,
         pending: null,
         creating: true,
         execs: new Map(),
@@ -129,6 +155,16 @@ export class AgentService {
       }
       const process = req.process;
       if (!process || process.Args.length === 0) throw invalid('process.Args is empty');
+      const init = c.execs.get(c.id)?.process;
+      if (c.rootfs) {
+        if (!init || init.hasExited || init.containerPid === null)
+          throw precondition(`container ${c.id} is not running`);
+        try {
+          checkInRoot(c.rootfs.path, process.Args, envPath(process.Env), process.Cwd);
+        } catch (err) {
+          throw invalid((err as Error).message);
+        }
+      }
       // Reserved while its streams are awaited, so a second exec with this id fails at once.
       c.startingExecs.add(req.execId);
       try {
@@ -150,9 +186,18 @@ export class AgentService {
       return { status: st.status };
     });
     server.registerTyped(m.SignalProcess, async (req) => {
-      const { entry } = this.exec(req.containerId, req.execId);
+      if (req.execId === '' && req.signal === SIGKILL) {
+        // Kata's "all": every process of the container.
+        for (const e of this.container(req.containerId).execs.values()) {
+          e.process.signal(SIGKILL, { group: true });
+        }
+        return {};
+      }
+      const { entry, execId, c } = this.exec(req.containerId, req.execId);
+      let sig = req.signal;
+      if (execId === c.id && sig === SIGTERM && c.rootfs && !entry.process.handlesSignal(sig)) sig = SIGKILL;
       try {
-        entry.process.signal(req.signal);
+        entry.process.signal(sig);
       } catch (err) {
         throw invalid((err as Error).message);
       }
@@ -222,10 +267,25 @@ export class AgentService {
       throw removedMeanwhile(c.id);
     }
     let proc: ContainerProcess;
+    const user = process.User;
+    const initPid = execId === c.id ? undefined : (c.execs.get(c.id)?.process.containerPid ?? undefined);
     try {
       proc = await spawnContainerProcess({
+        ...(c.rootfs
+          ? {
+              container: {
+                root: c.rootfs.path,
+                runtimeDir: this.runtimeDir,
+                ...(execId === c.id ? { hostname: c.rootfs.hostname } : { joinPid: initPid }),
+                ...(user
+                  ? { user: { uid: user.UID, gid: user.GID, additionalGids: user.AdditionalGids } }
+                  : {}),
+              },
+            }
+          : {}),
         args: process.Args,
-        env: process.Env.length > 0 ? process.Env : undefined,
+        // A container's environment is exactly its spec's; `run` without -e inherits the agent's.
+        env: process.Env.length > 0 || c.rootfs ? process.Env : undefined,
         cwd: process.Cwd || undefined,
         terminal: process.Terminal,
         ...(process.Terminal && process.ConsoleSize?.Height && process.ConsoleSize.Width
@@ -238,7 +298,13 @@ export class AgentService {
       });
     } catch (err) {
       // The launcher owns the fds from the call on and has closed them.
-      throw startError(err, process.Args[0]!, process.Cwd || undefined);
+      // A container's cwd is in its root, not the agent's: checked there (container-root.ts).
+      if ((err as { badCwd?: string }).badCwd !== undefined)
+        throw new TtrpcError(
+          GrpcCode.INVALID_ARGUMENT,
+          `${START_FAILURE} ${process.Args[0]}: ${(err as Error).message}`,
+        );
+      throw startError(err, process.Args[0]!, c.rootfs ? undefined : process.Cwd || undefined);
     }
     if (this.containers.get(c.id) !== c) {
       proc.signal('SIGKILL', { group: true });
@@ -246,8 +312,12 @@ export class AgentService {
       throw removedMeanwhile(c.id);
     }
     c.execs.set(execId, { process: proc, readChain: new Map() });
-    this.guardian?.track(proc.pid);
-    void proc.wait().finally(() => this.guardian?.leaderGone(proc.pid));
+    // In a container with a terminal the process leads its own group apart from the helper's: guard both.
+    const groups = proc.containerPid !== null && proc.terminal ? [proc.pid, proc.containerPid] : [proc.pid];
+    for (const g of groups) this.guardian?.track(g);
+    void proc.wait().finally(() => {
+      for (const g of groups) this.guardian?.leaderGone(g);
+    });
     this.log.debug(`started ${c.id}/${execId} pid ${proc.pid}: ${process.Args.join(' ')}`);
   }
 
@@ -288,6 +358,14 @@ export class AgentService {
     }
     this.containers.clear();
   }
+}
+
+const SIGKILL = os.constants.signals.SIGKILL;
+const SIGTERM = os.constants.signals.SIGTERM;
+
+/** PATH from a process's "K=V" environment. */
+function envPath(env: readonly string[]): string | undefined {
+  return env.find((e) => e.startsWith('PATH='))?.slice(5);
 }
 
 function invalid(msg: string): TtrpcError {

@@ -25,6 +25,8 @@ export interface AgentOptions {
   drainTimeoutMs?: number;
   /** How passfd stdout/stderr leave the agent (default 'auto': see process/output-relay.ts). */
   outputRelay?: OutputRelay;
+  /** Where the agent may keep small runtime files (default: the OS temp dir). */
+  runtimeDir?: string;
   log: Logger;
 }
 
@@ -46,6 +48,7 @@ export class Agent {
         ...(opts.outputRelay ? { outputRelay: opts.outputRelay } : {}),
       },
       this.guardian,
+      opts.runtimeDir,
     );
     this.server = new TtrpcServer({ logger: opts.log.child('ttrpc') });
     this.service.register(this.server);

@@ -10,6 +10,9 @@
  *   3. CreateContainer + StartContainer, or ExecProcess, naming those ports,
  *      over ttrpc on a `CONNECT <agent port>` stream.
  *   From then on no byte of stdio passes through the broker.
+ *   `Broker.create` + `BrokeredProcess.begin` split this in two (1-2 and
+ *   CreateContainer, then StartContainer or ExecProcess) for containerd's
+ *   Create and Start.
  *   - CloseStdin drops the stdin keeper: the device drains the FIFO, sees
  *     EOF, and the agent closes the process's stdin (no byte lost).
  *   - `wait()` = WaitProcess (the agent answers once every output byte has
@@ -43,6 +46,18 @@ export interface ProcessSpec {
   rows?: number;
   cols?: number;
   fifos: FifoPaths;
+  /** The process's user (OCI `process.user`); default: the agent's. */
+  user?: { uid: number; gid: number; additionalGids?: number[] };
+  /** Init process only: the container's root filesystem as the guest sees it (OCI `root.path`); default: the agent's root. */
+  root?: string;
+  /** Init process only: the container's hostname (OCI `hostname`). */
+  hostname?: string;
+  /**
+   * Init process only: RemoveContainer once it has exited and its output is
+   * delivered (default true, what `run` wants). A runtime that keeps the
+   * container until its own Delete (the containerd shim) passes false.
+   */
+  removeOnExit?: boolean;
 }
 
 export interface BrokerOptions {
@@ -105,6 +120,17 @@ export class Broker {
     return proc;
   }
 
+  /**
+   * The first half of `start`, for runtimes that create and start in two
+   * steps (containerd's Create and Start): the FIFOs are held and passed and,
+   * for an init process, CreateContainer is done. `proc.begin()` starts it.
+   */
+  async create(spec: ProcessSpec): Promise<BrokeredProcess> {
+    const proc = new BrokeredProcess(this, spec, this.opts);
+    await proc.create();
+    return proc;
+  }
+
   async close(): Promise<void> {
     await this.client?.close();
     this.client = null;
@@ -139,9 +165,36 @@ export class BrokeredProcess {
   }
 
   async start(): Promise<void> {
+    await this.create();
+    await this.begin();
+  }
+
+  /** Holds and passes the FIFOs; CreateContainer for an init process. Undone if it fails. */
+  async create(): Promise<void> {
     this.fifos.openKeepers();
     try {
       if (this.usesPassfd) await this.passAll();
+      if (this.spec.execId === undefined) {
+        await this.broker.call(agentMethods.CreateContainer, {
+          containerId: this.spec.containerId,
+          execId: this.spec.containerId,
+          OCI: {
+            Process: this.agentProcess(),
+            ...(this.spec.root ? { Root: { Path: this.spec.root } } : {}),
+            Hostname: this.spec.hostname ?? '',
+          },
+          ...this.ports(),
+        });
+      }
+    } catch (err) {
+      this.releaseAll();
+      throw err;
+    }
+  }
+
+  /** Starts what `create` prepared (StartContainer, or ExecProcess); the FIFOs are released if it fails. */
+  async begin(): Promise<void> {
+    try {
       await this.launch();
       if (!this.usesPassfd) {
         const { stdin, stdout, stderr } = this.spec.fifos;
@@ -178,34 +231,38 @@ export class BrokeredProcess {
     );
   }
 
-  private async launch(): Promise<void> {
+  private agentProcess() {
     const s = this.spec;
-    const process = {
+    return {
       Terminal: s.terminal ?? false,
       Args: s.args,
       Env: s.env ?? [],
       Cwd: s.cwd ?? '',
       ...(s.rows && s.cols ? { ConsoleSize: { Height: s.rows, Width: s.cols } } : {}),
+      ...(s.user
+        ? { User: { UID: s.user.uid, GID: s.user.gid, AdditionalGids: s.user.additionalGids ?? [] } }
+        : {}),
     };
-    const ports = {
+  }
+
+  private ports() {
+    return {
       stdinPort: this.hostPorts.stdin ?? 0,
       stdoutPort: this.hostPorts.stdout ?? 0,
       stderrPort: this.hostPorts.stderr ?? 0,
     };
+  }
+
+  private async launch(): Promise<void> {
+    const s = this.spec;
     if (s.execId === undefined) {
-      await this.broker.call(agentMethods.CreateContainer, {
-        containerId: s.containerId,
-        execId: s.containerId,
-        OCI: { Process: process },
-        ...ports,
-      });
       await this.broker.call(agentMethods.StartContainer, { containerId: s.containerId });
     } else {
       await this.broker.call(agentMethods.ExecProcess, {
         containerId: s.containerId,
         execId: s.execId,
-        process,
-        ...ports,
+        process: this.agentProcess(),
+        ...this.ports(),
       });
     }
   }
@@ -272,7 +329,7 @@ export class BrokeredProcess {
     }
     if (this.rpc) await this.rpc.outputDone();
     else await this.outputDelivered();
-    if (this.spec.execId === undefined) {
+    if (this.spec.execId === undefined && this.spec.removeOnExit !== false) {
       await this.broker
         .call(agentMethods.RemoveContainer, { containerId: this.spec.containerId })
         .catch((err) => {
@@ -300,7 +357,8 @@ export class BrokeredProcess {
     }
   }
 
-  private releaseAll(): void {
+  /** Lets go of the FIFOs now (keepers, passed fds' tracking, RPC copiers): for a process that will never start or be waited for. */
+  releaseAll(): void {
     for (const p of this.passed.values()) p.release();
     this.rpc?.stop();
     this.fifos.releaseAll();

@@ -41,13 +41,41 @@ export interface StackOptions {
   nodeArgs?: string[];
 }
 
+/**
+ * The `agent` command line for a loopback guest in `guestDir`, from the
+ * configuration; the agent waits up to `standinWaitMs` for the stand-in, so
+ * it can start together with whatever serves it (a vmm here, the containerd
+ * shim's own device there).
+ */
+export function loopbackAgentArgs(
+  config: Config,
+  guestDir: string,
+  standinWaitMs: number,
+  extra: readonly string[] = [],
+): string[] {
+  const rt = config.runtime;
+  return [
+    'agent',
+    '--guest-dir',
+    guestDir,
+    '--standin-wait-ms',
+    String(standinWaitMs),
+    '--passfd-port',
+    String(rt.passfd_listener_port),
+    '--agent-port',
+    String(rt.agent_port),
+    '--stream-wait-ms',
+    String(rt.agent_stream_wait_ms),
+    ...extra,
+  ];
+}
+
 export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedStack> {
   const dir = makePrivateDir('passfd-run-');
   const hvsockPath = path.join(dir, 'hvsock.sock');
   const guestDir = path.join(dir, 'guest');
   const level = opts.logLevel ?? 'warn';
   const timeout = opts.startTimeoutMs ?? 20_000;
-  const rt = opts.config.runtime;
   const cid = String(opts.config.hypervisor.guest_cid);
   // Both start at once: the agent waits, event-driven, for the vmm's stand-in socket
   // (agent --standin-wait-ms), so start-up costs the slower of the two, not their sum.
@@ -71,20 +99,7 @@ export async function startEmbeddedStack(opts: StackOptions): Promise<EmbeddedSt
       { nodeArgs: opts.nodeArgs, signal: giveUp.signal },
     ),
     startReady(
-      [
-        'agent',
-        '--guest-dir',
-        guestDir,
-        '--standin-wait-ms',
-        String(timeout),
-        '--passfd-port',
-        String(rt.passfd_listener_port),
-        '--agent-port',
-        String(rt.agent_port),
-        '--stream-wait-ms',
-        String(rt.agent_stream_wait_ms),
-        ...(opts.agentArgs ?? []),
-      ],
+      loopbackAgentArgs(opts.config, guestDir, timeout, opts.agentArgs),
       dir,
       'agent',
       level,

@@ -92,6 +92,8 @@ export function registerAgent(program: Command): void {
           drainTimeoutMs: opts.drainTimeoutMs,
           acceptDelayMs: opts.acceptDelayMs,
           outputRelay: opts.outputRelay,
+          // The containers' /dev template lives beside the stand-in, in the agent's private directory.
+          ...(opts.guestDir ? { runtimeDir: opts.guestDir } : {}),
           log,
         });
         await agent.start();

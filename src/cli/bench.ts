@@ -55,6 +55,7 @@ interface BenchCliOptions extends VmFlags {
   guestTrace?: boolean;
   vmmArgs?: string;
   agentArgs?: string;
+  starts?: string;
 }
 
 /** The run's sizes and counts: the mode's defaults (loopback or `--vm qemu`, full or `--quick`), then explicit flags. */
@@ -168,6 +169,10 @@ export function registerBench(program: Command): void {
     .option('--out <dir>', 'write results.json, results.md and chart.svg into <dir>')
     .option('--no-progress', 'no progress bar')
     .option(
+      '--starts <n>',
+      'containerd scenario: `ctr run --rm … true` per runtime for the start-to-exit figure (default 20, quick 6)',
+    )
+    .option(
       '--cpu-prof <dir>',
       'write V8 CPU profiles of the vmm (and, loopback, the agent) into <dir> (open in Chrome DevTools)',
     )
@@ -216,6 +221,12 @@ export function registerBench(program: Command): void {
         return;
       }
       const bench = benchOptionsFrom(opts);
+      // `containerd` is a run of its own (a private containerd and ctr, passfd vs runc: bench/containerd.ts).
+      const withContainerd = bench.scenarios.includes('containerd');
+      if (withContainerd && vm)
+        throw new Error('the containerd scenario runs the loopback guest (drop --vm)');
+      const starts = opts.starts ? parsePositiveInt(opts.starts, '--starts') : opts.quick ? 6 : 20;
+      bench.scenarios = bench.scenarios.filter((s) => s !== 'containerd');
       if (opts.out) prepareOutDir(opts.out);
       // What an earlier bench or run killed with -9 could not remove.
       (await import('../util/private-dir.js')).sweepStalePrivateDirs();
@@ -237,19 +248,36 @@ export function registerBench(program: Command): void {
         abort.abort(sig);
       };
       for (const sig of TERMINAL_SIGNALS) process.on(sig, onSignal);
-      let report: Awaited<ReturnType<typeof runBench>>;
+      let report: Awaited<ReturnType<typeof runBench>> | null = null;
+      let containerd: import('../bench/containerd.js').ContainerdBenchReport | null = null;
       try {
-        report = await runBench({
-          config: loadConfig(opts.config),
-          configPath: opts.config,
-          bench,
-          progress: opts.progress,
-          abort: abort.signal,
-          ...(vm ? { vm } : {}),
-          ...(opts.cpuProf ? { cpuProfDir: opts.cpuProf } : {}),
-          ...(opts.vmmArgs ? { vmmArgs: words(opts.vmmArgs) } : {}),
-          ...(opts.agentArgs ? { agentArgs: words(opts.agentArgs) } : {}),
-        });
+        if (bench.scenarios.length > 0) {
+          report = await runBench({
+            config: loadConfig(opts.config),
+            configPath: opts.config,
+            bench,
+            progress: opts.progress,
+            abort: abort.signal,
+            ...(vm ? { vm } : {}),
+            ...(opts.cpuProf ? { cpuProfDir: opts.cpuProf } : {}),
+            ...(opts.vmmArgs ? { vmmArgs: words(opts.vmmArgs) } : {}),
+            ...(opts.agentArgs ? { agentArgs: words(opts.agentArgs) } : {}),
+          }).catch((err: Error) => {
+            // Measurement failures are in the report; what escapes is a stack that did not start.
+            throw vm && !(err instanceof BenchInterrupted) ? withKvmHint(err, vm) : err;
+          });
+        }
+        if (withContainerd) {
+          const { runContainerdBench } = await import('../bench/containerd.js');
+          containerd = await runContainerdBench({
+            bytes: bench.bytes,
+            reps: bench.reps,
+            starts,
+            timeoutMs: bench.timeoutMs,
+            progress: opts.progress,
+            abort: abort.signal,
+          });
+        }
       } catch (err) {
         if (err instanceof BenchInterrupted) {
           // Everything bench started is gone; a step still in flight is abandoned.
@@ -258,25 +286,45 @@ export function registerBench(program: Command): void {
           );
           return;
         }
-        // Measurement failures are in the report; what escapes is a stack that did not start.
-        throw vm ? withKvmHint(err as Error, vm) : err;
+        throw err;
       } finally {
         for (const sig of TERMINAL_SIGNALS) process.off(sig, onSignal);
       }
-      // The results are printed even if writing the files fails.
-      process.stdout.write(opts.json ? `${toJson(report)}\n` : `${renderTable(report)}\n`);
+      // The results are printed even if writing the files fails. With --json and both
+      // runs, one document: the containerd report under `containerd`.
+      if (opts.json) {
+        const json = report ? toJson(report) : null;
+        const text = !containerd
+          ? json
+          : json
+            ? JSON.stringify({ ...JSON.parse(json), containerd }, null, 2)
+            : JSON.stringify(containerd, null, 2);
+        process.stdout.write(`${text}\n`);
+      } else {
+        if (report) process.stdout.write(`${renderTable(report)}\n`);
+        if (containerd) {
+          const { containerdMarkdown } = await import('../bench/containerd.js');
+          process.stdout.write(`${report ? '\n' : ''}${containerdMarkdown(containerd)}`);
+        }
+      }
       let writeFailed = false;
       if (opts.out) {
         try {
-          const written = await writeOutputs(opts.out, report);
-          if (!opts.json) {
-            const names = [written.json, written.markdown, written.chart].filter((f) => f !== null);
+          const names: string[] = [];
+          if (report) {
+            const written = await writeOutputs(opts.out, report);
+            names.push(...[written.json, written.markdown, written.chart].filter((f) => f !== null));
+            if (written.chartSkipped)
+              process.stderr.write(`passfd-broker bench: no chart.svg: ${written.chartSkipped}\n`);
+          }
+          if (containerd) {
+            const { writeContainerdOutputs } = await import('../bench/containerd.js');
+            names.push(...writeContainerdOutputs(opts.out, containerd));
+          }
+          if (!opts.json)
             process.stdout.write(
               `\nwritten: ${names.map((f) => path.basename(f)).join(', ')} in ${opts.out}\n`,
             );
-          }
-          if (written.chartSkipped)
-            process.stderr.write(`passfd-broker bench: no chart.svg: ${written.chartSkipped}\n`);
         } catch (err) {
           writeFailed = true;
           process.stderr.write(
@@ -289,10 +337,12 @@ export function registerBench(program: Command): void {
           `CPU profiles (*.cpuprofile) of the vmm${vm ? ' (the agent runs in the guest)' : ' and agent'}: ${opts.cpuProf}\n`,
         );
       // Any failed measurement (listed above the table and in the report's errors) fails the run.
-      if (report.errors.length > 0)
-        process.stderr.write(`bench: ${report.errors.length} measurement(s) failed\n`);
-      const nothing = report.summary.length === 0 && !report.startup && !report.soak;
-      const code = nothing || report.errors.length > 0 || writeFailed ? 1 : 0;
+      const errors = (report?.errors.length ?? 0) + (containerd?.errors.length ?? 0);
+      if (errors > 0) process.stderr.write(`bench: ${errors} measurement(s) failed\n`);
+      const nothing =
+        (report !== null && report.summary.length === 0 && !report.startup && !report.soak) ||
+        (containerd !== null && containerd.rows.length === 0);
+      const code = nothing || errors > 0 || writeFailed ? 1 : 0;
       // Exit explicitly: a failed measurement may leave a handle behind (a FIFO nobody
       // will open again) that would otherwise keep the process alive. Flush first.
       await Promise.all([process.stdout, process.stderr].map((s) => new Promise((r) => s.write('', r))));

@@ -78,6 +78,21 @@ export interface HypervisorConfig {
   /** The guest's vsock context id (the host is 2). Default 3. */
   guest_cid: number;
   /**
+   * The guest the containerd shim gives each container (a sandbox):
+   * "loopback" (the `vmm` process plays the guest kernel, the agent runs
+   * on the host, as `run` does) or "qemu" (a QEMU guest, as `run --vm
+   * qemu` boots it). Default "loopback".
+   */
+  guest: GuestKind;
+  /** QEMU guests: the accelerator, "tcg" (software, works everywhere) or "kvm". Default "tcg". */
+  accel: 'tcg' | 'kvm';
+  /** QEMU guests: virtual CPUs (Kata's default_vcpus). Default 1. */
+  default_vcpus: number;
+  /** QEMU guests: memory in MiB (Kata's default_memory). Default 1024. */
+  default_memory: number;
+  /** QEMU guests: the QEMU binary, a path or a name looked up in PATH (Kata's `path`). Default "qemu-system-x86_64". */
+  qemu_path: string;
+  /**
    * Uids allowed to connect to the device's sockets (hybrid-vsock, the
    * loopback guest's vsock.sock, vhost-user) besides the device's own uid
    * and root, which are always allowed; checked with SO_PEERCRED on every
@@ -95,6 +110,9 @@ export interface HypervisorConfig {
    */
   guest_connect_ports: number[] | 'any';
 }
+
+export const GUEST_KINDS = ['loopback', 'qemu'] as const;
+export type GuestKind = (typeof GUEST_KINDS)[number];
 
 /** `[agent]`: how the runtime reaches the guest agent. */
 export interface AgentConfig {
@@ -148,6 +166,29 @@ function integer(def: number, min: number, max: number, what: string): KeyRule<n
       typeof v === 'bigint' && v >= BigInt(min) && v <= BigInt(max)
         ? { ok: true, value: Number(v) }
         : { ok: false, reason },
+  };
+}
+
+/** One of a fixed set of strings. */
+function oneOf<T extends string>(def: T, values: readonly T[]): KeyRule<T> {
+  const reason = `must be one of ${values.map((v) => JSON.stringify(v)).join(', ')}`;
+  return {
+    default: def,
+    check: (v) =>
+      typeof v === 'string' && (values as readonly string[]).includes(v)
+        ? { ok: true, value: v as T }
+        : { ok: false, reason },
+  };
+}
+
+/** A non-empty string without NUL (a program name or path). */
+function nonEmptyString(def: string, what: string): KeyRule<string> {
+  return {
+    default: def,
+    check: (v) =>
+      typeof v === 'string' && v !== '' && !v.includes('\0')
+        ? { ok: true, value: v }
+        : { ok: false, reason: `must be a non-empty string (${what})` },
   };
 }
 
@@ -211,6 +252,11 @@ export const SCHEMA: Schema = {
   hypervisor: {
     hvsock_path: socketPath(''),
     guest_cid: integer(3, MIN_GUEST_CID, MAX_GUEST_CID, 'guest CID'),
+    guest: oneOf<GuestKind>('loopback', GUEST_KINDS),
+    accel: oneOf<'tcg' | 'kvm'>('tcg', ['tcg', 'kvm']),
+    default_vcpus: integer(1, 1, 64, 'number of vCPUs'),
+    default_memory: integer(1024, 128, 65536, 'number of MiB'),
+    qemu_path: nonEmptyString('qemu-system-x86_64', 'a program name or path'),
     allowed_uids: integerList(0, MAX_ID, 'uid'),
     allowed_gids: integerList(0, MAX_ID, 'gid'),
     guest_connect_ports: portsOrAny(),

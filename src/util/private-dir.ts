@@ -1,8 +1,9 @@
 /**
  * Private working directories (`$TMPDIR/passfd-run-*`, `-fifos-*`,
- * `-bench-*`, `-vm-*`): created 0700 by mkdtemp, each with an `.owner`
- * record naming the process that owns it, so a directory left by an owner
- * that died without cleaning up (kill -9) can be proven stale and removed.
+ * `-bench-*`, `-vm-*`, and the containerd shim's `-sandbox-*`): created
+ * 0700 by mkdtemp, each with an `.owner` record naming the process that
+ * owns it, so a directory left by an owner that died without cleaning up
+ * (kill -9) can be proven stale and removed.
  *
  * The owner normally removes its directory itself. Otherwise the next
  * `run` or `bench` sweeps stale ones at start, and so do a `vmm` or an
@@ -22,7 +23,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { procStat } from './proc-stat.js';
 
-export const PRIVATE_DIR_PREFIXES = ['passfd-run-', 'passfd-fifos-', 'passfd-bench-', 'passfd-vm-'] as const;
+export const PRIVATE_DIR_PREFIXES = [
+  'passfd-run-',
+  'passfd-fifos-',
+  'passfd-bench-',
+  'passfd-vm-',
+  'passfd-sandbox-',
+] as const;
 export type PrivateDirPrefix = (typeof PRIVATE_DIR_PREFIXES)[number];
 
 const OWNER_FILE = '.owner';

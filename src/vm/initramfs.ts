@@ -5,10 +5,13 @@
  *   2. mounts the host's root read-only over 9p (`hostroot` tag) at /mnt,
  *      with proc, sysfs, devtmpfs and a tmpfs /run inside it (not /tmp:
  *      a checkout under the host's /tmp must stay visible to the guest),
- *   3. prints `PASSFD-VM-READY`, then `chroot`s into /mnt and runs the
- *      command from the kernel command line (`agent.cmd=<base64 of a
- *      /bin/sh -c script>`), with every other `agent.<key>=<value>` exported
- *      as `AGENT_<KEY>` (dots and dashes become `_`),
+ *   3. prints `PASSFD-VM-READY`, then runs the command from the kernel
+ *      command line (`agent.cmd=<base64 of a /bin/sh -c script>`), with
+ *      every other `agent.<key>=<value>` exported as `AGENT_<KEY>` (dots
+ *      and dashes become `_`), in a new mount namespace whose root is /mnt
+ *      (moved onto /, as switch_root does, then chroot: a process joining
+ *      a copy of that namespace later lands in the host root, not in the
+ *      initramfs),
  *   4. prints `PASSFD-VM-EXIT <status>` and powers off (`poweroff -f`).
  *
  * The archive is written here (cpio "newc" + gzip), no external cpio needed.
@@ -151,7 +154,11 @@ done
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/run TMPDIR=/run
 echo "${VM_READY_MARKER} $($B cat /proc/uptime)"
 if [ -n "$CMD" ]; then
-  $B chroot /mnt /bin/sh -c "$CMD"
+  # The command runs in its own mount namespace whose root *is* the host root (moved onto /,
+  # as switch_root does), not merely chrooted into /mnt: a process that joins a mount namespace
+  # copied from the agent's (nsenter -m, for a container's exec) then lands in the host root too.
+  export CMD
+  $B unshare -m $B sh -c 'cd /mnt && $0 mount --make-rprivate / && $0 mount --move /mnt / && exec $0 chroot . /bin/sh -c "$CMD"' $B
   rc=$?
 else
   echo "init: no agent.cmd= on the kernel command line"

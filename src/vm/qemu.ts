@@ -38,8 +38,18 @@ export interface QemuOptions {
   qemuBinary?: string;
   /** Export the host's root read-only over 9p (tag `hostroot`); default `/`. */
   shareRoot?: string;
+  /** More host directories exported over 9p, writable unless `readonly` (ownership passed through). */
+  shares?: readonly QemuShare[];
   /** Called with each chunk of console output. */
   onConsole?: (chunk: string) => void;
+}
+
+export interface QemuShare {
+  /** The 9p mount tag the guest mounts it by. */
+  tag: string;
+  /** The host directory. */
+  path: string;
+  readonly?: boolean;
 }
 
 export interface QemuHandle {
@@ -98,6 +108,10 @@ export function qemuArgs(opts: QemuOptions): string[] {
     // multidevs=remap: the host root spans several filesystems (/proc, /sys, /tmp …);
     // remapping keeps guest inode numbers unique across them (QEMU warns otherwise).
     `local,path=${opts.shareRoot ?? '/'},mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap`,
+    ...(opts.shares ?? []).flatMap((s) => [
+      '-virtfs',
+      `local,path=${s.path},mount_tag=${s.tag},security_model=passthrough,multidevs=remap${s.readonly ? ',readonly=on' : ''}`,
+    ]),
     '-chardev',
     `socket,id=vsock0,path=${opts.vhostUserSocket}`,
     '-device',

@@ -8,6 +8,11 @@
  * `agent.passfd_listener_port=<port>` on the kernel command line
  * ($AGENT_PASSFD_LISTENER_PORT in the guest).
  *
+ * Before the agent starts, the guest mounts a devpts on /dev/pts (the
+ * agent's ptys for terminal-mode processes) and each of `shares` (host
+ * directories exported over 9p, writable: a container's root filesystem for
+ * the containerd shim) at its `guestPath`.
+ *
  * Ready once `CONNECT <agent_port>` over the hybrid-vsock socket is answered
  * OK (retried while the guest boots, bounded); the agent listens on its
  * passfd port before its ttrpc port, so both are up by then.
@@ -45,7 +50,7 @@ import { createLogger, type Logger } from '../util/log.js';
 import { makePrivateDir } from '../util/private-dir.js';
 import { CLI_MAIN, type ReadyChild, startReady, stopChild } from '../util/ready-child.js';
 import { cachedInitramfs, findGuestKernel, type GuestKernel } from './initramfs.js';
-import { type QemuHandle, startQemu } from './qemu.js';
+import { type QemuHandle, type QemuShare, startQemu } from './qemu.js';
 
 export interface VmStackOptions {
   config: Config;
@@ -72,6 +77,10 @@ export interface VmStackOptions {
   initramfsCacheDir?: string;
   /** Where the stack reports kept logs (default: a `vm` logger on stderr). */
   log?: Logger;
+  /** The QEMU binary (default qemu-system-x86_64 from PATH). */
+  qemuBinary?: string;
+  /** Host directories exported to the guest over 9p and mounted at `guestPath` before the agent starts. */
+  shares?: readonly (QemuShare & { guestPath: string })[];
 }
 
 export interface VmStack {
@@ -299,6 +308,14 @@ export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
     ]
       .map(shellQuote)
       .join(' ');
+    // In the guest, before the agent: a devpts for the agent's ptys (terminal mode), and the shares.
+    const prelude = [
+      'mkdir -p /dev/pts && mount -t devpts -o mode=0620,ptmxmode=0666 devpts /dev/pts',
+      ...(opts.shares ?? []).map(
+        (s) =>
+          `mkdir -p ${shellQuote(s.guestPath)} && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000${s.readonly ? ',ro' : ''} ${shellQuote(s.tag)} ${shellQuote(s.guestPath)}`,
+      ),
+    ].join(' && ');
     let boots = 0;
     const launch = (): QemuHandle => {
       boots++;
@@ -318,7 +335,9 @@ export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
         consoleLogAppend: true,
         onConsole: opts.onConsole,
         agentParams: { passfd_listener_port: rt.passfd_listener_port },
-        command: `cd / && PASSFD_LOG=${shellQuote(level)} exec ${agentCmd}`,
+        shares: opts.shares,
+        qemuBinary: opts.qemuBinary,
+        command: `${prelude} && cd / && PASSFD_LOG=${shellQuote(level)} exec ${agentCmd}`,
       });
     };
     qemu = launch();

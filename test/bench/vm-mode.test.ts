@@ -10,7 +10,7 @@ import { InvalidArgumentError } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { chartData, chartSpec } from '../../src/bench/chart.js';
 import { renderMarkdown } from '../../src/bench/markdown.js';
-import { defaultOptions, SCENARIOS } from '../../src/bench/options.js';
+import { DEFAULT_SCENARIOS, defaultOptions } from '../../src/bench/options.js';
 import { cpuSecondsBetween, snapshot } from '../../src/bench/proc-cpu.js';
 import { cpuRoleLabels, describeMetric, summarize } from '../../src/bench/results.js';
 import { plan } from '../../src/bench/runner.js';
@@ -33,8 +33,8 @@ const MiB = 1024 * 1024;
 describe('VM defaults', () => {
   it('a full VM run is sized for TCG: 64 MiB, 32 MiB per concurrency level, 1 and 4 containers', () => {
     expect(defaultOptions(false, 'qemu')).toEqual({
-      // Every scenario but the host CLI's start-up and the vmm's soak (both can be asked for by name).
-      scenarios: SCENARIOS.filter((s) => s !== 'startup' && s !== 'soak'),
+      // Every default scenario but the host CLI's start-up and the vmm's soak (both can be asked for by name).
+      scenarios: DEFAULT_SCENARIOS.filter((s) => s !== 'startup' && s !== 'soak'),
       bytes: 64 * MiB,
       concurrencyBytes: 32 * MiB,
       concurrency: [1, 4],

@@ -20,6 +20,11 @@ const DEFAULTS: Config = {
   hypervisor: {
     hvsock_path: '',
     guest_cid: 3,
+    guest: 'loopback',
+    accel: 'tcg',
+    default_vcpus: 1,
+    default_memory: 1024,
+    qemu_path: 'qemu-system-x86_64',
     allowed_uids: [],
     allowed_gids: [],
     guest_connect_ports: 'any',
@@ -208,6 +213,52 @@ const KEY_CASES: KeyCase[] = [
     ],
   },
   {
+    key: 'hypervisor.guest',
+    valid: [
+      ['"loopback"', 'loopback'],
+      ['"qemu"', 'qemu'],
+    ],
+    invalid: [
+      ['"QEMU"', 'must be one of "loopback", "qemu"'],
+      ['1', 'must be one of "loopback", "qemu"'],
+    ],
+  },
+  {
+    key: 'hypervisor.accel',
+    valid: [
+      ['"tcg"', 'tcg'],
+      ['"kvm"', 'kvm'],
+    ],
+    invalid: [['"hvf"', 'must be one of "tcg", "kvm"']],
+  },
+  {
+    key: 'hypervisor.default_vcpus',
+    valid: [
+      ['1', 1],
+      ['64', 64],
+    ],
+    invalid: [
+      ['0', 'must be an integer number of vCPUs in 1..64'],
+      ['1.5', 'must be an integer number of vCPUs in 1..64'],
+    ],
+  },
+  {
+    key: 'hypervisor.default_memory',
+    valid: [
+      ['128', 128],
+      ['2048', 2048],
+    ],
+    invalid: [['64', 'must be an integer number of MiB in 128..65536']],
+  },
+  {
+    key: 'hypervisor.qemu_path',
+    valid: [['"/opt/qemu/bin/qemu-system-x86_64"', '/opt/qemu/bin/qemu-system-x86_64']],
+    invalid: [
+      ['""', 'must be a non-empty string (a program name or path)'],
+      ['1', 'must be a non-empty string (a program name or path)'],
+    ],
+  },
+  {
     key: 'agent.dial_timeout_ms',
     valid: [
       ['1', 1],
@@ -308,7 +359,7 @@ describe('unknown keys and sections', () => {
   it('rejects a sub-table of a known section as an unknown key', () => {
     const err = errorOf('[hypervisor.dragonball]\npath = "/x"\n');
     expect(err.message).toBe(
-      'config.toml: hypervisor.dragonball = { path = "/x" }: unknown key; valid keys in [hypervisor]: hvsock_path, guest_cid, allowed_uids, allowed_gids, guest_connect_ports',
+      'config.toml: hypervisor.dragonball = { path = "/x" }: unknown key; valid keys in [hypervisor]: hvsock_path, guest_cid, guest, accel, default_vcpus, default_memory, qemu_path, allowed_uids, allowed_gids, guest_connect_ports',
     );
     expect(err.key).toBe('hypervisor.dragonball');
   });

@@ -53,31 +53,33 @@
  * process's own environment first, so a missing command rejects with ENOENT
  * in both modes.
  *
+ * Containers. With `container`, the process runs in a container's root
+ * filesystem, namespaces and user (container-root.ts): the pid spawned is a
+ * namespace helper that waits for the container's process and exits with its
+ * status, so exit reporting is unchanged, while signals go to the
+ * container's process itself (its pidfd), and a group signal reaches both.
+ *
  * Fds. Stream fds passed in belong to the launcher from the call on, even if
  * it throws. Everything the launcher creates is closed once the process has
  * exited and every stream is finished (`drained`); the RPC pipe streams are
  * closed by whoever consumes them.
  */
-import net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
+import { closeQuietly, fdKind, setCloexec, setWinSize } from '../../../native-bindings/index.js';
 import {
-  closeQuietly,
-  dupFd,
-  fdKind,
-  openPty,
-  ptyEofChar,
-  setCloexec,
-  setWinSize,
-  socketProtocolName,
-} from '../../../native-bindings/index.js';
+  type ContainerRootOptions,
+  type IsolatedProcess,
+  isolatedCommand,
+  SetupHandshake,
+} from './container-root.js';
 import { type CttyMethod, cttyStep, envObject } from './ctty-step.js';
 import { type ExitStatus, exitStatus, signalNumber } from './exit-status.js';
-import { InputForwarder } from './input-forwarder.js';
-import { OutputForwarder } from './output-forwarder.js';
-import { COPY_RELAY_BUFFER, type OutputRelay, outputPumpKind } from './output-relay.js';
+import type { InputForwarder } from './input-forwarder.js';
+import type { OutputForwarder } from './output-forwarder.js';
+import type { OutputRelay } from './output-relay.js';
 import { resolveCommand } from './resolve-command.js';
 import { SpawnedProcess } from './spawned-process.js';
-import { stdioPipe } from './stdio-pipe.js';
+import { abandon, type Wiring, wirePipes, wireTerminal } from './wiring.js';
 
 export type { ExitStatus } from './exit-status.js';
 
@@ -106,26 +108,13 @@ export interface SpawnOptions {
   outputRelay?: OutputRelay;
   /** Terminal mode: how the child gets its controlling terminal (default 'auto': setsid(1), else Node). */
   ctty?: CttyMethod;
+  /** Run inside a container's root filesystem and namespaces (container-root.ts); `cwd` is then in-root. */
+  container?: ContainerRootOptions;
 }
 
 export interface SignalOptions {
   /** Signal the process group (the process and the children it did not move elsewhere). */
   group?: boolean;
-}
-
-interface Wiring {
-  childStdio: [number, number, number];
-  /** The child's ends (and the pty slave), closed in the agent right after spawn. */
-  childEnds: number[];
-  /** Everything else created so far, closed if spawning fails. */
-  ours: number[];
-  inputs: InputForwarder[];
-  outputs: OutputForwarder[];
-  stdinPipe: net.Socket | null;
-  stdoutPipe: net.Socket | null;
-  stderrPipe: net.Socket | null;
-  master: number | null;
-  ptyName: string | null;
 }
 
 export class ContainerProcess {
@@ -147,6 +136,8 @@ export class ContainerProcess {
   private readonly inputs: InputForwarder[];
   private readonly outputs: OutputForwarder[];
   private master: number | null;
+  /** With `container`: the container's process itself (the spawned pid is the namespace helper). */
+  private isolated: IsolatedProcess | null = null;
   private exited = false;
   private readonly waitPromise: Promise<ExitStatus>;
 
@@ -163,6 +154,7 @@ export class ContainerProcess {
     this.stderrPipe = w.stderrPipe;
     const exited = child.exited.then(({ code, signalNumber }) => {
       this.exited = true;
+      this.isolated?.close();
       return exitStatus(code, signalNumber);
     });
     this.waitPromise = exited.then(async (status) => {
@@ -193,25 +185,31 @@ export class ContainerProcess {
     const given = streams.filter((fd): fd is number => fd !== null);
     let w: Wiring | null = null;
     let child: SpawnedProcess;
+    let handshake: SetupHandshake | null = null;
     try {
       validate(opts, given);
       for (const fd of given) setCloexec(fd, true);
       const env = opts.env ?? Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
-      const cwd = opts.cwd ?? process.cwd();
+      const cwd = opts.cwd ?? (opts.container ? '/' : process.cwd());
       // Looked up here (PATH of the process's own environment, as execvp would),
       // so a missing command is an ENOENT from spawn in both modes.
-      const resolved = resolveCommand(opts.args[0]!, envObject(env).PATH, cwd);
       let file: string;
       let argv: string[];
       let childEnv: Record<string, string>;
-      if (opts.terminal) {
+      if (opts.container) {
+        ({ file, argv } = isolatedCommand(opts.container, opts.args, envObject(env), cwd, !!opts.terminal));
+        childEnv = envObject(env);
+        handshake = new SetupHandshake();
+        w = opts.terminal ? wireTerminal(opts) : wirePipes(opts);
+      } else if (opts.terminal) {
+        resolveCommand(opts.args[0]!, envObject(env).PATH, cwd); // fail now, not as the step's exit 127
         const step = cttyStep(opts.ctty ?? 'auto', opts.args, env);
         file = step.file;
         argv = [step.file, ...step.args];
         childEnv = step.env;
         w = wireTerminal(opts);
       } else {
-        file = resolved;
+        file = resolveCommand(opts.args[0]!, envObject(env).PATH, cwd);
         argv = opts.args;
         childEnv = envObject(env);
         w = wirePipes(opts);
@@ -223,19 +221,47 @@ export class ContainerProcess {
         file,
         argv,
         env: Object.entries(childEnv).map(([k, v]) => `${k}=${v}`),
-        cwd,
+        cwd: opts.container ? '/' : cwd,
         stdio: w.childStdio,
-        setsid: !opts.terminal,
+        // In a container the helper leads the session; the process makes its own with `setsid -c`.
+        setsid: !!opts.container || !opts.terminal,
+        extraFds: handshake?.childFds ?? [],
       });
     } catch (err) {
       if (w) abandon(w);
       for (const fd of given) closeQuietly(fd);
+      handshake?.close();
       throw err;
     } finally {
       // The child has its copies now (or never will): the agent's must go, or EOF never comes.
       if (w) for (const fd of w.childEnds) closeQuietly(fd);
+      handshake?.releaseChildEnds();
     }
-    return new ContainerProcess(child, w, opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS, !!opts.terminal);
+    const proc = new ContainerProcess(
+      child,
+      w,
+      opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
+      !!opts.terminal,
+    );
+    if (handshake) {
+      try {
+        proc.isolated = await handshake.complete(child.exited);
+      } catch (err) {
+        proc.signal('SIGKILL', { group: true });
+        throw err;
+      }
+    }
+    return proc;
+  }
+
+  /** In a container: the host pid of the container's process (whose namespaces execs join). */
+  get containerPid(): number | null {
+    return this.isolated?.pid ?? null;
+  }
+
+  /** In a container: whether the process handles `sig` (Kata turns an unhandled SIGTERM to PID 1 into SIGKILL). */
+  handlesSignal(sig: number | string): boolean {
+    return this.isolated?.handles(signalNumber(sig)) ?? true;
   }
 
   /** True once the process has exited (its output may still be on its way: use `wait()`). */
@@ -255,17 +281,13 @@ export class ContainerProcess {
   signal(sig: number | string, opts: SignalOptions = {}): boolean {
     const num = signalNumber(sig);
     if (opts.group) {
-      try {
-        process.kill(-this.pid, num);
-        return true;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
-        throw err;
-      }
+      // In a container the process leads its own group in terminal mode: signal both.
+      const groups = this.isolated ? [this.pid, this.isolated.pid] : [this.pid];
+      return groups.map((g) => killGroup(g, num)).some(Boolean);
     }
     // Not after the exit: the pid may already belong to someone else.
     if (this.exited) return false;
-    return this.child.kill(num);
+    return this.isolated ? this.isolated.signal(num) : this.child.kill(num);
   }
 
   /** Terminal mode: sets the window size (TIOCSWINSZ; the foreground group gets SIGWINCH). */
@@ -331,6 +353,17 @@ export class ContainerProcess {
   }
 }
 
+/** kill(-pgid); false when the group is gone (ESRCH). */
+function killGroup(pgid: number, sig: number): boolean {
+  try {
+    process.kill(-pgid, sig);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+}
+
 /** Starts a container process; see ContainerProcess. */
 export function spawnContainerProcess(opts: SpawnOptions): Promise<ContainerProcess> {
   return ContainerProcess.spawn(opts);
@@ -354,124 +387,5 @@ function validate(opts: SpawnOptions, given: number[]): void {
   }
   if ((opts.rows === undefined) !== (opts.cols === undefined)) {
     throw new RangeError('spawnContainerProcess: give both rows and cols, or neither');
-  }
-}
-
-function emptyWiring(): Wiring {
-  return {
-    childStdio: [-1, -1, -1],
-    childEnds: [],
-    ours: [],
-    inputs: [],
-    outputs: [],
-    stdinPipe: null,
-    stdoutPipe: null,
-    stderrPipe: null,
-    master: null,
-    ptyName: null,
-  };
-}
-
-/** Closes whatever a failed spawn left: forwarders were never started, so their fds are in `ours`. */
-function abandon(w: Wiring): void {
-  for (const fd of w.childEnds) closeQuietly(fd);
-  for (const fd of w.ours) closeQuietly(fd);
-  w.childEnds = [];
-  w.ours = [];
-  for (const s of [w.stdinPipe, w.stdoutPipe, w.stderrPipe]) s?.destroy();
-}
-
-function rpcReader(fd: number): net.Socket {
-  return new net.Socket({ fd, readable: true, writable: false });
-}
-
-function rpcWriter(fd: number): net.Socket {
-  return new net.Socket({ fd, readable: false, writable: true });
-}
-
-function wirePipes(opts: SpawnOptions): Wiring {
-  const w = emptyWiring();
-  try {
-    const [inR, inW] = stdioPipe();
-    w.childEnds.push(inR);
-    w.childStdio[0] = inR;
-    if (opts.stdinFd != null) {
-      w.ours.push(inW);
-      w.inputs.push(new InputForwarder(opts.stdinFd, inW, 'splice'));
-    } else {
-      w.stdinPipe = rpcWriter(inW);
-    }
-    for (const [i, fd] of [
-      [1, opts.stdoutFd],
-      [2, opts.stderrFd],
-    ] as const) {
-      const [r, wr] = stdioPipe();
-      w.childEnds.push(wr);
-      w.childStdio[i] = wr;
-      if (fd != null) {
-        w.ours.push(r);
-        const kind = outputPumpKind(opts.outputRelay ?? 'auto', socketProtocolName(`/proc/self/fd/${fd}`));
-        w.outputs.push(new OutputForwarder(i === 1 ? 'stdout' : 'stderr', r, fd, kind, COPY_RELAY_BUFFER));
-      } else if (i === 1) {
-        w.stdoutPipe = rpcReader(r);
-      } else {
-        w.stderrPipe = rpcReader(r);
-      }
-    }
-    return w;
-  } catch (err) {
-    abandon(w);
-    throw err;
-  }
-}
-
-function wireTerminal(opts: SpawnOptions): Wiring {
-  const w = emptyWiring();
-  try {
-    const pty = openPty(opts.rows !== undefined ? { rows: opts.rows, cols: opts.cols! } : undefined);
-    w.master = pty.master;
-    w.ours.push(pty.master);
-    w.ptyName = pty.name;
-    w.childEnds.push(pty.slave);
-    w.childStdio = [pty.slave, pty.slave, pty.slave];
-    const master = pty.master;
-
-    // Output: a dup of the master (one fd per watcher: libuv cannot watch one fd twice).
-    const outSrc = dupFd(master);
-    w.ours.push(outSrc);
-    let outSink = opts.stdoutFd ?? null;
-    if (outSink === null) {
-      const [r, wr] = stdioPipe();
-      w.ours.push(wr);
-      w.stdoutPipe = rpcReader(r);
-      outSink = wr;
-    }
-    w.outputs.push(new OutputForwarder('stdout', outSrc, outSink, 'copy'));
-
-    const inSink = dupFd(master);
-    w.ours.push(inSink);
-    let inSrc = opts.stdinFd ?? null;
-    if (inSrc === null) {
-      const [r, wr] = stdioPipe();
-      w.ours.push(r);
-      w.stdinPipe = rpcWriter(wr);
-      inSrc = r;
-    }
-    w.inputs.push(
-      new InputForwarder(inSrc, inSink, 'copy', {
-        trailer: (last) => {
-          const eof = ptyEofChar(inSink);
-          if (eof === null) return null;
-          // In canonical mode VEOF at the start of a line is end-of-file; after a
-          // partial line it only pushes that line to the reader, so send a second.
-          const atLineStart = last === null || last === 0x0a || last === 0x0d;
-          return Buffer.from(atLineStart ? [eof] : [eof, eof]);
-        },
-      }),
-    );
-    return w;
-  } catch (err) {
-    abandon(w);
-    throw err;
   }
 }

@@ -21,7 +21,7 @@ export interface SpawnLikeError extends Error {
   path: string;
 }
 
-function spawnError(file: string, code: 'ENOENT' | 'EACCES'): SpawnLikeError {
+export function spawnError(file: string, code: 'ENOENT' | 'EACCES'): SpawnLikeError {
   return Object.assign(new Error(`spawn ${file} ${code}`), {
     code,
     errno: -os.constants.errno[code],
@@ -30,7 +30,7 @@ function spawnError(file: string, code: 'ENOENT' | 'EACCES'): SpawnLikeError {
   });
 }
 
-function executable(path: string): 'ok' | 'ENOENT' | 'EACCES' {
+export function executable(path: string): 'ok' | 'ENOENT' | 'EACCES' {
   try {
     if (!statSync(path).isFile()) return 'EACCES';
     accessSync(path, constants.X_OK);

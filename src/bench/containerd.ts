@@ -1,0 +1,427 @@
+/**
+ * The `containerd` bench scenario: the same `ctr run` of the same offline
+ * busybox image through this project's shim (`io.containerd.passfd.v2`,
+ * passfd IO, loopback guest) and through containerd's own
+ * `io.containerd.runc.v2`, side by side against one private containerd
+ * (src/containerd/private-daemon.ts), alternating which runtime goes first
+ * from one repetition to the next:
+ *
+ * - stdout: `dd if=/dev/zero bs=1M count=N` in the container; ctr copies
+ *   its stdout FIFO to its own stdout, which the bench reads and counts.
+ *   MiB/s from the first byte to the last (the container's start is not in
+ *   the figure); every byte must arrive.
+ * - stdin: the bench writes N MiB into ctr's stdin (once the container has
+ *   said it is ready: ctr sends no CloseIO for input that ended earlier),
+ *   ctr copies them into the stdin FIFO, `dd of=/dev/null bs=1M` reads them.
+ *   MiB/s from the first write until dd's report arrives; it must count N
+ *   whole MiB blocks (`iflag=fullblock`) and no partial one.
+ * - start-to-exit: wall time of `ctr run --rm … true`, from ctr's start to
+ *   its exit (shim start, guest or runc, create, start, exit, delete), the
+ *   median (p50) and p90 of `starts` runs.
+ *
+ * Both runtimes pay for ctr's own copying and containerd's work; what
+ * differs is everything between containerd and the container process. The
+ * bench needs containerd, ctr and runc (apt-get install containerd) and
+ * root; it is not part of the default scenarios.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { buildBusyboxImage } from '../containerd/busybox-image.js';
+import { PrivateContainerd } from '../containerd/private-daemon.js';
+import { clockTicksPerSecond, readCpuTicks } from './proc-cpu.js';
+import { createProgress } from './progress.js';
+import { BenchInterrupted } from './runner.js';
+import { median, percentile } from './stats.js';
+
+export const CTR_RUNTIMES = { passfd: 'io.containerd.passfd.v2', runc: 'io.containerd.runc.v2' } as const;
+export type CtrRuntime = keyof typeof CTR_RUNTIMES;
+
+const IMAGE = 'localhost/passfd-bench-busybox:1';
+const MiB = 1024 * 1024;
+/** The shim wrapper of this package: bin/ two levels up from the CLI bundle (dist/cli) and from src/bench alike. */
+const SHIM = path.resolve(import.meta.dirname, '../../bin/containerd-shim-passfd-v2');
+
+export interface ContainerdBenchOptions {
+  /** Bytes per transfer (a whole number of MiB is used). */
+  bytes: number;
+  reps: number;
+  /** `ctr run --rm … true` per runtime. */
+  starts: number;
+  /** Bound for any one ctr run. */
+  timeoutMs: number;
+  progress: boolean;
+  /** Aborting (with the signal's name) stops the run after the ctr call in flight: BenchInterrupted. */
+  abort?: AbortSignal;
+}
+
+export interface ContainerdRow {
+  metric: string;
+  unit: string;
+  passfd: number;
+  runc: number;
+  /** passfd / runc. */
+  ratio: number;
+  /** What the issue asks of it, when it asks. */
+  target?: string;
+}
+
+interface Samples {
+  stdoutMiBps: number[];
+  stdinMiBps: number[];
+  startMs: number[];
+  /** CPU seconds per GiB during the transfers: the runtime's processes (shim, agent), and ctr. */
+  stdoutCpu: { runtime: number[]; ctr: number[] };
+  stdinCpu: { runtime: number[]; ctr: number[] };
+}
+
+const emptySamples = (): Samples => ({
+  stdoutMiBps: [],
+  stdinMiBps: [],
+  startMs: [],
+  stdoutCpu: { runtime: [], ctr: [] },
+  stdinCpu: { runtime: [], ctr: [] },
+});
+
+export interface ContainerdBenchReport {
+  meta: {
+    date: string;
+    host: string;
+    cpus: number;
+    kernel: string;
+    node: string;
+    containerd: string;
+    runc: string;
+    durationS: number;
+  };
+  options: Omit<ContainerdBenchOptions, 'progress' | 'abort'>;
+  rows: ContainerdRow[];
+  samples: Record<CtrRuntime, Samples>;
+  errors: string[];
+}
+
+function version(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', timeout: 10_000 }).split('\n')[0]!.trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Runs ctr and resolves when it exits; `onStdout`/`onStderr` see its output. Throws on a non-zero exit. */
+function ctrRun(
+  d: PrivateContainerd,
+  args: string[],
+  timeoutMs: number,
+  io: {
+    onStdout?: (b: Buffer) => void;
+    onStderr?: (b: Buffer, stdin: NodeJS.WritableStream) => void;
+    onSpawn?: (pid: number) => void;
+  } = {},
+): Promise<void> {
+  const child = d.spawnCtr(args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  io.onSpawn?.(child.pid!);
+  let err = '';
+  (child.stdout as Readable).on('data', (b: Buffer) => io.onStdout?.(b));
+  child.stdin!.on('error', () => {});
+  (child.stderr as Readable).on('data', (b: Buffer) => {
+    err += b.toString();
+    io.onStderr?.(b, child.stdin!);
+  });
+  if (!io.onStderr) child.stdin!.end();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve();
+      else
+        reject(
+          new Error(
+            `ctr ${args.slice(0, 3).join(' ')} … exited ${signal ?? code}: ${err.trim().slice(-300)}`,
+          ),
+        );
+    });
+  });
+}
+
+/** The runtime's long-lived processes by command line: this project's shim and agent (the CLI bundles), or runc's shim. */
+export const RUNTIME_PROCESS =
+  /containerd-shim-passfd-v2\.js|passfd-broker\.js agent|containerd-shim-runc-v2/;
+
+/**
+ * CPU use of the runtime's long-lived processes (this project's shim and
+ * agent, or containerd-shim-runc-v2) and of ctr between `start` and `end`,
+ * from /proc/<pid>/stat. The container's own process (dd) is the same on
+ * both sides and is left out.
+ */
+class CpuWindow {
+  private readonly before = new Map<number, { role: 'runtime' | 'ctr'; ticks: number }>();
+
+  constructor(d: PrivateContainerd, ctrPid: number) {
+    for (const p of d.ownProcesses()) {
+      const c = p.cmdline;
+      if (RUNTIME_PROCESS.test(c)) this.add(p.process.pid, 'runtime');
+    }
+    this.add(ctrPid, 'ctr');
+  }
+
+  private add(pid: number, role: 'runtime' | 'ctr'): void {
+    try {
+      this.before.set(pid, { role, ticks: readCpuTicks(pid).self });
+    } catch {
+      // Gone already.
+    }
+  }
+
+  /** CPU seconds per role since the start (a process gone meanwhile counts what it had at the start). */
+  end(): { runtime: number; ctr: number } {
+    const out = { runtime: 0, ctr: 0 };
+    const hz = clockTicksPerSecond();
+    for (const [pid, b] of this.before) {
+      let now = b.ticks;
+      try {
+        now = readCpuTicks(pid).self;
+      } catch {
+        // Gone: nothing more to count.
+      }
+      out[b.role] += (now - b.ticks) / hz;
+    }
+    return out;
+  }
+}
+
+export async function runContainerdBench(o: ContainerdBenchOptions): Promise<ContainerdBenchReport> {
+  const started = performance.now();
+  for (const tool of ['containerd', 'ctr', 'runc']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    } catch {
+      throw new Error(`the containerd scenario needs ${tool} (apt-get install containerd)`);
+    }
+  }
+  const mib = Math.max(1, Math.round(o.bytes / MiB));
+  const progress = createProgress(o.reps * 4 + o.starts * 2, o.progress, 'starting a private containerd');
+  const d = await PrivateContainerd.start();
+  const samples: ContainerdBenchReport['samples'] = { passfd: emptySamples(), runc: emptySamples() };
+  const errors: string[] = [];
+  let n = 0;
+  try {
+    d.installShim(SHIM, 'containerd-shim-passfd-v2');
+    const archive = path.join(d.dir, 'image.tar');
+    buildBusyboxImage({ output: archive, name: IMAGE });
+    await d.importImage(archive);
+    const run = (rt: CtrRuntime, cmd: string[]) => [
+      'run',
+      '--rm',
+      '--runtime',
+      CTR_RUNTIMES[rt],
+      '--fifo-dir',
+      d.fifoDir,
+      IMAGE,
+      `bench-${process.pid}-${rt}-${n++}`,
+      ...cmd,
+    ];
+    const measure = async (label: string, rt: CtrRuntime, fn: () => Promise<void>) => {
+      if (o.abort?.aborted) throw new BenchInterrupted(o.abort.reason as NodeJS.Signals);
+      progress.step(`${label} ${rt}`);
+      try {
+        await fn();
+      } catch (err) {
+        // What the runtime said about that container (its shim logs into containerd's log).
+        const id = `bench-${process.pid}-${rt}-${n - 1}`;
+        const said = d
+          .log()
+          .split('\n')
+          .filter((l) => l.includes(id) && /\b(warn|error)\b|level=(warning|error)/.test(l))
+          .slice(-5);
+        const message = [(err as Error).message, ...said].join('\n    ');
+        errors.push(`${label} ${rt}: ${message}`);
+        progress.log(`bench containerd: ${label} ${rt} failed: ${message}`);
+      }
+    };
+    for (let rep = 0; rep < o.reps; rep++) {
+      const order: CtrRuntime[] = rep % 2 === 0 ? ['passfd', 'runc'] : ['runc', 'passfd'];
+      for (const rt of order) {
+        await measure('stdout', rt, async () => {
+          let bytes = 0;
+          let first = 0;
+          let last = 0;
+          let ctrPid = 0;
+          let cpu: CpuWindow | null = null;
+          let used = { runtime: 0, ctr: 0 };
+          await ctrRun(d, run(rt, ['dd', 'if=/dev/zero', `bs=${MiB}`, `count=${mib}`]), o.timeoutMs, {
+            onSpawn: (pid) => {
+              ctrPid = pid;
+            },
+            onStdout: (b) => {
+              if (bytes === 0) {
+                first = performance.now();
+                cpu = new CpuWindow(d, ctrPid);
+              }
+              bytes += b.length;
+              last = performance.now();
+              if (bytes === mib * MiB && cpu) used = cpu.end();
+            },
+          });
+          if (bytes !== mib * MiB) throw new Error(`stdout: ${bytes} of ${mib * MiB} bytes arrived`);
+          samples[rt].stdoutMiBps.push(mib / ((last - first) / 1000));
+          samples[rt].stdoutCpu.runtime.push(used.runtime / (mib / 1024));
+          samples[rt].stdoutCpu.ctr.push(used.ctr / (mib / 1024));
+        });
+      }
+      for (const rt of order) {
+        await measure('stdin', rt, async () => {
+          let from = 0;
+          let report = '';
+          let until = 0;
+          let ctrPid = 0;
+          let cpu: CpuWindow | null = null;
+          let used = { runtime: 0, ctr: 0 };
+          const block = Buffer.alloc(MiB, 0x61);
+          await ctrRun(
+            d,
+            run(rt, ['sh', '-c', `echo ready >&2; exec dd of=/dev/null bs=${MiB} iflag=fullblock`]),
+            o.timeoutMs,
+            {
+              onSpawn: (pid) => {
+                ctrPid = pid;
+              },
+              onStderr: (b, stdin) => {
+                const text = b.toString();
+                if (from === 0 && text.includes('ready')) {
+                  from = performance.now();
+                  cpu = new CpuWindow(d, ctrPid);
+                  void (async () => {
+                    for (let i = 0; i < mib; i++) {
+                      if (!stdin.write(block)) await new Promise((r) => stdin.once('drain', r));
+                    }
+                    stdin.end();
+                  })();
+                } else if (from > 0) {
+                  report += text;
+                  if (/records in/.test(report) && until === 0) {
+                    until = performance.now();
+                    if (cpu) used = cpu.end();
+                  }
+                }
+              },
+            },
+          );
+          // Whole blocks only (iflag=fullblock): exactly `mib` of them and no partial one.
+          if (!report.includes(`${mib}+0 records in`)) {
+            throw new Error(`stdin: dd reported ${JSON.stringify(report.trim())}, not ${mib}+0 records`);
+          }
+          samples[rt].stdinMiBps.push(mib / ((until - from) / 1000));
+          samples[rt].stdinCpu.runtime.push(used.runtime / (mib / 1024));
+          samples[rt].stdinCpu.ctr.push(used.ctr / (mib / 1024));
+        });
+      }
+    }
+    for (let i = 0; i < o.starts; i++) {
+      const order: CtrRuntime[] = i % 2 === 0 ? ['passfd', 'runc'] : ['runc', 'passfd'];
+      for (const rt of order) {
+        await measure('start-to-exit', rt, async () => {
+          const t0 = performance.now();
+          await ctrRun(d, run(rt, ['true']), o.timeoutMs);
+          samples[rt].startMs.push(performance.now() - t0);
+        });
+      }
+    }
+  } finally {
+    progress.done();
+    await d.stop();
+  }
+  const row = (
+    metric: string,
+    unit: string,
+    pick: (r: CtrRuntime) => number[],
+    f: (v: number[]) => number,
+    target?: string,
+  ): ContainerdRow => {
+    const passfd = f(pick('passfd'));
+    const runc = f(pick('runc'));
+    return { metric, unit, passfd, runc, ratio: passfd / runc, ...(target ? { target } : {}) };
+  };
+  const ok = (v: number[]) => v.length > 0;
+  const rows: ContainerdRow[] = [];
+  if (ok(samples.passfd.stdoutMiBps) && ok(samples.runc.stdoutMiBps))
+    rows.push(
+      row('stdout throughput (median)', 'MiB/s', (r) => samples[r].stdoutMiBps, median, '≥ 0.8× runc'),
+    );
+  if (ok(samples.passfd.stdinMiBps) && ok(samples.runc.stdinMiBps))
+    rows.push(row('stdin throughput (median)', 'MiB/s', (r) => samples[r].stdinMiBps, median, '≥ 0.8× runc'));
+  for (const dir of ['stdout', 'stdin'] as const) {
+    const key = `${dir}Cpu` as const;
+    if (ok(samples.passfd[key].runtime) && ok(samples.runc[key].runtime)) {
+      rows.push(
+        row(
+          `${dir} CPU: runtime processes (shim + agent / runc shim)`,
+          'CPU s/GiB',
+          (r) => samples[r][key].runtime,
+          median,
+        ),
+      );
+      rows.push(row(`${dir} CPU: ctr`, 'CPU s/GiB', (r) => samples[r][key].ctr, median));
+    }
+  }
+  if (ok(samples.passfd.startMs) && ok(samples.runc.startMs)) {
+    rows.push(row('ctr run --rm … true, p50', 'ms', (r) => samples[r].startMs, median, '≤ 2× runc'));
+    rows.push(
+      row(
+        'ctr run --rm … true, p90',
+        'ms',
+        (r) => samples[r].startMs,
+        (v) => percentile(v, 90),
+      ),
+    );
+  }
+  const cpus = os.cpus();
+  return {
+    meta: {
+      date: new Date().toISOString(),
+      host: os.hostname(),
+      cpus: cpus.length,
+      kernel: os.release(),
+      node: process.version,
+      containerd: version('containerd', ['--version']),
+      runc: version('runc', ['--version']),
+      durationS: (performance.now() - started) / 1000,
+    },
+    options: { bytes: mib * MiB, reps: o.reps, starts: o.starts, timeoutMs: o.timeoutMs },
+    rows,
+    samples,
+    errors,
+  };
+}
+
+const fmt = (v: number) => (v >= 100 ? v.toFixed(0) : v.toPrecision(3));
+
+/** The report as a Markdown table (also what the terminal shows). */
+export function containerdMarkdown(r: ContainerdBenchReport): string {
+  const lines = [
+    `containerd scenario: \`ctr run\` through io.containerd.passfd.v2 (passfd, loopback guest) vs io.containerd.runc.v2, side by side`,
+    '',
+    `${r.meta.containerd}; ${r.meta.runc}; ${r.meta.cpus} CPUs, Linux ${r.meta.kernel}, Node ${r.meta.node}; ${r.options.bytes / MiB} MiB per transfer × ${r.options.reps} reps, ${r.options.starts} starts per runtime; ${r.meta.durationS.toFixed(0)} s`,
+    '',
+    '| metric | unit | passfd | runc | passfd/runc | target |',
+    '|---|---|---:|---:|---:|---|',
+    ...r.rows.map(
+      (x) =>
+        `| ${x.metric} | ${x.unit} | ${fmt(x.passfd)} | ${fmt(x.runc)} | ${x.ratio.toFixed(2)}× | ${x.target ?? ''} |`,
+    ),
+  ];
+  if (r.errors.length > 0) lines.push('', 'Failed runs:', ...r.errors.map((e) => `- ${e}`));
+  return `${lines.join('\n')}\n`;
+}
+
+/** Writes containerd.json and containerd.md into `dir`; returns their paths. */
+export function writeContainerdOutputs(dir: string, r: ContainerdBenchReport): string[] {
+  fs.mkdirSync(dir, { recursive: true });
+  const json = path.join(dir, 'containerd.json');
+  const markdown = path.join(dir, 'containerd.md');
+  fs.writeFileSync(json, `${JSON.stringify(r, null, 2)}\n`);
+  fs.writeFileSync(markdown, containerdMarkdown(r));
+  return [json, markdown];
+}

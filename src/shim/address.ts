@@ -1,0 +1,64 @@
+/**
+ * Where a shim listens and how containerd learns it, as containerd's own
+ * shims do it (runtime/v2/shim in containerd v1.6):
+ *
+ * - the socket is `/run/containerd/s/<sha256 hex of "<containerd address>/
+ *   <namespace>/<id>">`: short enough for sun_path whatever the bundle path,
+ *   and distinct per containerd instance, namespace and task;
+ * - `start` prints `unix://<path>`; the `address` file in the bundle holds
+ *   the same string, which containerd reads back when it restarts and the
+ *   shim's `delete` uses to remove a dead shim's socket.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+
+/** containerd's state directory for shim sockets (hard-coded there too). */
+export const SOCKET_DIR = '/run/containerd/s';
+
+/** The socket containerd's runc shim would use for (address, namespace, grouping id). */
+export function socketPathFor(containerdAddress: string, namespace: string, id: string): string {
+  const digest = createHash('sha256')
+    .update(path.join(containerdAddress, namespace, id))
+    .digest('hex');
+  return path.join(SOCKET_DIR, digest);
+}
+
+export const toAddress = (socketPath: string) => `unix://${socketPath}`;
+
+/** The path in a `unix://` address (an abstract name, without the prefix, is returned as `@name`). */
+export function socketPathOf(address: string): string {
+  return address.startsWith('unix://') ? address.slice('unix://'.length) : `@${address}`;
+}
+
+/** Writes `<bundle>/address` atomically (a temporary file renamed over it). */
+export function writeAddressFile(bundle: string, address: string): void {
+  const file = path.join(bundle, 'address');
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, address, { mode: 0o600 });
+  fs.renameSync(tmp, file);
+}
+
+/** The address in `<bundle>/address`, or undefined when there is none. */
+export function readAddressFile(bundle: string): string | undefined {
+  try {
+    return fs.readFileSync(path.join(bundle, 'address'), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when something accepts connections on the socket within `timeoutMs` (a live shim). */
+export function socketAnswers(socketPath: string, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(socketPath);
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+    s.setTimeout(timeoutMs, () => done(false));
+  });
+}

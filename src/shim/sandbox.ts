@@ -1,0 +1,241 @@
+/**
+ * The guest a shim runs its container in (a sandbox, in Kata's words),
+ * chosen by `hypervisor.guest`:
+ *
+ * - loopback: the hybrid-vsock device and its loopback guest kernel run in
+ *   the shim's own process (as Dragonball runs inside Kata's runtime-rs
+ *   shim), and the agent is the shim's child on the guest's AF_VSOCK
+ *   stand-in. The agent is started first, told to wait for the stand-in
+ *   (`--standin-wait-ms`), so its start-up overlaps the device's; a
+ *   container's root filesystem is simply its host path. The device's
+ *   sockets admit whom `[hypervisor]` allows (src/access/), as `vmm`'s do.
+ * - qemu: the VM stack `run --vm qemu` boots (`vmm --vhost-user` + QEMU,
+ *   agent inside on AF_VSOCK). The guest mounts one writable 9p share,
+ *   `<sandbox bundle>/shared` at /run/passfd/shared, and each container's
+ *   root filesystem is bind-mounted into it as `shared/<container id>`, so
+ *   the agent finds it at /run/passfd/shared/<id>. A bind made after boot
+ *   shows up in the guest (QEMU resolves paths at each access), which is
+ *   what lets a later container of the same sandbox join it.
+ *
+ * Both give a Broker on the device's hybrid-vsock socket, the host pids to
+ * record for a dead shim's `delete`, the pid that stands for the VM (the
+ * shim itself for loopback, QEMU for a VM), and `died`, which settles when
+ * the guest goes away by itself.
+ *
+ * Modules are loaded when needed: the agent's spawn is the first thing a
+ * loopback boot does, before the device code is even loaded.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Broker } from '../broker/broker.js';
+import { loopbackAgentArgs } from '../broker/embedded-stack.js';
+import type { Config, GuestKind } from '../config/schema.js';
+import type { Logger } from '../util/log.js';
+import { makePrivateDir } from '../util/private-dir.js';
+import { startReady, stopChild } from '../util/ready-child.js';
+
+export const SHARE_TAG = 'passfd-shared';
+export const GUEST_SHARE_PATH = '/run/passfd/shared';
+
+/** How long a loopback guest's agent may take to start. */
+const LOOPBACK_START_MS = 30_000;
+
+export interface SandboxOptions {
+  config: Config;
+  /** The file `config` came from (a QEMU guest's vmm reads its access keys from it). */
+  configPath?: string;
+  /** The sandbox's bundle (its share directory lives there). */
+  bundle: string;
+  log: Logger;
+  /** Log level of the guest's processes. */
+  logLevel: string;
+}
+
+interface Guest {
+  hvsockPath: string;
+  /** The process that is the VM (Kata reports the hypervisor's pid as the task's). */
+  hypervisorPid: number;
+  /** Host processes of the guest other than the shim itself. */
+  processes: { name: string; pid: number }[];
+  dirs: string[];
+  died: Promise<string>;
+  stop(): Promise<void>;
+}
+
+function exitOf(
+  child: { once(e: 'exit', cb: (code: number | null, sig: string | null) => void): unknown },
+  name: string,
+) {
+  return new Promise<string>((resolve) => {
+    child.once('exit', (code, sig) => resolve(`${name} exited (${sig ?? `exit ${code}`})`));
+  });
+}
+
+async function startLoopback(o: SandboxOptions): Promise<Guest> {
+  const dir = makePrivateDir('passfd-sandbox-');
+  const guestDir = path.join(dir, 'guest');
+  const hvsockPath = path.join(dir, 'hvsock.sock');
+  const cid = o.config.hypervisor.guest_cid;
+  const agentP = startReady(
+    loopbackAgentArgs(o.config, guestDir, LOOPBACK_START_MS),
+    dir,
+    'agent',
+    o.logLevel,
+    LOOPBACK_START_MS,
+  );
+  agentP.catch(() => {}); // awaited below
+  let device: { stop(): Promise<void> } | null = null;
+  try {
+    const [{ HybridVsockDevice }, { LoopbackTransport }, { installAccess }, { AccessPolicy }] =
+      await Promise.all([
+        import('../device/hybrid-device.js'),
+        import('../device/transport/loopback/loopback-transport.js'),
+        import('../access/context.js'),
+        import('../access/policy.js'),
+      ]);
+    const log = o.log.child('vmm');
+    installAccess(AccessPolicy.fromConfig(o.config.hypervisor), log.child('access'));
+    const d = new HybridVsockDevice({ hvsockPath, guestCid: cid, log });
+    d.start(new LoopbackTransport(cid, guestDir, log));
+    device = d;
+    const agent = await agentP;
+    return {
+      hvsockPath,
+      hypervisorPid: process.pid,
+      processes: [{ name: 'agent', pid: agent.child.pid! }],
+      dirs: [dir],
+      died: exitOf(agent.child, 'agent'),
+      stop: async () => {
+        await stopChild(agent.child);
+        agent.closeNotify();
+        await d.stop();
+        fs.rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    const agent = await agentP.catch(() => null);
+    if (agent) {
+      await stopChild(agent.child);
+      agent.closeNotify();
+    }
+    await device?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function startQemuGuest(o: SandboxOptions, shareDir: string): Promise<Guest> {
+  const h = o.config.hypervisor;
+  const { startVmStack } = await import('../vm/vm-stack.js');
+  const s = await startVmStack({
+    config: o.config,
+    ...(o.configPath ? { configPath: o.configPath } : {}),
+    logLevel: o.logLevel,
+    accel: h.accel,
+    cpus: h.default_vcpus,
+    memoryMiB: h.default_memory,
+    qemuBinary: h.qemu_path,
+    shares: [{ tag: SHARE_TAG, path: shareDir, guestPath: GUEST_SHARE_PATH }],
+    onVmmLog: (chunk) => o.log.info(`vmm: ${chunk.trimEnd()}`),
+    onConsole: (chunk) => o.log.debug(`guest console: ${chunk.trimEnd()}`),
+    log: o.log,
+  });
+  const qemuPid = s.qemu.process.pid!;
+  return {
+    hvsockPath: s.hvsockPath,
+    hypervisorPid: qemuPid,
+    processes: [
+      { name: 'vmm', pid: s.vmm.pid! },
+      { name: 'qemu', pid: qemuPid },
+    ],
+    dirs: [s.dir],
+    died: Promise.race([s.qemu.exited.then((v) => `QEMU exited (${v})`), exitOf(s.vmm, 'vmm')]),
+    stop: () => s.stop(),
+  };
+}
+
+export class Sandbox {
+  private stopped = false;
+
+  private constructor(
+    readonly kind: GuestKind,
+    private readonly guest: Guest,
+    private readonly shareDir: string | null,
+    readonly broker: Broker,
+    private readonly mounts: typeof import('./rootfs.js'),
+  ) {}
+
+  /** Boots the configured guest; resolves once its agent answers. */
+  static async start(o: SandboxOptions): Promise<Sandbox> {
+    const kind = o.config.hypervisor.guest;
+    const shareDir = kind === 'qemu' ? path.join(o.bundle, 'shared') : null;
+    if (shareDir) fs.mkdirSync(shareDir, { recursive: true, mode: 0o700 });
+    const guestP = kind === 'loopback' ? startLoopback(o) : startQemuGuest(o, shareDir!);
+    guestP.catch(() => {});
+    const [{ Broker }, mounts] = await Promise.all([import('../broker/broker.js'), import('./rootfs.js')]);
+    let guest: Guest;
+    try {
+      guest = await guestP;
+    } catch (err) {
+      if (shareDir) fs.rmSync(shareDir, { recursive: true, force: true });
+      throw err;
+    }
+    const broker = new Broker({ hvsockPath: guest.hvsockPath, config: o.config, log: o.log.child('broker') });
+    return new Sandbox(kind, guest, shareDir, broker, mounts);
+  }
+
+  get hypervisorPid(): number {
+    return this.guest.hypervisorPid;
+  }
+
+  /** The guest's host processes (for the state file). */
+  get processes(): { name: string; pid: number }[] {
+    return this.guest.processes;
+  }
+
+  get dirs(): string[] {
+    return this.shareDir ? [...this.guest.dirs, this.shareDir] : this.guest.dirs;
+  }
+
+  /** Settles with a reason when the guest goes away by itself. */
+  get died(): Promise<string> {
+    return this.guest.died;
+  }
+
+  /** Makes a container's root filesystem (a host directory) reachable in the guest; returns the guest's path for it. */
+  addRootfs(containerId: string, hostPath: string): string {
+    if (!this.shareDir) return hostPath;
+    const target = path.join(this.shareDir, containerId);
+    fs.mkdirSync(target, { recursive: true });
+    try {
+      this.mounts.mountRootfs(
+        [{ type: 'bind', source: hostPath, target: '', options: ['rbind'] } as never],
+        target,
+      );
+    } catch (err) {
+      fs.rmSync(target, { recursive: true, force: true });
+      throw err;
+    }
+    return path.posix.join(GUEST_SHARE_PATH, containerId);
+  }
+
+  /** Undoes addRootfs (idempotent). */
+  removeRootfs(containerId: string): void {
+    if (!this.shareDir) return;
+    const target = path.join(this.shareDir, containerId);
+    this.mounts.unmountAll(target);
+    fs.rmSync(target, { recursive: true, force: true });
+  }
+
+  /** Stops the guest (its processes are killed with it) and removes the share. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await this.broker.close();
+    await this.guest.stop();
+    if (this.shareDir) {
+      this.mounts.unmountAll(this.shareDir);
+      fs.rmSync(this.shareDir, { recursive: true, force: true });
+    }
+  }
+}

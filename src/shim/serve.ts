@@ -1,0 +1,172 @@
+/**
+ * The long-lived shim: serves containerd's Task service (task-service.ts)
+ * over ttrpc on the task's socket, with its sandbox booting from the first
+ * moment (sandbox-slot.ts), its log lines on stderr (the bundle's `log`
+ * FIFO: they appear in containerd's log), and events published to
+ * containerd's ttrpc socket ($TTRPC_ADDRESS).
+ *
+ * Start-up order is for speed, since it is on every container's path: bind
+ * the socket and tell `start` (fd 3: `READY`, or `ERROR <why>`), then start
+ * booting the guest, and only then load the ttrpc server, the protobuf code
+ * and the Task service; connections that arrive meanwhile wait, paused.
+ *
+ * It records in the bundle what a `delete` would need if it died
+ * (state-file.ts), and ends after Shutdown with no task left, or on
+ * SIGTERM/SIGINT: the guest is stopped (its processes with it), its
+ * directories removed, then the socket, and the process exits.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import { createLogger, parseLevel, setLogLevel } from '../util/log.js';
+import { withPrivateUmask } from '../util/private-umask.js';
+import { socketPathOf } from './address.js';
+import { OPTIONS_CONFIG_ENV, type ShimFlags } from './flags.js';
+
+/** fd 3: the pipe `start` waits on. */
+const READY_FD = 3;
+
+function tellStart(line: string): void {
+  try {
+    fs.writeSync(READY_FD, `${line}\n`);
+    fs.closeSync(READY_FD);
+  } catch {
+    // Not started by `start` (run by hand): nobody to tell.
+  }
+}
+
+/**
+ * Binds the socket, 0600 from bind(2) on (listen binds synchronously, under
+ * the private umask), replacing a stale file a dead shim left (`start` has
+ * checked that nobody answers there).
+ */
+async function bind(listener: net.Server, socketPath: string): Promise<void> {
+  const listen = () =>
+    new Promise<void>((resolve, reject) => {
+      listener.once('error', reject);
+      withPrivateUmask(() =>
+        listener.listen(socketPath, () => {
+          listener.off('error', reject);
+          resolve();
+        }),
+      );
+    });
+  fs.mkdirSync(socketPath.slice(0, socketPath.lastIndexOf('/')), { recursive: true, mode: 0o711 });
+  try {
+    await listen();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    fs.rmSync(socketPath, { force: true });
+    await listen();
+  }
+  fs.chmodSync(socketPath, 0o600);
+}
+
+export async function serve(flags: ShimFlags): Promise<void> {
+  const bundle = flags.bundle || process.cwd();
+  setLogLevel(flags.debug ? 'debug' : (parseLevel(process.env.PASSFD_LOG) ?? 'info'));
+  // containerd may stop reading the log FIFO (it went away): never die of that.
+  process.stderr.on('error', () => {});
+  process.stdout.on('error', () => {});
+  const log = createLogger(`passfd-shim[${flags.namespace}/${flags.id}]`);
+  const socketPath = socketPathOf(flags.socket);
+  const early: net.Socket[] = [];
+  let onConnection = (sock: net.Socket) => void early.push(sock);
+  const listener = net.createServer({ pauseOnConnect: true }, (sock) => onConnection(sock));
+  try {
+    await bind(listener, socketPath);
+  } catch (err) {
+    tellStart(`ERROR cannot listen on ${socketPath}: ${(err as Error).message}`);
+    throw err;
+  }
+  tellStart('READY');
+
+  // The guest first: its processes start while the rest of the shim loads.
+  const [{ loadShimConfig }, { SandboxSlot }, { Sandbox }, state, tree] = await Promise.all([
+    import('./config.js'),
+    import('./sandbox-slot.js'),
+    import('./sandbox.js'),
+    import('./state-file.js'),
+    import('./process-tree.js'),
+  ]);
+  const me = tree.identify(process.pid)!;
+  let guest: { processes: { name: string; pid: number }[]; dirs: string[] } = { processes: [], dirs: [] };
+  const record = () => {
+    try {
+      state.writeState(bundle, {
+        shim: me,
+        socket: socketPath,
+        processes: guest.processes.flatMap((p) => {
+          const id = tree.identify(p.pid);
+          return id ? [{ name: p.name, ...id }] : [];
+        }),
+        dirs: guest.dirs,
+      });
+    } catch (err) {
+      log.warn(`cannot record the shim's state in ${bundle}: ${(err as Error).message}`);
+    }
+  };
+  record();
+  const guestLevel = flags.debug ? 'debug' : 'warn';
+  const slot = new SandboxSlot(async (cfg) => {
+    const sandbox = await Sandbox.start({
+      config: cfg.config,
+      ...(cfg.path ? { configPath: cfg.path } : {}),
+      bundle,
+      log,
+      logLevel: guestLevel,
+    });
+    guest = { processes: sandbox.processes, dirs: sandbox.dirs };
+    record();
+    return sandbox;
+  }, log);
+  try {
+    slot.prestart(loadShimConfig(process.env[OPTIONS_CONFIG_ENV] || undefined));
+  } catch (err) {
+    // Create loads it again and reports the error to containerd.
+    log.error((err as Error).message);
+  }
+
+  const [{ TtrpcServer }, { EventPublisher }, { TaskService }, { SHIM_VERSION }] = await Promise.all([
+    import('../ttrpc/server.js'),
+    import('./events.js'),
+    import('./task-service.js'),
+    import('./version.js'),
+  ]);
+  const events = new EventPublisher(process.env.TTRPC_ADDRESS ?? '', flags.namespace, log.child('events'));
+  const ttrpc = new TtrpcServer({ logger: log.child('ttrpc') });
+  let ending = false;
+  const end = async (why: string) => {
+    if (ending) return;
+    ending = true;
+    log.info(`exiting: ${why}`);
+    await slot.stop();
+    state.removeState(bundle);
+    await events.close();
+    listener.close();
+    await ttrpc.close();
+    fs.rmSync(socketPath, { force: true });
+    process.exit(0);
+  };
+  const service = new TaskService({
+    namespace: flags.namespace,
+    log,
+    events,
+    sandboxes: slot,
+    version: SHIM_VERSION,
+    onShutdown: () => {
+      // Nothing is left to clean up: say so before containerd runs `delete`.
+      state.removeState(bundle);
+      setImmediate(() => void end('shutdown'));
+    },
+  });
+  service.register(ttrpc);
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => void end(sig));
+  listener.on('error', (err) => log.error(`listener: ${err.message}`));
+  onConnection = (sock) => {
+    sock.on('error', () => {});
+    void ttrpc.serve(sock);
+    sock.resume();
+  };
+  for (const sock of early.splice(0)) onConnection(sock);
+  log.info(`serving ${flags.socket} (pid ${process.pid})`);
+}

@@ -1,0 +1,186 @@
+/**
+ * A container process in its own root filesystem and namespaces
+ * (process/container-root.ts, through spawnContainerProcess's `container`
+ * option), with real util-linux tools and a busybox root: PID 1 in a new
+ * PID namespace, hostname, uid/gid/groups, cwd, the /dev it gets, its stdin
+ * and exit codes (137 when SIGKILLed, through the shell that waits for
+ * it), an exec joining its namespaces, checks that fail before anything
+ * runs, and paths resolved inside the root (root-path.ts).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnContainerProcess } from '../../src/agent/process/container-process.js';
+import { resolveCommandInRoot, resolveInRoot } from '../../src/agent/process/root-path.js';
+import { writeBusyboxRootfs } from '../../src/containerd/busybox-image.js';
+import { mountsUnder } from '../../src/util/mountinfo.js';
+import { collect, streamPair } from './helpers.js';
+
+let dir: string;
+let root: string;
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pfd-croot-'));
+  root = path.join(dir, 'root');
+  writeBusyboxRootfs(root);
+  fs.mkdirSync(path.join(root, 'work'));
+});
+
+afterAll(() => {
+  expect(mountsUnder(dir)).toEqual([]);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** Runs `script` in the root (stdout and stderr on streams); resolves with its output and status. */
+async function run(
+  script: string,
+  opts: {
+    user?: { uid: number; gid: number; additionalGids?: number[] };
+    joinPid?: number;
+    hostname?: string;
+    cwd?: string;
+    stdin?: string;
+  } = {},
+) {
+  const out = streamPair();
+  const err = streamPair();
+  const input = streamPair();
+  const proc = await spawnContainerProcess({
+    args: ['sh', '-c', script],
+    env: ['PATH=/bin', 'HOME=/root'],
+    cwd: opts.cwd ?? '/',
+    stdinFd: input.agent,
+    stdoutFd: out.agent,
+    stderrFd: err.agent,
+    container: {
+      root,
+      runtimeDir: dir,
+      hostname: opts.hostname ?? 'croot',
+      ...(opts.user ? { user: opts.user } : {}),
+      ...(opts.joinPid ? { joinPid: opts.joinPid } : {}),
+    },
+  });
+  fs.writeSync(input.test, opts.stdin ?? '');
+  fs.closeSync(input.test);
+  const o = collect(out.test);
+  const e = collect(err.test);
+  return {
+    proc,
+    result: Promise.all([proc.wait(), o.done, e.done]).then(([st, so, se]) => ({
+      status: st.status,
+      out: so.text,
+      err: se.text,
+    })),
+  };
+}
+
+describe('a process in a container root', () => {
+  it('is PID 1 of its own PID namespace, with the root, hostname, user, cwd and /dev it was given', async () => {
+    const { result } = await run('echo $$; hostname; id; pwd; ls /; ls /dev; cat; exit 3', {
+      user: { uid: 1000, gid: 1000, additionalGids: [5] },
+      cwd: '/work',
+      hostname: 'box',
+      stdin: 'from stdin\n',
+    });
+    const r = await result;
+    expect(r.err).toBe('');
+    expect(r.status).toBe(3);
+    const lines = r.out.split('\n');
+    expect(lines.slice(0, 4)).toEqual(['1', 'box', 'uid=1000(user) gid=1000(user) groups=5', '/work']);
+    expect(lines.slice(4, 12)).toEqual(['bin', 'dev', 'etc', 'proc', 'root', 'sys', 'tmp', 'work']);
+    for (const d of [
+      'null',
+      'zero',
+      'full',
+      'random',
+      'urandom',
+      'tty',
+      'ptmx',
+      'pts',
+      'shm',
+      'fd',
+      'stdin',
+      'stdout',
+      'stderr',
+    ]) {
+      expect(lines).toContain(d);
+    }
+    expect(lines.at(-2)).toBe('from stdin');
+  });
+
+  it('reports 137 when SIGKILLed, handles SIGTERM only when it installed a handler', async () => {
+    const plain = await run('echo up; exec sleep 100');
+    expect(plain.proc.containerPid).toBeGreaterThan(1);
+    expect(plain.proc.handlesSignal('SIGTERM')).toBe(false);
+    plain.proc.signal('SIGKILL');
+    expect((await plain.result).status).toBe(137);
+    const trapped = await run('trap "echo bye; exit 4" TERM; echo up; while :; do sleep 0.05; done');
+    // The handler is installed once the shell has run `trap`: wait for it.
+    const until = Date.now() + 10_000;
+    while (!trapped.proc.handlesSignal('SIGTERM') && Date.now() < until)
+      await new Promise((r) => setTimeout(r, 20));
+    trapped.proc.signal('SIGTERM');
+    const t = await trapped.result;
+    expect(t.status).toBe(4);
+    expect(t.out).toBe('up\nbye\n');
+  });
+
+  it('an exec joins the init’s namespaces and root', async () => {
+    const init = await run('hostname; exec sleep 100', { hostname: 'joined' });
+    const exec = await run('hostname; ps -o pid,comm; ls /proc/1/root/bin/busybox', {
+      joinPid: init.proc.containerPid!,
+    });
+    const e = await exec.result;
+    expect(e.status).toBe(0);
+    expect(e.out.split('\n')[0]).toBe('joined');
+    expect(e.out).toContain('/proc/1/root/bin/busybox');
+    expect(e.out).toMatch(/^\s*1 sleep$/m); // the init's PID namespace
+    init.proc.signal('SIGKILL');
+    expect((await init.result).status).toBe(137);
+  });
+
+  it('fails before anything runs for a missing command or working directory', async () => {
+    await expect(run('true', { cwd: '/nope' })).rejects.toThrow('chdir to cwd ("/nope")');
+    const out = streamPair();
+    await expect(
+      spawnContainerProcess({
+        args: ['no-such-cmd'],
+        env: ['PATH=/bin'],
+        stdoutFd: out.agent,
+        container: { root, runtimeDir: dir },
+      }),
+    ).rejects.toMatchObject({
+      code: 'ENOENT',
+      message: 'exec: "no-such-cmd": executable file not found in $PATH',
+    });
+    fs.closeSync(out.test);
+  });
+});
+
+describe('paths inside a root', () => {
+  it('follows symlinks inside the root, never above it', () => {
+    fs.symlinkSync('/bin/busybox', path.join(root, 'abs-link'));
+    fs.symlinkSync('../../../../etc', path.join(root, 'work/up'));
+    expect(resolveInRoot(root, '/bin/sh')).toBe(path.join(root, 'bin/busybox'));
+    expect(resolveInRoot(root, '/abs-link')).toBe(path.join(root, 'bin/busybox'));
+    expect(resolveInRoot(root, '/work/up/passwd')).toBe(path.join(root, 'etc/passwd'));
+    expect(resolveInRoot(root, '../../..', '/work')).toBe(root);
+    expect(resolveInRoot(root, 'missing/x', '/work')).toBe(path.join(root, 'work/missing/x'));
+    fs.symlinkSync('loop2', path.join(root, 'loop1'));
+    fs.symlinkSync('loop1', path.join(root, 'loop2'));
+    expect(() => resolveInRoot(root, '/loop1')).toThrow('too many levels of symbolic links');
+  });
+
+  it('finds a command on the PATH of the process, keeping its name', () => {
+    expect(resolveCommandInRoot(root, 'sh', '/usr/bin:/bin', '/')).toBe('/bin/sh');
+    expect(resolveCommandInRoot(root, './../bin/sh', undefined, '/work')).toBe('/bin/sh');
+    expect(() => resolveCommandInRoot(root, 'node', '/bin', '/')).toThrow(
+      expect.objectContaining({ code: 'ENOENT' }),
+    );
+    fs.writeFileSync(path.join(root, 'bin/noexec'), '');
+    expect(() => resolveCommandInRoot(root, 'noexec', '/bin', '/')).toThrow(
+      expect.objectContaining({ code: 'EACCES' }),
+    );
+  });
+});
