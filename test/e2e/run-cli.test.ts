@@ -73,6 +73,15 @@ describe('run', () => {
     expect(r).toMatchObject({ code: 3, stdout: 'hello', stderr: 'done\n' });
   });
 
+  it("the command does not inherit the agent's supervision variables (NOTIFY_SOCKET, PASSFD_LOG)", async () => {
+    const r = await run(['--log-level', 'info', '--', 'env']);
+    expect(r.code).toBe(0);
+    const names = r.stdout.split('\n').map((line) => line.split('=')[0]);
+    expect(names).toContain('PATH'); // still the caller's environment otherwise
+    expect(names).not.toContain('NOTIFY_SOCKET');
+    expect(names).not.toContain('PASSFD_LOG');
+  });
+
   it('stderr never lands on stdout (interleaved writes)', async () => {
     const r = await run(['--', 'sh', '-c', 'for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done']);
     expect(r.code).toBe(0);

@@ -88,7 +88,7 @@ export const DEFAULT_DRAIN_TIMEOUT_MS = 3000;
 export interface SpawnOptions {
   /** argv; args[0] is looked up in the PATH of `env`. */
   args: string[];
-  /** "KEY=value" strings: exactly the process's environment. Default: the agent's own. */
+  /** "KEY=value" strings: exactly the process's environment. Default: the agent's own, minus its supervision variables (inheritedEnv). */
   env?: string[];
   /** Working directory. Default: the agent's. */
   cwd?: string;
@@ -189,7 +189,7 @@ export class ContainerProcess {
     try {
       validate(opts, given);
       for (const fd of given) setCloexec(fd, true);
-      const env = opts.env ?? Object.entries(process.env).map(([k, v]) => `${k}=${v ?? ''}`);
+      const env = opts.env ?? inheritedEnv();
       const cwd = opts.cwd ?? (opts.container ? '/' : process.cwd());
       // Looked up here (PATH of the process's own environment, as execvp would),
       // so a missing command is an ENOENT from spawn in both modes.
@@ -354,6 +354,21 @@ export class ContainerProcess {
 }
 
 /** kill(-pgid); false when the group is gone (ESRCH). */
+/**
+ * Variables that are the agent's own business, not a container's: its
+ * supervisor's readiness socket (a process that inherited NOTIFY_SOCKET could
+ * send READY/STOPPING in the agent's name, which is why sd_notify(3) offers
+ * to unset it) and its log level.
+ */
+const AGENT_ONLY_VARIABLES = new Set(['NOTIFY_SOCKET', 'PASSFD_LOG']);
+
+/** The agent's environment as a process's default one, without AGENT_ONLY_VARIABLES. */
+export function inheritedEnv(env: NodeJS.ProcessEnv = process.env): string[] {
+  return Object.entries(env)
+    .filter(([k]) => !AGENT_ONLY_VARIABLES.has(k))
+    .map(([k, v]) => `${k}=${v ?? ''}`);
+}
+
 function killGroup(pgid: number, sig: number): boolean {
   try {
     process.kill(-pgid, sig);
