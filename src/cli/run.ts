@@ -11,8 +11,9 @@
  * file it made is removed on the way out. `--vm qemu` runs the agent and the
  * command in a QEMU guest instead (`--accel`, `--cpus`, `--memory` size it).
  */
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -81,6 +82,10 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<AttachResult
   if (opts.io) config.runtime.use_passfd_io = opts.io === 'passfd';
   const hvsock = vm ? undefined : (opts.hvsock ?? (config.hypervisor.hvsock_path || undefined));
   let stack: { hvsockPath: string; stop(): Promise<void> } | null = null;
+  // The processes of the stack this run started, by name: when the command's
+  // session breaks, the error names the one that died rather than the broken
+  // connection alone.
+  let stackProcesses: [string, ChildProcess][] = [];
   sweepStalePrivateDirs(); // what an earlier run killed with -9 could not remove
   const fifoDir = makePrivateDir('passfd-fifos-');
   const cleanup: (() => void | Promise<void>)[] = [
@@ -101,20 +106,34 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<AttachResult
   const common = { config, configPath: opts.config, logLevel: chosenLogLevel() };
   try {
     if (!hvsock) {
-      stack = vm
-        ? await loadBroker(
-            (await import('../vm/vm-stack.js')).startVmStack({
-              ...common,
-              accel: vm.accel,
-              cpus: vm.cpus,
-              memoryMiB: vm.memoryMiB,
-              // KVM boots in seconds where it works and fails or hangs where it does not: a minute.
-              ...(vm.accel === 'kvm' ? { startTimeoutMs: 60_000 } : {}),
-            }),
-          ).catch((err: Error) => {
-            throw withKvmHint(err, vm);
-          })
-        : await loadBroker((await import('../broker/embedded-stack.js')).startEmbeddedStack(common));
+      if (vm) {
+        const started = await loadBroker(
+          (await import('../vm/vm-stack.js')).startVmStack({
+            ...common,
+            accel: vm.accel,
+            cpus: vm.cpus,
+            memoryMiB: vm.memoryMiB,
+            // KVM boots in seconds where it works and fails or hangs where it does not: a minute.
+            ...(vm.accel === 'kvm' ? { startTimeoutMs: 60_000 } : {}),
+          }),
+        ).catch((err: Error) => {
+          throw withKvmHint(err, vm);
+        });
+        stackProcesses = [
+          ['QEMU', started.qemu.process],
+          ['vmm', started.vmm],
+        ];
+        stack = started;
+      } else {
+        const started = await loadBroker(
+          (await import('../broker/embedded-stack.js')).startEmbeddedStack(common),
+        );
+        stackProcesses = [
+          ['agent', started.agent],
+          ['vmm', started.vmm],
+        ];
+        stack = started;
+      }
       const s = stack;
       cleanup.unshift(() => s.stop());
     }
@@ -150,11 +169,32 @@ async function runCommand(cmd: string[], opts: RunOptions): Promise<AttachResult
       return { status, brokenPipe: false };
     }
     untrap(); // from here on, attach forwards them to the process
-    return await attach(proc, fifos, opts.tty);
+    return await attach(proc, fifos, opts.tty).catch(async (err: Error) => {
+      throw (await diedMeanwhile(stackProcesses)) ?? err;
+    });
   } finally {
     untrap();
     for (const step of cleanup) await step();
   }
+}
+
+/**
+ * The first of `processes` that has died (or dies within a moment: its exit
+ * event can come after the broken connection is noticed), as an error that
+ * says so; null when they all live.
+ */
+async function diedMeanwhile(processes: [string, ChildProcess][]): Promise<Error | null> {
+  const dead = () => processes.find(([, p]) => p.exitCode !== null || p.signalCode !== null);
+  if (processes.length > 0 && !dead())
+    await Promise.race([
+      ...processes.map(([, p]) => once(p, 'exit')),
+      new Promise((r) => setTimeout(r, 500).unref()),
+    ]);
+  const found = dead();
+  if (!found) return null;
+  const [name, p] = found;
+  const how = p.signalCode ? `was killed by ${p.signalCode}` : `exited with status ${p.exitCode}`;
+  return new Error(`the ${name} (pid ${p.pid}) ${how} while the command ran`);
 }
 
 /** Runs `onSignal` once for the first SIGINT/SIGTERM/SIGHUP; returns the function that stops listening. */

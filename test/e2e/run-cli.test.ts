@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Captured, CLI, exited, spawnCli, stopAll } from '../support/cli.js';
-import { withTimeout } from './support.js';
+import { waitUntil, withTimeout } from './support.js';
 
 afterAll(async () => {
   await stopAll();
@@ -101,6 +101,40 @@ describe('run', () => {
     expect(r).toEqual({ code: 143, signal: null });
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(fs.existsSync(`/proc/${pid}`), 'the sleep is gone').toBe(false);
+  });
+
+  it('the agent killed under a running command: run names it, exits 1, and leaves nothing', async () => {
+    const child = spawnCli(['run', '--', 'sh', '-c', 'echo pid=$$; exec sleep 30']);
+    const out = new Captured(child.stdout);
+    const err = new Captured(child.stderr);
+    child.stdin!.on('error', () => {});
+    const pid = Number((await out.waitFor(/pid=(\d+)\n/, 20_000))[1]);
+    // run's children are the vmm and the agent (the loopback guest's processes are host ones).
+    const children = fs
+      .readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')
+      .trim()
+      .split(' ')
+      .map(Number);
+    const agent = children.find(
+      (c) => fs.readFileSync(`/proc/${c}/cmdline`, 'utf8').split('\0')[2] === 'agent',
+    );
+    expect(agent, `run's children: ${children}`).toBeDefined();
+    process.kill(agent!, 'SIGKILL');
+    const r = await exited(child, 15_000);
+    expect(r).toEqual({ code: 1, signal: null });
+    expect(err.text).toBe(
+      `passfd-broker: the agent (pid ${agent}) was killed by SIGKILL while the command ran\n`,
+    );
+    // The container's process ends with its agent (the guardian kills its group), the vmm with run.
+    // A zombie is dead (its reaper's business, not ours); a vanished one is gone.
+    const alive = (p: number) => {
+      try {
+        return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${p}/stat`, 'utf8'));
+      } catch {
+        return false;
+      }
+    };
+    for (const p of [pid, ...children]) await waitUntil(() => !alive(p), 5000, `process ${p} gone`);
   });
 
   // util-linux `script` (Debian's essential bsdutils) gives `run` a real terminal; if it is
