@@ -482,6 +482,7 @@ export class VsockConnection {
     this.state = 'closed';
     this.pending = 0;
     this.end.close();
+    this.txbuf.release();
     this.owner.closed(this, reason, detail);
   }
 

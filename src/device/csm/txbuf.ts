@@ -9,16 +9,28 @@
  * when the local end is full (the connection writes straight through
  * otherwise), and flushed with at most two writes, one per contiguous half of
  * the ring.
+ *
+ * The ring's memory is taken from the process's RingSlab (ring-slab.ts) at
+ * the first byte buffered, and given back by `release()` when the connection
+ * ends: a connection that never fell behind holds none, and one that did
+ * returns its pages to the kernel at once rather than at some later GC.
  */
 import { type LocalEnd, WOULD_BLOCK } from './local-end.js';
+import { type RingSlab, type RingSlot, ringSlab } from './ring-slab.js';
 
 export class TxBuf {
-  private readonly ring: Buffer;
+  private slot: RingSlot | null = null;
   private head = 0; // next byte to write out
   private size = 0;
 
-  constructor(readonly capacity: number) {
-    this.ring = Buffer.allocUnsafe(capacity);
+  constructor(
+    readonly capacity: number,
+    private readonly slab: RingSlab = ringSlab(capacity),
+  ) {}
+
+  /** Whether the ring holds memory (from the first byte buffered until `release()`). */
+  get holdsMemory(): boolean {
+    return this.slot !== null;
   }
 
   get length(): number {
@@ -32,10 +44,13 @@ export class TxBuf {
   /** Appends `data`; false (nothing appended) when it does not fit. */
   push(data: Buffer): boolean {
     if (data.length > this.capacity - this.size) return false;
+    if (data.length === 0) return true;
+    this.slot ??= this.slab.take();
+    const ring = this.slot.buf;
     const tail = (this.head + this.size) % this.capacity;
     const first = Math.min(data.length, this.capacity - tail);
-    data.copy(this.ring, tail, 0, first);
-    if (first < data.length) data.copy(this.ring, 0, first);
+    data.copy(ring, tail, 0, first);
+    if (first < data.length) data.copy(ring, 0, first);
     this.size += data.length;
     return true;
   }
@@ -46,9 +61,9 @@ export class TxBuf {
    */
   flushTo(end: Pick<LocalEnd, 'write'>): number {
     let total = 0;
-    while (this.size > 0) {
+    while (this.size > 0 && this.slot) {
       const run = Math.min(this.size, this.capacity - this.head);
-      const n = end.write(this.ring, this.head, run);
+      const n = end.write(this.slot.buf, this.head, run);
       if (n === WOULD_BLOCK) break;
       total += n;
       this.size -= n;
@@ -56,5 +71,15 @@ export class TxBuf {
       if (n < run) break;
     }
     return total;
+  }
+
+  /** Drops what is buffered and gives the ring's memory back (the connection has ended). Idempotent. */
+  release(): void {
+    this.size = 0;
+    this.head = 0;
+    if (!this.slot) return;
+    const slot = this.slot;
+    this.slot = null;
+    this.slab.give(slot);
   }
 }
