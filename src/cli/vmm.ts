@@ -13,6 +13,7 @@ import type { LoopbackTransport } from '../device/transport/loopback/loopback-tr
 import type { VhostUserVsockTransport } from '../device/transport/vhost-user/vsock-transport.js';
 import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
+import { keepYoungGenerationSmall } from '../util/young-generation.js';
 import { onTermination, parseCid } from './options.js';
 
 interface VmmOptions {
@@ -40,6 +41,8 @@ export function registerVmm(program: Command): void {
     .option('--config <toml>', 'configuration file: the [hypervisor] access keys (see config.toml.example)')
     .action(async (opts: VmmOptions) => {
       const log = createLogger('vmm');
+      // Connection storms must not leave the JavaScript heap grown for good (util/young-generation.ts).
+      keepYoungGenerationSmall();
       if (!opts.guestDir === !opts.vhostUser) {
         throw new Error('give exactly one guest: --guest-dir (loopback) or --vhost-user (QEMU)');
       }
