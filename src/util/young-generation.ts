@@ -7,7 +7,8 @@
  * 16 MiB each, by `--semi-space-growth-factor`) and, because almost
  * everything dies young, never needs a full (mark-compact) GC. V8 shrinks
  * its heap only through its memory reducer, which a full GC arms; with none,
- * the grown heap stays resident for good. Measured in the `vmm` after 10 000
+ * the grown heap stays resident for good. Measured in the `vmm` (rings from
+ * the RingSlab already) after 10 000
  * CONNECT/close cycles: RSS 62 → 111 MiB, unchanged after 20 s of quiet
  * (heap total 61 MiB, 6 MiB of it live). With the growth factor at 1 the
  * young generation stays at 1 MiB, survivors reach the old generation
