@@ -8,8 +8,8 @@
  * everything dies young, never needs a full (mark-compact) GC. V8 shrinks
  * its heap only through its memory reducer, which a full GC arms; with none,
  * the grown heap stays resident for good. Measured in the `vmm` (rings from
- * the RingSlab already) after 10 000
- * CONNECT/close cycles: RSS 62 → 111 MiB, unchanged after 20 s of quiet
+ * the RingSlab already) after 10 000 CONNECT/close cycles: RSS 62 → 111 MiB,
+ * unchanged after 20 s of quiet
  * (heap total 61 MiB, 6 MiB of it live). With the growth factor at 1 the
  * young generation stays at 1 MiB, survivors reach the old generation
  * sooner, a full GC happens during the storm, and 10 s after it the RSS is
