@@ -23,6 +23,12 @@
  * throws after `unmap()`, so new accesses through the Mapping fail loudly.
  * Callers should still treat sub-views as borrowed for the Mapping's life.
  *
+ * `AnonymousRegion` is the other kind: private anonymous memory whose pages
+ * can be handed back to the kernel at once (`discard`, madvise MADV_DONTNEED)
+ * while the range stays mapped, so a Buffer over it never dangles (a
+ * discarded page reads zeros). Memory the process frees with `free()` is
+ * given back only when glibc decides to; this is given back when we say.
+ *
  * x86-64 Linux constants; page size from sysconf.
  */
 import koffi from 'koffi';
@@ -46,6 +52,7 @@ export const F_SEAL_WRITE = 0x8;
 const F_ADD_SEALS = 1033;
 const F_GET_SEALS = 1034;
 const EINVAL = 22;
+const MADV_DONTNEED = 4;
 const _SC_PAGESIZE = 30;
 /** mmap's MAP_FAILED ((void *) -1) as koffi returns it: an unsigned bigint. */
 const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
@@ -55,6 +62,7 @@ const fns = {
   ftruncate: libc.func('int ftruncate(int fd, int64_t length)'),
   mmap: libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
   munmap: libc.func('int munmap(void *addr, size_t length)'),
+  madvise: libc.func('int madvise(void *addr, size_t length, int advice)'),
   sysconf: libc.func('long sysconf(int name)'),
 };
 
@@ -106,7 +114,7 @@ export function addFileSeals(fd: number, seals: number): void {
   check(c.fcntl(fd, F_ADD_SEALS, seals), 'fcntl(F_ADD_SEALS)', `fd ${fd}`);
 }
 
-// Releases a placeholder's address range once no Buffer over it is reachable.
+// Releases an address range (a placeholder, an AnonymousRegion) once no Buffer over it is reachable.
 const placeholders = new FinalizationRegistry<{ addr: bigint; len: number }>((r) => {
   fns.munmap(r.addr, r.len);
 });
@@ -176,5 +184,35 @@ export function mmapShared(fd: number, offset: number, length: number): Mapping 
   } catch (err) {
     fns.munmap(base, baseLen);
     throw err;
+  }
+}
+
+/**
+ * Private anonymous memory (MAP_NORESERVE: address space only until a page is
+ * touched) with a Buffer over it. `discard(offset, length)` returns those
+ * pages to the kernel now; they read as zeros afterwards. The range is
+ * unmapped once no view over it is reachable.
+ */
+export class AnonymousRegion {
+  readonly view: Buffer;
+  readonly #base: bigint;
+
+  constructor(readonly length: number) {
+    if (!Number.isSafeInteger(length) || length <= 0 || length % PAGE_SIZE !== 0)
+      throw new RangeError(`bad anonymous region length ${length} (a positive multiple of ${PAGE_SIZE})`);
+    const flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+    const base = fns.mmap(null, length, PROT_READ | PROT_WRITE, flags, -1, 0) as bigint;
+    if (base === MAP_FAILED) throw new SysError('mmap', errno(), `anonymous, ${length} bytes`);
+    this.#base = base;
+    const ab = koffi.view(base, length) as ArrayBuffer;
+    placeholders.register(ab, { addr: base, len: length });
+    this.view = Buffer.from(ab);
+  }
+
+  /** madvise(MADV_DONTNEED) on `[offset, offset+length)`, both page-aligned: the pages go back to the kernel. */
+  discard(offset: number, length: number): void {
+    if (offset % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0 || offset < 0 || offset + length > this.length)
+      throw new RangeError(`discard [${offset}, +${length}) is not page-aligned inside ${this.length} bytes`);
+    check(fns.madvise(this.#base + BigInt(offset), length, MADV_DONTNEED), 'madvise', `${length} bytes`);
   }
 }

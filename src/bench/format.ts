@@ -1,4 +1,4 @@
-import type { SoakResult } from './soak.js';
+import { SOAK_SETTLE_MS, type SoakResult } from './soak.js';
 import type { StartupRow } from './startup.js';
 
 /**
@@ -80,6 +80,6 @@ export function soakCells(s: SoakResult): string[][] {
 export function soakNote(s: SoakResult): string {
   return (
     `${s.cycles} CONNECT/close cycles to the agent's port (16 at a time), then ${s.held} connections held ` +
-    'open and released; 3 s of quiet before each settled figure'
+    `open and released; ${SOAK_SETTLE_MS / 1000} s of quiet before each settled figure`
   );
 }

@@ -44,7 +44,7 @@ import {
   stdinThroughput,
   stdoutThroughput,
 } from './scenarios.js';
-import { type SoakResult, soak } from './soak.js';
+import { SOAK_SETTLE_MS, type SoakResult, soak } from './soak.js';
 import { measureStartup, type StartupRow } from './startup.js';
 
 interface Step {
@@ -321,7 +321,7 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
         cycles,
         concurrency: 16,
         held,
-        settleMs: 3000,
+        settleMs: SOAK_SETTLE_MS,
         timeoutMs: o.bench.timeoutMs,
       });
     } catch (err) {

@@ -20,6 +20,13 @@ import fs from 'node:fs';
 import type net from 'node:net';
 import { hybridConnect } from '../broker/hvsock-client.js';
 
+/**
+ * Quiet before the settled and after samples: V8 gives back a heap grown
+ * under load through its memory reducer, about 8 s after the load's last
+ * full GC, so a shorter wait measures memory that is on its way back.
+ */
+export const SOAK_SETTLE_MS = 12_000;
+
 export interface SoakOptions {
   hvsockPath: string;
   vmmPid: number;

@@ -17,6 +17,7 @@ import type { LoopbackTransport } from '../device/transport/loopback/loopback-tr
 import type { VhostUserVsockTransport } from '../device/transport/vhost-user/vsock-transport.js';
 import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
+import { keepYoungGenerationSmall } from '../util/young-generation.js';
 import { onTermination, parseCid, parseCreditPolicy, parseSize } from './options.js';
 
 interface VmmOptions {
@@ -59,6 +60,8 @@ export function registerVmm(program: Command): void {
     .option('--metrics <file>', 'write the device counters as JSON to <file> on SIGUSR2 and at exit')
     .action(async (opts: VmmOptions) => {
       const log = createLogger('vmm');
+      // Connection storms must not leave the JavaScript heap grown for good (util/young-generation.ts).
+      keepYoungGenerationSmall();
       if (!opts.guestDir === !opts.vhostUser) {
         throw new Error('give exactly one guest: --guest-dir (loopback) or --vhost-user (QEMU)');
       }

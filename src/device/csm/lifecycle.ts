@@ -236,6 +236,7 @@ export abstract class ConnectionLifecycle {
     this.state = 'closed';
     this.pending = 0;
     this.end.close();
+    this.writer.held.release(); // its pages go back to the kernel now, not at some later GC
     this.owner.closed(this.self(), reason, detail);
   }
 

@@ -10,21 +10,27 @@
  * otherwise), and flushed with one writev of the ring's one or two
  * contiguous runs.
  *
- * Memory: the ring is allocated on the first push, not with the connection,
- * so a connection whose local reader keeps up never holds one; once
- * allocated it stays until the connection ends (a slow reader fills and
- * drains it over and over). A connection therefore holds at most
- * `capacity` bytes for its peer.
+ * Memory: the ring is taken from the process's RingSlab (ring-slab.ts) at
+ * the first byte buffered, not with the connection, so a connection whose
+ * local reader keeps up never holds one; once taken it stays until the
+ * connection ends (a slow reader fills and drains it over and over), and
+ * `release()` then returns its pages to the kernel at once rather than at
+ * some later GC. A connection therefore holds at most `capacity` bytes for
+ * its peer.
  */
 import { type LocalEnd, WOULD_BLOCK } from './local-end.js';
+import { type RingSlab, type RingSlot, ringSlab } from './ring-slab.js';
 
 export class TxBuf {
-  private ring: Buffer | null = null;
+  private slot: RingSlot | null = null;
   private head = 0; // next byte to write out
   private size = 0;
   private readonly runs: Buffer[] = [];
 
-  constructor(readonly capacity: number) {}
+  constructor(
+    readonly capacity: number,
+    private readonly slab: RingSlab = ringSlab(capacity),
+  ) {}
 
   get length(): number {
     return this.size;
@@ -34,20 +40,21 @@ export class TxBuf {
     return this.size === 0;
   }
 
-  /** Bytes of memory the ring holds (0 until the first push). */
+  /** Bytes of memory the ring holds (0 until the first push and after `release()`). */
   get allocated(): number {
-    return this.ring?.length ?? 0;
+    return this.slot?.buf.length ?? 0;
   }
 
   /** Appends `data`; false (nothing appended) when it does not fit. */
   push(data: Buffer): boolean {
     if (data.length > this.capacity - this.size) return false;
     if (data.length === 0) return true;
-    this.ring ??= Buffer.allocUnsafe(this.capacity);
+    this.slot ??= this.slab.take();
+    const ring = this.slot.buf;
     const tail = (this.head + this.size) % this.capacity;
     const first = Math.min(data.length, this.capacity - tail);
-    data.copy(this.ring, tail, 0, first);
-    if (first < data.length) data.copy(this.ring, 0, first);
+    data.copy(ring, tail, 0, first);
+    if (first < data.length) data.copy(ring, 0, first);
     this.size += data.length;
     return true;
   }
@@ -58,7 +65,7 @@ export class TxBuf {
    * to handle.
    */
   flushTo(end: Pick<LocalEnd, 'writev'>): number {
-    const ring = this.ring;
+    const ring = this.slot?.buf;
     if (!ring || this.size === 0) return 0;
     const first = Math.min(this.size, this.capacity - this.head);
     this.runs[0] = ring.subarray(this.head, this.head + first);
@@ -68,5 +75,15 @@ export class TxBuf {
     this.size -= n;
     this.head = this.size === 0 ? 0 : (this.head + n) % this.capacity;
     return n;
+  }
+
+  /** Drops what is buffered and gives the ring's memory back (the connection has ended). Idempotent. */
+  release(): void {
+    this.size = 0;
+    this.head = 0;
+    if (!this.slot) return;
+    const slot = this.slot;
+    this.slot = null;
+    this.slab.give(slot);
   }
 }
