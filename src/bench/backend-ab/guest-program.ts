@@ -213,7 +213,8 @@ function h2gMany(n: number, listenFd: number, buf: Buffer): { bytes: number; ms:
     const ms = performance.now() - t0;
     fds.forEach((fd, i) => {
       setNonBlocking(fd, false);
-      writeAll(fd, Buffer.from(`${got[i]} ${(performance.now() - first[i]!).toFixed(1)}\n`));
+      const own = got[i] ? performance.now() - first[i]! : 0;
+      writeAll(fd, Buffer.from(`${got[i]} ${own.toFixed(1)}\n`));
     });
     return { bytes: got.reduce((s, b) => s + b, 0), ms };
   });

@@ -74,6 +74,11 @@ function withProgress<T>(
   ]).finally(() => clearInterval(t));
 }
 
+/** "host → guest transfer (4 connections)": what a failed transfer was. */
+function transferName(direction: string, connections: number): string {
+  return `${direction} transfer (${connections} connection${connections > 1 ? 's' : ''})`;
+}
+
 /** Lines from a socket, one promise at a time. */
 class Lines {
   private buf = '';
@@ -184,7 +189,7 @@ export class GuestBench {
     stallMs = timeoutMs,
   ): Promise<{ hostMs: number; guestMs: number }> {
     const line = connections > 1 ? `G2H ${bytes} ${G2H_PORT} ${connections}` : `G2H ${bytes} ${G2H_PORT}`;
-    const what = `guest → host transfer (${connections} connection${connections > 1 ? 's' : ''})`;
+    const what = transferName('guest → host', connections);
     const answer = await withProgress(this.ask(line), this.progress, stallMs, timeoutMs, what);
     const [, guestMs, got, hostMs] = answer.split(/\s+/);
     if (Number(got) !== bytes) throw new Error(`the host sink got ${got} of ${bytes} bytes`);
@@ -206,7 +211,7 @@ export class GuestBench {
     const answer = this.ask(connections > 1 ? `H2G ${connections}` : 'H2G');
     answer.catch(() => undefined); // awaited below; a failing send must not leave it unhandled
     const t0 = performance.now();
-    const what = `host → guest transfer (${connections} connection${connections > 1 ? 's' : ''})`;
+    const what = transferName('host → guest', connections);
     const block = Buffer.alloc(1 << 20, 0xcd);
     const send = async (share: number, i: number) => {
       const { socket } = await hybridConnect(this.uds, SINK_PORT, timeoutMs);
