@@ -13,6 +13,7 @@
  * takes 5 repetitions, not 3: on a shared 2-core machine single repetitions
  * of one run differ by ±30 % (the first, cold one is the slowest), and two
  * back-to-back 3-rep runs disagreed by up to 25-30 % on their medians
+ * under that load; a median of 5 outvotes two disturbed repetitions
  * (docs/performance/vm-data-path.md, "Repeatability").
  */
 
