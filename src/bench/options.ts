@@ -8,8 +8,13 @@
  * QEMU guest defaults are smaller: under TCG every guest instruction is
  * emulated (64 MiB through passfd took ~3 s stdin / ~7.5 s stdout, through
  * RPC-copy 20-30 s: ~2.5 MiB/s; a 64-byte RPC-copy round trip ~12 ms), so
- * a 1 GiB run would take hours. The full VM run takes ~5-10 min, `--quick`
- * ~1.5 min with the boot; the timeouts are sized for that pace.
+ * a 1 GiB run would take hours. The full VM run takes ~3 min here, `--quick`
+ * ~1 min with the boot; the timeouts are sized for that pace. The full run
+ * takes 5 repetitions, not 3: on a shared 2-core machine single repetitions
+ * of one run differ by ±30 % (the first, cold one is the slowest), and two
+ * back-to-back 3-rep runs disagreed by up to 25-30 % on their medians
+ * under that load; a median of 5 outvotes two disturbed repetitions
+ * (docs/performance/vm-data-path.md, "Repeatability").
  */
 
 export const SCENARIOS = [
@@ -84,7 +89,7 @@ export function defaultOptions(quick: boolean, mode: BenchMode = 'loopback'): Be
           bytes: 64 * MiB,
           concurrencyBytes: 32 * MiB,
           concurrency: [1, 4],
-          reps: 3,
+          reps: 5,
           trips: 1000,
           setups: 10,
           startups: 20,

@@ -12,6 +12,7 @@ const MiB = 1 << 20;
 function transfer(dir: 'g2h' | 'h2g', mibps: number, backendCpu = 0.064): TransferRecord {
   return {
     dir,
+    connections: 1,
     mibps,
     cpu: { backend: backendCpu, qemu: 0.5 },
     load: 2,

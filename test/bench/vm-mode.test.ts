@@ -31,14 +31,14 @@ import { FIXED_RUNS, fixedReport } from './fixtures.js';
 const MiB = 1024 * 1024;
 
 describe('VM defaults', () => {
-  it('a full VM run is sized for TCG: 64 MiB, 32 MiB per concurrency level, 1 and 4 containers', () => {
+  it('a full VM run is sized for TCG: 64 MiB, 32 MiB per concurrency level, 1 and 4 containers, 5 reps', () => {
     expect(defaultOptions(false, 'qemu')).toEqual({
       // Every default scenario but the host CLI's start-up and the vmm's soak (both can be asked for by name).
       scenarios: DEFAULT_SCENARIOS.filter((s) => s !== 'startup' && s !== 'soak'),
       bytes: 64 * MiB,
       concurrencyBytes: 32 * MiB,
       concurrency: [1, 4],
-      reps: 3,
+      reps: 5,
       trips: 1000,
       setups: 10,
       startups: 20,
@@ -48,14 +48,16 @@ describe('VM defaults', () => {
     });
   });
 
-  it('VM --quick is smaller still, and no VM default exceeds the loopback one', () => {
+  it('VM --quick is smaller still, and no VM size exceeds the loopback one', () => {
     const q = defaultOptions(true, 'qemu');
     expect(q).toMatchObject({ bytes: 16 * MiB, concurrencyBytes: 8 * MiB, concurrency: [1, 4], reps: 2 });
     const full = defaultOptions(false, 'qemu');
-    for (const k of ['bytes', 'concurrencyBytes', 'reps', 'trips', 'setups'] as const) {
+    for (const k of ['bytes', 'concurrencyBytes', 'reps', 'trips', 'setups'] as const)
       expect(q[k], k).toBeLessThanOrEqual(full[k]);
+    // Sizes stay at or under loopback's; repetitions do not: small TCG transfers on a shared machine
+    // need more of them for two runs' medians to agree (options.ts).
+    for (const k of ['bytes', 'concurrencyBytes', 'trips', 'setups'] as const)
       expect(full[k], k).toBeLessThanOrEqual(defaultOptions(false)[k]);
-    }
     // Operations are slower in a TCG guest: the per-operation bound is longer than loopback --quick's.
     expect(q.timeoutMs).toBeGreaterThan(defaultOptions(true).timeoutMs);
   });

@@ -10,7 +10,9 @@
  * Each boot: the backend starts, then QEMU; once the guest program
  * answers, one small warm-up transfer, then `transfers` guest → host and
  * host → guest transfers of `bytes` each, alternating, and `trips` 64-byte
- * round trips. Per transfer: MiB/s (timed at the receiving end, first byte
+ * round trips. With `connections` (the stall hunt, test/vm), each pair of
+ * transfers runs over the next connection count of that list, cycling, the
+ * bytes shared by that many connections at once. Per transfer: MiB/s (timed at the receiving end, first byte
  * to EOF), the backend's and QEMU's CPU (/proc/<pid>/stat), the load
  * average, the guest's virtio interrupts and (with `guestTrace`) its vsock
  * packets by op from the guest kernel's own tracepoints, and for a backend
@@ -47,6 +49,10 @@ export interface BackendAbOptions {
   trips: number;
   /** Bound for one transfer (and for the boot until the guest program answers). */
   timeoutMs: number;
+  /** A transfer fails when no byte moves for this long (default: `timeoutMs`). */
+  stallMs?: number;
+  /** Connection counts the transfer pairs cycle through (default [1]). */
+  connections?: number[];
   guestTrace: boolean;
   vm: { accel: 'tcg' | 'kvm'; cpus: number; memoryMiB: number };
   guestCid?: number;
@@ -55,6 +61,8 @@ export interface BackendAbOptions {
 
 export interface TransferRecord {
   dir: 'g2h' | 'h2g';
+  /** Connections that shared the bytes at once. */
+  connections: number;
   mibps: number;
   /** CPU seconds of the backend process and of QEMU during the transfer. */
   cpu: { backend: number; qemu: number };
@@ -192,16 +200,19 @@ async function runBoot(
     const qemuPid = q.process.pid!;
     const backendPid = backend.pid!;
     let seq = 0;
+    const counts = o.connections ?? [1];
+    const stallMs = o.stallMs ?? o.timeoutMs;
     for (let i = 0; i < o.transfers * 2; i++) {
       const dir2: 'g2h' | 'h2g' = i % 2 === 0 ? 'g2h' : 'h2g';
+      const connections = counts[Math.floor(i / 2) % counts.length]!;
       const s0 = await guest.stat(30_000);
       const m0 = withMetrics ? await readMetrics(backendPid, metricsFile, seq) : null;
       if (m0) seq = m0.seq;
       const c0 = { b: readCpuTicks(backendPid).self, q: readCpuTicks(qemuPid).self };
       const ms =
         dir2 === 'g2h'
-          ? (await guest.g2h(o.bytes, o.timeoutMs)).hostMs
-          : (await guest.h2g(o.bytes, o.timeoutMs)).guestMs;
+          ? (await guest.g2h(o.bytes, o.timeoutMs, connections, stallMs)).hostMs
+          : (await guest.h2g(o.bytes, o.timeoutMs, connections, stallMs)).guestMs;
       const c1 = { b: readCpuTicks(backendPid).self, q: readCpuTicks(qemuPid).self };
       const m1 = withMetrics ? await readMetrics(backendPid, metricsFile, seq) : null;
       if (m1) seq = m1.seq;
@@ -209,6 +220,7 @@ async function runBoot(
       const hz = clockTicksPerSecond();
       const t: TransferRecord = {
         dir: dir2,
+        connections,
         mibps: o.bytes / (1 << 20) / (ms / 1000),
         cpu: { backend: (c1.b - c0.b) / hz, qemu: (c1.q - c0.q) / hz },
         load: os.loadavg()[0]!,
@@ -217,7 +229,7 @@ async function runBoot(
       if (o.guestTrace) t.trace = traceDelta(s0.trace, s1.trace);
       if (m0 && m1) t.metrics = { before: m0, after: m1 };
       rec.transfers.push(t);
-      o.onProgress?.(`${spec.name} round ${round + 1}: ${dir2} ${t.mibps.toFixed(1)} MiB/s`);
+      o.onProgress?.(`${spec.name} round ${round + 1}: ${dir2} ×${connections} ${t.mibps.toFixed(1)} MiB/s`);
     }
     rec.rtt = await guest.roundTrips(o.trips, o.timeoutMs);
     rec.ok = true;

@@ -7,11 +7,17 @@
  * the transfers' other ends are here: a sink for guest → host on
  * `<uds>_<G2H_PORT>` (reads to EOF, answers "<bytes> <ms>" from the first
  * byte), the writer for host → guest, the round-trip client.
+ *
+ * A transfer fails when no byte moves for its stall bound (bytes the sink
+ * received, bytes the host → guest writer handed to the socket), and in any
+ * case after its total bound: a slow transfer under a loaded machine is not
+ * a stall, one that stands still is.
  */
 import fs from 'node:fs';
 import net from 'node:net';
 import { hybridConnect } from '../../broker/hvsock-client.js';
 import { CONTROL_PORT, ECHO_PORT, G2H_PORT, SINK_PORT } from './ports.js';
+import { connectionShares } from './shares.js';
 
 export interface GuestStat {
   interrupts: Record<string, number>;
@@ -30,6 +36,47 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
       t = setTimeout(() => reject(new Error(`${what}: no progress within ${ms / 1000} s`)), ms);
     }),
   ]).finally(() => clearTimeout(t));
+}
+
+/** Bytes moved so far by this session's transfers, either way: what the stall bound watches. */
+interface Progress {
+  bytes: number;
+}
+
+/** `p`, failing when `progress` stands still for `stallMs` or after `totalMs` in all. */
+function withProgress<T>(
+  p: Promise<T>,
+  progress: Progress,
+  stallMs: number,
+  totalMs: number,
+  what: string,
+): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  const start = Date.now();
+  let seen = progress.bytes;
+  let movedAt = start;
+  return Promise.race([
+    p,
+    new Promise<T>((_, reject) => {
+      t = setInterval(() => {
+        const now = Date.now();
+        if (progress.bytes !== seen) {
+          seen = progress.bytes;
+          movedAt = now;
+        }
+        if (now - movedAt >= stallMs)
+          reject(
+            new Error(`${what}: no progress for ${stallMs / 1000} s (${seen} bytes moved in the session)`),
+          );
+        else if (now - start >= totalMs) reject(new Error(`${what}: not done within ${totalMs / 1000} s`));
+      }, 250);
+    }),
+  ]).finally(() => clearInterval(t));
+}
+
+/** "host → guest transfer (4 connections)": what a failed transfer was. */
+function transferName(direction: string, connections: number): string {
+  return `${direction} transfer (${connections} connection${connections > 1 ? 's' : ''})`;
 }
 
 /** Lines from a socket, one promise at a time. */
@@ -86,6 +133,7 @@ export class GuestBench {
     private readonly uds: string,
     private readonly control: Lines,
     sinkServer: net.Server,
+    private readonly progress: Progress,
   ) {
     this.sinkServer = sinkServer;
   }
@@ -101,12 +149,13 @@ export class GuestBench {
         const { socket } = await hybridConnect(uds, CONTROL_PORT, 2000);
         const sinkPath = `${uds}_${G2H_PORT}`;
         fs.rmSync(sinkPath, { force: true });
-        const server = net.createServer(sinkConnection);
+        const progress: Progress = { bytes: 0 };
+        const server = net.createServer((s) => sinkConnection(s, progress));
         await new Promise<void>((resolve, reject) => {
           server.once('error', reject);
           server.listen(sinkPath, resolve);
         });
-        return new GuestBench(uds, new Lines(socket), server);
+        return new GuestBench(uds, new Lines(socket), server, progress);
       } catch (err) {
         last = (err as Error).message;
       }
@@ -116,41 +165,83 @@ export class GuestBench {
   }
 
   /** Sends one command line and resolves with the answer line (an `ERR` answer rejects). */
-  async command(line: string, timeoutMs: number): Promise<string> {
+  command(line: string, timeoutMs: number): Promise<string> {
+    return withTimeout(this.ask(line), timeoutMs, `guest command ${line}`);
+  }
+
+  private async ask(line: string): Promise<string> {
     this.control.socket.write(`${line}\n`);
-    const answer = await withTimeout(this.control.next(), timeoutMs, `guest command ${line}`);
+    const answer = await this.control.next();
     if (answer === null) throw new Error(`the guest closed the control connection during ${line}`);
     if (answer.startsWith('ERR')) throw new Error(`guest: ${answer}`);
     return answer;
   }
 
-  /** `bytes` from the guest to the host sink; the host's time from the first byte to EOF. */
-  async g2h(bytes: number, timeoutMs: number): Promise<{ hostMs: number; guestMs: number }> {
-    const answer = await this.command(`G2H ${bytes} ${G2H_PORT}`, timeoutMs);
+  /**
+   * `bytes` from the guest to the host sink over `connections` connections
+   * at once (sharing the bytes); the host's time from the first byte to EOF
+   * (the slowest connection's). Fails when nothing moves for `stallMs`.
+   */
+  async g2h(
+    bytes: number,
+    timeoutMs: number,
+    connections = 1,
+    stallMs = timeoutMs,
+  ): Promise<{ hostMs: number; guestMs: number }> {
+    const line = connections > 1 ? `G2H ${bytes} ${G2H_PORT} ${connections}` : `G2H ${bytes} ${G2H_PORT}`;
+    const what = transferName('guest → host', connections);
+    const answer = await withProgress(this.ask(line), this.progress, stallMs, timeoutMs, what);
     const [, guestMs, got, hostMs] = answer.split(/\s+/);
     if (Number(got) !== bytes) throw new Error(`the host sink got ${got} of ${bytes} bytes`);
     return { hostMs: Number(hostMs), guestMs: Number(guestMs) };
   }
 
-  /** `bytes` from the host into the guest's sink; the guest's time from the first byte to EOF. */
-  async h2g(bytes: number, timeoutMs: number): Promise<{ guestMs: number; hostMs: number }> {
-    const answer = this.command('H2G', timeoutMs);
+  /**
+   * `bytes` from the host into the guest's sink over `connections`
+   * connections at once (sharing the bytes, each checked by the guest's
+   * count); the guest's time from the first byte to the last EOF. Fails
+   * when nothing moves for `stallMs`.
+   */
+  async h2g(
+    bytes: number,
+    timeoutMs: number,
+    connections = 1,
+    stallMs = timeoutMs,
+  ): Promise<{ guestMs: number; hostMs: number }> {
+    const answer = this.ask(connections > 1 ? `H2G ${connections}` : 'H2G');
+    answer.catch(() => undefined); // awaited below; a failing send must not leave it unhandled
     const t0 = performance.now();
-    const { socket } = await hybridConnect(this.uds, SINK_PORT, timeoutMs);
+    const what = transferName('host → guest', connections);
     const block = Buffer.alloc(1 << 20, 0xcd);
-    await withTimeout(
-      (async () => {
-        for (let sent = 0; sent < bytes; sent += block.length) {
-          const part = bytes - sent < block.length ? block.subarray(0, bytes - sent) : block;
-          if (!socket.write(part)) await new Promise((r) => socket.once('drain', r));
+    const send = async (share: number, i: number) => {
+      const { socket } = await hybridConnect(this.uds, SINK_PORT, timeoutMs);
+      const reply = new Lines(socket); // from now on a reset socket is a failed transfer, not an uncaught error
+      try {
+        for (let sent = 0; sent < share && !socket.destroyed; sent += block.length) {
+          const part = share - sent < block.length ? block.subarray(0, share - sent) : block;
+          const flushed = socket.write(part, () => {
+            this.progress.bytes += part.length;
+          });
+          if (!flushed)
+            await new Promise((r) => {
+              socket.once('drain', r);
+              socket.once('close', r);
+            });
         }
         socket.end();
-        const reply = await new Lines(socket).next();
+        const line = (await reply.next()) ?? '';
+        if (Number(line.split(/\s+/)[0]) !== share)
+          throw new Error(`connection ${i + 1}: the guest sink got ${line || 'nothing'} of ${share} bytes`);
+      } finally {
         socket.destroy();
-        return reply;
-      })(),
+      }
+    };
+    await withProgress(
+      Promise.all(connectionShares(bytes, connections).map(send)).then(() => answer),
+      this.progress,
+      stallMs,
       timeoutMs,
-      'host → guest transfer',
+      what,
     );
     const hostMs = performance.now() - t0;
     const [, got, guestMs] = (await answer).split(/\s+/);
@@ -211,12 +302,13 @@ export class GuestBench {
 }
 
 /** The guest → host sink: reads to EOF, answers "<bytes> <ms from the first byte>". */
-function sinkConnection(s: net.Socket): void {
+function sinkConnection(s: net.Socket, progress: Progress): void {
   let bytes = 0;
   let t0 = 0;
   s.on('data', (d: Buffer) => {
     if (bytes === 0) t0 = performance.now();
     bytes += d.length;
+    progress.bytes += d.length;
   });
   s.on('end', () => {
     s.end(`${bytes} ${(bytes ? performance.now() - t0 : 0).toFixed(1)}\n`);
