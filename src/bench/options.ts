@@ -6,9 +6,9 @@
  * loop in the scenarios is bounded by a count from here *and* by `timeoutMs`.
  *
  * QEMU guest defaults are smaller: under TCG every guest instruction is
- * emulated (64 MiB through passfd took ~3 s stdin / ~7.5 s stdout, through
- * RPC-copy 20-30 s: ~2.5 MiB/s; a 64-byte RPC-copy round trip ~12 ms), so
- * a 1 GiB run would take hours. The full VM run takes ~3 min here, `--quick`
+ * emulated (passfd moves ~60-150 MiB/s each way, RPC-copy a few MiB/s; a
+ * 64-byte RPC-copy round trip takes milliseconds), so a 1 GiB run on every
+ * path would take far too long. The full VM run takes ~3 min here, `--quick`
  * ~1 min with the boot; the timeouts are sized for that pace. The full run
  * takes 5 repetitions, not 3: on a shared 2-core machine single repetitions
  * of one run differ by ±30 % (the first, cold one is the slowest), and two
