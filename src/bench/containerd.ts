@@ -26,13 +26,13 @@
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { buildBusyboxImage } from '../containerd/busybox-image.js';
 import { PrivateContainerd } from '../containerd/private-daemon.js';
 import { clockTicksPerSecond, readCpuTicks } from './proc-cpu.js';
 import { createProgress } from './progress.js';
+import { type HostMeta, hostMeta } from './results.js';
 import { BenchInterrupted } from './runner.js';
 import { median, percentile } from './stats.js';
 
@@ -86,12 +86,7 @@ const emptySamples = (): Samples => ({
 });
 
 export interface ContainerdBenchReport {
-  meta: {
-    date: string;
-    host: string;
-    cpus: number;
-    kernel: string;
-    node: string;
+  meta: HostMeta & {
     containerd: string;
     runc: string;
     durationS: number;
@@ -377,14 +372,9 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
       ),
     );
   }
-  const cpus = os.cpus();
   return {
     meta: {
-      date: new Date().toISOString(),
-      host: os.hostname(),
-      cpus: cpus.length,
-      kernel: os.release(),
-      node: process.version,
+      ...hostMeta(),
       containerd: version('containerd', ['--version']),
       runc: version('runc', ['--version']),
       durationS: (performance.now() - started) / 1000,

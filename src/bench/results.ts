@@ -8,6 +8,7 @@
  * RPC-copy, their ratio passfd/rpc, and for throughput figures the fraction
  * of the kernel pipe-relay ceiling measured in the same run.
  */
+import os from 'node:os';
 import type { BenchMode } from './options.js';
 import type { SoakResult } from './soak.js';
 import type { StartupRow } from './startup.js';
@@ -62,7 +63,8 @@ export interface VmMeta {
   qemu: string;
 }
 
-export interface BenchMeta {
+/** When and where a bench ran: the part every report (the stack's, containerd's) starts with. */
+export interface HostMeta {
   date: string;
   host: string;
   /** Host CPUs, model and kernel (the kernel ceiling is always measured here). */
@@ -70,6 +72,22 @@ export interface BenchMeta {
   cpuModel: string;
   kernel: string;
   node: string;
+}
+
+/** HostMeta of this machine, now. */
+export function hostMeta(): HostMeta {
+  const cpus = os.cpus();
+  return {
+    date: new Date().toISOString(),
+    host: os.hostname(),
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+    kernel: os.release(),
+    node: process.version,
+  };
+}
+
+export interface BenchMeta extends HostMeta {
   clkTck: number;
   durationS: number;
   /** loopback: vmm + agent as host processes; qemu: agent and container processes in a QEMU guest. */

@@ -19,7 +19,6 @@
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Broker } from '../broker/broker.js';
 import { startEmbeddedStack } from '../broker/embedded-stack.js';
@@ -32,7 +31,7 @@ import type { BenchMode, BenchOptions } from './options.js';
 import { type CpuRoles, clockTicksPerSecond } from './proc-cpu.js';
 import { createProgress } from './progress.js';
 import type { BenchReport, Path, RunError, RunRecord, VmMeta } from './results.js';
-import { cpuRoleLabels, summarize } from './results.js';
+import { cpuRoleLabels, hostMeta, summarize } from './results.js';
 import {
   type BenchContext,
   concurrentStreams,
@@ -234,15 +233,9 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
   }
   const report = (stack: BenchStack | null): BenchReport => {
     const { rows, ceilingMiBps } = summarize(runs, mode);
-    const cpus = os.cpus();
     return {
       meta: {
-        date: new Date().toISOString(),
-        host: os.hostname(),
-        cpus: cpus.length,
-        cpuModel: cpus[0]?.model.trim() ?? 'unknown',
-        kernel: os.release(),
-        node: process.version,
+        ...hostMeta(),
         clkTck: clockTicksPerSecond(),
         durationS: (performance.now() - started) / 1000,
         mode,

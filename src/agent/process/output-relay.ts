@@ -16,7 +16,7 @@
  * one write into the socket, which the kernel cuts into 64 KiB packets.
  * From 6.5 on splice_to_socket passes up to 16 pages per `sendmsg` and
  * splice is kept. The copy's buffer is reused and never inspected: bytes
- * are counted, not parsed. docs/performance/vm.md has the figures.
+ * are counted, not parsed. docs/performance/vm-data-path.md has the figures.
  */
 import os from 'node:os';
 import type { PumpKind } from './pump.js';
