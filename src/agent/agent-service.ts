@@ -32,6 +32,7 @@
  */
 import os from 'node:os';
 import type { Readable, Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { closeQuietly } from '../../native-bindings/index.js';
 import { agentMethods, type Process } from '../protocol/agent-api.js';
 import { GrpcCode } from '../protocol/ttrpc.js';
@@ -58,6 +59,8 @@ interface ExecEntry {
   process: ContainerProcess;
   /** Serialises concurrent ReadStdout/ReadStderr calls per stream. */
   readChain: Map<Readable, Promise<unknown>>;
+  /** WaitProcess has answered with the exit status. */
+  reported?: boolean;
 }
 
 interface Container {
@@ -150,6 +153,12 @@ export class AgentService {
     server.registerTyped(m.ExecProcess, async (req) => {
       const c = this.container(req.containerId);
       if (!req.execId) throw invalid('exec_id is empty');
+      const previous = c.execs.get(req.execId);
+      if (previous?.process.hasExited && previous.reported) {
+        // Exited and reported, only its unread output kept it here (see forgetOnceRead).
+        previous.process.destroy();
+        c.execs.delete(req.execId);
+      }
       if (c.execs.has(req.execId) || c.startingExecs.has(req.execId)) {
         throw exists(`exec ${req.execId} already exists in ${c.id}`);
       }
@@ -181,7 +190,8 @@ export class AgentService {
         ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true });
       });
       const st = await Promise.race([entry.process.wait(), aborted]);
-      if (execId !== c.id) c.execs.delete(execId);
+      entry.reported = true;
+      if (execId !== c.id) this.forgetOnceRead(c, execId, entry);
       this.log.debug(`process ${c.id}/${execId} exited with ${st.status}`);
       return { status: st.status };
     });
@@ -333,6 +343,25 @@ export class AgentService {
     const entry = c.execs.get(id);
     if (!entry) throw new TtrpcError(GrpcCode.NOT_FOUND, `process ${containerId}/${id} not found`);
     return { c, entry, execId: id };
+  }
+
+  /**
+   * An exec leaves the table once its exit has been reported and its RPC
+   * output pipes have been read to EOF (at once on the passfd path: it has
+   * none). The runtime reads on after WaitProcess answers (the exit is
+   * reported to containerd only once every byte is in its FIFOs), so
+   * forgetting the exec at its exit would turn the next ReadStdout into
+   * NOT_FOUND and lose what is still in the pipe. An output nobody reads (a
+   * background child holding the pipe) keeps the entry until the container
+   * goes; ExecProcess may reuse the id of such an exited exec.
+   */
+  private forgetOnceRead(c: Container, execId: string, entry: ExecEntry): void {
+    const pipes = [entry.process.stdoutPipe, entry.process.stderrPipe].filter(
+      (p): p is Readable => p !== null,
+    );
+    void Promise.all(pipes.map((p) => finished(p, { writable: false }).catch(() => undefined))).then(() => {
+      if (c.execs.get(execId) === entry) c.execs.delete(execId);
+    });
   }
 
   /** One ReadStdout/ReadStderr: up to `len` bytes, empty at EOF. Calls on a stream are served in order. */

@@ -103,6 +103,8 @@ export class RpcCopy {
       await new Promise<void>((resolve) => writer.end(resolve));
     } catch (err) {
       if (!this.stopped) this.target.log.warn(`rpc-copy ${method}: ${(err as Error).message}`);
+      // What was copied still reaches the reader, then EOF: it must not wait for the broker to stop.
+      writer.end();
     }
   }
 

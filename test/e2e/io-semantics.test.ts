@@ -155,4 +155,45 @@ describe.each(IO_PATHS)('IO semantics over $name', ({ passfd }) => {
     expect(init.stdout.text).toBe('init-data');
     finishSession(init);
   });
+
+  it('an exec that exits with output still in its pipe: every byte reaches the FIFO, 5 times', async () => {
+    // The exit is reported (WaitProcess answers) while the RPC copier is still reading: the
+    // agent must keep serving ReadStdout/ReadStderr for the exited exec until they reach EOF.
+    const init = await startSession(e, ['cat'], { keepText: true });
+    const id = init.proc.spec.containerId;
+    for (let i = 0; i < 5; i++) {
+      const fifos = makeFifos(e.dir, `${id}-tail${i}`);
+      const proc = await e.broker.start({
+        containerId: id,
+        execId: `tail${i}`,
+        args: ['sh', '-c', 'head -c 3000000 /dev/zero; echo last-line; head -c 700000 /dev/zero >&2; exit 3'],
+        fifos,
+      });
+      const out = new HashingReader(fifos.stdout, true);
+      const err = new HashingReader(fifos.stderr!, true);
+      await writeAndClose(openWriter(fifos.stdin), []);
+      expect(await proc.wait(), `round ${i}`).toBe(3);
+      const [o, r] = await Promise.all([out.done, err.done]);
+      expect(o.bytes, `round ${i}: stdout`).toBe(3_000_000 + 'last-line\n'.length);
+      expect(out.text.endsWith('last-line\n'), `round ${i}`).toBe(true);
+      expect(r.bytes, `round ${i}: stderr`).toBe(700_000);
+      removeFifos(fifos);
+    }
+    // Read to EOF and reported: the id is free again.
+    const fifos = makeFifos(e.dir, `${id}-again`);
+    const again = await e.broker.start({
+      containerId: id,
+      execId: 'tail0',
+      args: ['sh', '-c', 'exit 6'],
+      fifos,
+    });
+    const drained = [new HashingReader(fifos.stdout), new HashingReader(fifos.stderr!)].map((r) => r.done);
+    await writeAndClose(openWriter(fifos.stdin), []);
+    expect(await again.wait()).toBe(6);
+    await Promise.all(drained);
+    removeFifos(fifos);
+    await endStdin(init, []);
+    expect(await init.proc.wait()).toBe(0);
+    finishSession(init);
+  });
 });
