@@ -18,7 +18,10 @@
  *   - `wait()` = WaitProcess (the agent answers once every output byte has
  *     left it), then waits until the device has closed each output
  *     connection (the lingering passfd control socket closes: every byte is
- *     in the FIFO). Only then is the exit reported and the keepers released.
+ *     in the FIFO), then until containerd's reader has taken them
+ *     (reader-catch-up.ts: containerd's client closes its readers as soon
+ *     as it hears of the exit). Only then is the exit reported and the
+ *     keepers released. The RPC-copy path ends the same way.
  *
  * The RPC-copy path (`use_passfd_io = false`) is in rpc-copy.ts.
  */
@@ -33,6 +36,7 @@ import { TtrpcError } from '../ttrpc/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { type FifoPaths, FifoSet, type StdioName } from './fifo-set.js';
 import { hybridConnect, type PassedFd, passFdTracked } from './hvsock-client.js';
+import { READER_STALL_MS, readersCaughtUp } from './reader-catch-up.js';
 import { RpcCopy } from './rpc-copy.js';
 
 export interface ProcessSpec {
@@ -65,6 +69,12 @@ export interface BrokerOptions {
   config: Config;
   /** Where warnings go (default: component "broker" on stderr, level from PASSFD_LOG). */
   log?: Logger;
+  /**
+   * How long the reader of an output FIFO may take nothing before an exit is
+   * reported with bytes still unread (default READER_STALL_MS; see
+   * reader-catch-up.ts for why the exit waits for the reader at all).
+   */
+  readerStallMs?: number;
 }
 
 /**
@@ -90,7 +100,11 @@ export class Broker {
   private readonly opts: Required<BrokerOptions>;
 
   constructor(opts: BrokerOptions) {
-    this.opts = { ...opts, log: opts.log ?? createLogger('broker') };
+    this.opts = {
+      ...opts,
+      log: opts.log ?? createLogger('broker'),
+      readerStallMs: opts.readerStallMs ?? READER_STALL_MS,
+    };
   }
 
   get config(): Config {
@@ -329,6 +343,7 @@ export class BrokeredProcess {
     }
     if (this.rpc) await this.rpc.outputDone();
     else await this.outputDelivered();
+    await this.outputTaken();
     if (this.spec.execId === undefined && this.spec.removeOnExit !== false) {
       await this.broker
         .call(agentMethods.RemoveContainer, { containerId: this.spec.containerId })
@@ -353,6 +368,19 @@ export class BrokeredProcess {
     if (settled === 'timeout') {
       this.opts.log.warn(
         `${this.spec.containerId}/${this.execId}: output still flowing ${OUTPUT_SETTLE_MS} ms after exit`,
+      );
+    }
+  }
+
+  /** Every output byte is in its FIFO: now wait for containerd's reader to take it (reader-catch-up.ts). */
+  private async outputTaken(): Promise<void> {
+    const keepers = (['stdout', 'stderr'] as const)
+      .map((n) => this.fifos.keeper(n))
+      .filter((fd) => fd !== undefined);
+    const left = await readersCaughtUp(keepers, this.opts.readerStallMs);
+    if (left > 0) {
+      this.opts.log.debug(
+        `${this.spec.containerId}/${this.execId}: exit reported with ${left} bytes unread in the output FIFOs (the reader took nothing for ${this.opts.readerStallMs} ms)`,
       );
     }
   }

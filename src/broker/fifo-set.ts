@@ -64,6 +64,11 @@ export class FifoSet {
     return fs.openSync(p, (name === 'stdin' ? O_RDONLY : O_WRONLY) | O_NONBLOCK);
   }
 
+  /** The keeper of `name` (an fd of the FIFO's pipe), if held. */
+  keeper(name: StdioName): number | undefined {
+    return this.keepers.get(name);
+  }
+
   has(name: StdioName): boolean {
     return this.keepers.has(name);
   }

@@ -156,6 +156,36 @@ describe.each(IO_PATHS)('IO semantics over $name', ({ passfd }) => {
     finishSession(init);
   });
 
+  it('the exit is reported only once the reader has taken the output (containerd closes its readers then)', async () => {
+    const init = await startSession(e, ['cat'], { keepText: true });
+    const id = init.proc.spec.containerId;
+    const fifos = makeFifos(e.dir, `${id}-late`);
+    const proc = await e.broker.start({
+      containerId: id,
+      execId: 'late',
+      args: ['sh', '-c', 'head -c 600000 /dev/zero; exit 5'],
+      fifos,
+    });
+    await writeAndClose(openWriter(fifos.stdin), []);
+    let reported = false;
+    const status = proc.wait().then((st) => {
+      reported = true;
+      return st;
+    });
+    // Nobody reads yet: the output waits in the FIFO (the keeper grew it to 1 MiB), and so does the exit.
+    await new Promise((r) => setTimeout(r, 400));
+    expect(reported).toBe(false);
+    const out = new HashingReader(fifos.stdout);
+    const err = new HashingReader(fifos.stderr!);
+    expect(await status).toBe(5);
+    expect((await out.done).bytes).toBe(600_000);
+    await err.done;
+    removeFifos(fifos);
+    await endStdin(init, []);
+    expect(await init.proc.wait()).toBe(0);
+    finishSession(init);
+  });
+
   it('an exec that exits with output still in its pipe: every byte reaches the FIFO, 5 times', async () => {
     // The exit is reported (WaitProcess answers) while the RPC copier is still reading: the
     // agent must keep serving ReadStdout/ReadStderr for the exited exec until they reach EOF.
