@@ -14,11 +14,11 @@
 export type ShimAction = 'start' | 'delete' | 'serve';
 
 /**
- * Not a flag but the one other thing `start` hands the long-lived shim: the
- * runtime options' ConfigPath it read on its stdin (containerd gives the
- * long-lived process no options of its own).
+ * Not a flag: set (to `1`) by the launcher of `start` (the shell wrapper, or
+ * start.ts) for the long-lived shim it starts with `start`'s own arguments,
+ * which then does `start`'s work itself (serve.ts).
  */
-export const OPTIONS_CONFIG_ENV = 'PASSFD_SHIM_OPTIONS_CONFIG';
+export const LAUNCH_ENV = 'PASSFD_SHIM_LAUNCH';
 
 export interface ShimFlags {
   namespace: string;
@@ -29,7 +29,7 @@ export interface ShimFlags {
   publishBinary: string;
   /** `-bundle`: given to `delete`; otherwise the bundle is the working directory. */
   bundle: string;
-  /** `-socket`: the address to serve (given to the long-lived process by `start`). */
+  /** `-socket`: the address to serve, for a long-lived shim started by hand (a launched one computes it). */
   socket: string;
   debug: boolean;
   version: boolean;

@@ -3,8 +3,9 @@
  * containerd-shim-passfd-v2: containerd's shim v2 for the runtime
  * `io.containerd.passfd.v2`. containerd runs it three ways (flags.ts):
  *
- *   … start    start.ts: binds the task's socket, starts the long-lived
- *              shim (this binary without an action) and prints its address;
+ *   … start    start.ts: starts the long-lived shim (serve.ts, which binds
+ *              the task's socket) and prints its address; the package's
+ *              shell wrapper does this without a Node process of its own;
  *   (none)     serve.ts: the long-lived shim, serving containerd's Task
  *              service over ttrpc until the task is deleted and Shutdown;
  *   … delete   delete.ts: cleans up after a shim that is gone.
@@ -12,7 +13,7 @@
  * Each action loads only its own modules: `start` and `delete` run once per
  * container and their start-up time is on the container's critical path.
  */
-import { FlagError, parseShimFlags, type ShimFlags } from './flags.js';
+import { FlagError, LAUNCH_ENV, parseShimFlags, type ShimFlags } from './flags.js';
 
 export const SHIM_NAME = 'containerd-shim-passfd-v2';
 
@@ -24,8 +25,10 @@ async function main(flags: ShimFlags): Promise<void> {
   }
   if (!flags.namespace) throw new Error('shim namespace cannot be empty');
   if (!flags.id) throw new Error('shim id cannot be empty');
-  if (flags.action === 'start') await (await import('./start.js')).start(flags);
+  if (flags.action === 'start' && process.env[LAUNCH_ENV] !== '1')
+    await (await import('./start.js')).start(flags);
   else if (flags.action === 'delete') await (await import('./delete.js')).deleteTask(flags);
+  // The long-lived shim, by hand or launched by `start` to do its work (serve.ts).
   else await (await import('./serve.js')).serve(flags);
 }
 

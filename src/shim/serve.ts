@@ -5,10 +5,18 @@
  * FIFO: they appear in containerd's log), and events published to
  * containerd's ttrpc socket ($TTRPC_ADDRESS).
  *
+ * Launched by `start` (start.ts: `PASSFD_SHIM_LAUNCH=1`, containerd's
+ * `start` arguments, its stdin, a pipe as fd 3), it does `start`'s work:
+ * reads the runtime options on stdin (a ConfigPath), and if a shim already
+ * answers on the task's socket (address.ts) reports that shim's address and
+ * exits; else it binds the socket, writes `<bundle>/address` and reports
+ * `READY unix://<socket>` (or `ERROR <why>`) on fd 3. Started by hand, it
+ * serves `-socket`.
+ *
  * Start-up order is for speed, since it is on every container's path: bind
- * the socket and tell `start` (fd 3: `READY`, or `ERROR <why>`), then start
- * booting the guest, and only then load the ttrpc server, the protobuf code
- * and the Task service; connections that arrive meanwhile wait, paused.
+ * the socket and report, then start booting the guest, and only then load
+ * the ttrpc server, the protobuf code and the Task service; connections
+ * that arrive meanwhile wait, paused.
  *
  * It records in the bundle what a `delete` would need if it died
  * (state-file.ts), and ends after Shutdown with no task left, or on
@@ -17,10 +25,11 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import { configPathFromOptions } from '../protocol/runtime-options.js';
 import { createLogger, parseLevel, setLogLevel } from '../util/log.js';
 import { withPrivateUmask } from '../util/private-umask.js';
-import { socketPathOf } from './address.js';
-import { OPTIONS_CONFIG_ENV, type ShimFlags } from './flags.js';
+import { socketAnswers, socketPathFor, socketPathOf, toAddress, writeAddressFile } from './address.js';
+import { LAUNCH_ENV, type ShimFlags } from './flags.js';
 
 /** fd 3: the pipe `start` waits on. */
 const READY_FD = 3;
@@ -32,6 +41,18 @@ function tellStart(line: string): void {
   } catch {
     // Not started by `start` (run by hand): nobody to tell.
   }
+}
+
+/** The runtime options' ConfigPath, from stdin (what containerd gives `start`), if any. */
+function readOptionsConfig(): string | undefined {
+  if (process.stdin.isTTY) return undefined;
+  let data: Buffer;
+  try {
+    data = fs.readFileSync(0);
+  } catch {
+    return undefined;
+  }
+  return configPathFromOptions(data);
 }
 
 /**
@@ -68,7 +89,25 @@ export async function serve(flags: ShimFlags): Promise<void> {
   process.stderr.on('error', () => {});
   process.stdout.on('error', () => {});
   const log = createLogger(`passfd-shim[${flags.namespace}/${flags.id}]`);
-  const socketPath = socketPathOf(flags.socket);
+  const launched = process.env[LAUNCH_ENV] === '1';
+  // Not for the guest's processes, which inherit the environment.
+  delete process.env[LAUNCH_ENV];
+  let optionsConfig: string | undefined;
+  let socketPath: string;
+  if (launched) {
+    optionsConfig = readOptionsConfig();
+    socketPath = socketPathFor(flags.address, flags.namespace, flags.id);
+    if (await socketAnswers(socketPath)) {
+      // A shim for this task (or its group) runs already: containerd is to talk to it.
+      writeAddressFile(bundle, toAddress(socketPath));
+      tellStart(`READY ${toAddress(socketPath)}`);
+      process.exit(0);
+    }
+  } else {
+    if (!flags.socket) throw new Error('-socket is required when the shim is not launched by start');
+    socketPath = socketPathOf(flags.socket);
+  }
+  const address = toAddress(socketPath);
   const early: net.Socket[] = [];
   let onConnection = (sock: net.Socket) => void early.push(sock);
   const listener = net.createServer({ pauseOnConnect: true }, (sock) => onConnection(sock));
@@ -78,7 +117,8 @@ export async function serve(flags: ShimFlags): Promise<void> {
     tellStart(`ERROR cannot listen on ${socketPath}: ${(err as Error).message}`);
     throw err;
   }
-  tellStart('READY');
+  if (launched) writeAddressFile(bundle, address);
+  tellStart(`READY ${address}`);
 
   // The guest first: its processes start while the rest of the shim loads.
   const [{ loadShimConfig }, { SandboxSlot }, { Sandbox }, state, tree] = await Promise.all([
@@ -120,7 +160,7 @@ export async function serve(flags: ShimFlags): Promise<void> {
     return sandbox;
   }, log);
   try {
-    slot.prestart(loadShimConfig(process.env[OPTIONS_CONFIG_ENV] || undefined));
+    slot.prestart(loadShimConfig(optionsConfig));
   } catch (err) {
     // Create loads it again and reports the error to containerd.
     log.error((err as Error).message);
@@ -168,5 +208,5 @@ export async function serve(flags: ShimFlags): Promise<void> {
     sock.resume();
   };
   for (const sock of early.splice(0)) onConnection(sock);
-  log.info(`serving ${flags.socket} (pid ${process.pid})`);
+  log.info(`serving ${address} (pid ${process.pid})`);
 }

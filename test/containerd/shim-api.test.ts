@@ -35,7 +35,7 @@ import { identify, isAlive, killTrees, type ProcessIdentity } from '../../src/sh
 import { STATE_FILE } from '../../src/shim/state-file.js';
 import { TtrpcClient, TtrpcError, TtrpcServer } from '../../src/ttrpc/index.js';
 import { mountsUnder } from '../../src/util/mountinfo.js';
-import { requireContainerd, SHIM_WRAPPER } from './support.js';
+import { requireContainerd, SHIM_BUNDLE, SHIM_WRAPPER } from './support.js';
 
 const NS = 'shimtest';
 const { O_RDONLY, O_NONBLOCK } = fs.constants;
@@ -135,10 +135,12 @@ async function leftovers(timeoutMs = 10_000): Promise<string[]> {
   }
 }
 
-function shimCommand(action: 'start' | 'delete', extra: string[] = [], input?: Buffer) {
+/** The shim binary as containerd runs it: the package's shell wrapper, or `node <bundle>` (`viaNode`). */
+function shimCommand(action: 'start' | 'delete', extra: string[] = [], input?: Buffer, viaNode = false) {
   return spawnSync(
-    SHIM_WRAPPER,
+    viaNode ? process.execPath : SHIM_WRAPPER,
     [
+      ...(viaNode ? [SHIM_BUNDLE] : []),
       '-namespace',
       NS,
       '-address',
@@ -160,8 +162,8 @@ function shimCommand(action: 'start' | 'delete', extra: string[] = [], input?: B
 }
 
 /** `start`, then a ttrpc client on the address it printed. */
-async function startShim(): Promise<{ client: TtrpcClient; address: string }> {
-  const r = shimCommand('start');
+async function startShim(viaNode = false): Promise<{ client: TtrpcClient; address: string }> {
+  const r = shimCommand('start', [], undefined, viaNode);
   expect(r.status, r.stderr?.toString()).toBe(0);
   const address = r.stdout.toString();
   expect(address).toMatch(/^unix:\/\/\/run\/containerd\/s\/[0-9a-f]{64}$/);
@@ -398,6 +400,20 @@ describe('delete', () => {
     expect(fs.existsSync(socketPathOf(address))).toBe(false);
     // The image's files are untouched (delete unmounted before anything was removed).
     expect(fs.existsSync(path.join(source, 'bin/busybox'))).toBe(true);
+  });
+
+  it('start through node (no shell wrapper) launches the same shim and answers with its address', async () => {
+    writeSpec(['true']);
+    const { client, address } = await startShim(true);
+    try {
+      const c = await client.callTyped(taskMethods.Connect, { id: h.id });
+      expect(c.shimPid).toBeGreaterThan(0);
+      const again = shimCommand('start', [], undefined, true);
+      expect(again.status).toBe(0);
+      expect(again.stdout.toString()).toBe(address);
+    } finally {
+      await shutdown(client, address);
+    }
   });
 
   it('start answers with the running shim’s address when its socket is already served', async () => {

@@ -31,6 +31,8 @@ import { mountsUnder } from '../../src/util/mountinfo.js';
 export const IMAGE = 'localhost/passfd-busybox:1';
 export const RUNTIME = 'io.containerd.passfd.v2';
 export const SHIM_WRAPPER = path.resolve(import.meta.dirname, '../../bin/containerd-shim-passfd-v2');
+/** The bundled shim the wrapper runs with node. */
+export const SHIM_BUNDLE = path.resolve(import.meta.dirname, '../../dist/cli/containerd-shim-passfd-v2.js');
 export const MiB = 1024 * 1024;
 
 /** Configuration files by name: their TOML text. */
@@ -53,7 +55,7 @@ export function requireContainerd(): void {
       throw new Error(`the containerd suite needs ${tool} on PATH (apt-get install containerd)`);
     }
   }
-  if (!fs.existsSync(path.resolve(import.meta.dirname, '../../dist/cli/containerd-shim-passfd-v2.js'))) {
+  if (!fs.existsSync(SHIM_BUNDLE)) {
     throw new Error('dist/cli/containerd-shim-passfd-v2.js missing: run `npm run build` first');
   }
 }
