@@ -27,6 +27,7 @@
  */
 import fs from 'node:fs';
 import type { DescMessage, MessageInitShape } from '@bufbuild/protobuf';
+import { closeQuietly } from '../../native-bindings/index.js';
 import type { Config } from '../config/schema.js';
 import { agentMethods } from '../protocol/agent-api.js';
 import { GrpcCode } from '../protocol/ttrpc.js';
@@ -372,16 +373,30 @@ export class BrokeredProcess {
     }
   }
 
-  /** Every output byte is in its FIFO: now wait for containerd's reader to take it (reader-catch-up.ts). */
+  /**
+   * Every output byte is in its FIFO: now wait for containerd's reader to
+   * take them (reader-catch-up.ts). Each output's keeper gives way to a
+   * write-only fd, so that a FIFO nobody else reads shows as such.
+   */
   private async outputTaken(): Promise<void> {
-    const keepers = (['stdout', 'stderr'] as const)
-      .map((n) => this.fifos.keeper(n))
-      .filter((fd) => fd !== undefined);
-    const left = await readersCaughtUp(keepers, this.opts.readerStallMs);
-    if (left > 0) {
-      this.opts.log.debug(
-        `${this.spec.containerId}/${this.execId}: exit reported with ${left} bytes unread in the output FIFOs (the reader took nothing for ${this.opts.readerStallMs} ms)`,
-      );
+    const writers: number[] = [];
+    for (const name of ['stdout', 'stderr'] as const) {
+      if (!this.fifos.has(name)) continue;
+      try {
+        writers.push(this.fifos.keeperToWriter(name));
+      } catch {
+        // Cannot reopen it (out of fds): report the exit without waiting for the reader.
+      }
+    }
+    try {
+      const left = await readersCaughtUp(writers, this.opts.readerStallMs);
+      if (left > 0) {
+        this.opts.log.debug(
+          `${this.spec.containerId}/${this.execId}: exit reported with ${left} bytes not yet taken by the output FIFOs' reader (it took nothing for ${this.opts.readerStallMs} ms)`,
+        );
+      }
+    } finally {
+      for (const fd of writers) closeQuietly(fd);
     }
   }
 

@@ -64,9 +64,20 @@ export class FifoSet {
     return fs.openSync(p, (name === 'stdin' ? O_RDONLY : O_WRONLY) | O_NONBLOCK);
   }
 
-  /** The keeper of `name` (an fd of the FIFO's pipe), if held. */
-  keeper(name: StdioName): number | undefined {
-    return this.keepers.get(name);
+  /**
+   * Trades the keeper of output `name` for a write-only fd of the same FIFO
+   * (reopened through /proc, so a path removed meanwhile does not matter):
+   * from then on the FIFO's readers are only the others' (reader-catch-up.ts).
+   * The caller closes the fd.
+   */
+  keeperToWriter(name: 'stdout' | 'stderr'): number {
+    const keeper = this.keepers.get(name);
+    if (keeper === undefined) throw new Error(`${name}: no FIFO`);
+    try {
+      return fs.openSync(`/proc/self/fd/${keeper}`, O_WRONLY | O_NONBLOCK);
+    } finally {
+      this.release(name);
+    }
   }
 
   has(name: StdioName): boolean {

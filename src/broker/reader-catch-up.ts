@@ -11,14 +11,19 @@
  * and once through runc's own shim. "Every byte is in the FIFO" is therefore
  * not enough to report an exit; "the reader has taken every byte" is.
  *
- * How: the broker's keeper is an fd of the same pipe, so FIONREAD on it is
- * what the reader has yet to take. It is polled (the kernel has no event
- * for "a pipe became empty" on the writer's side) from 1 ms doubling to
- * 25 ms, until it reads 0. A reader that takes nothing for `stallMs`
- * (there may be none: `ctr run -d` without an attach) does not hold the exit
- * back longer than that; one that is slow but moving is waited for.
+ * How: the caller passes a write-only fd of each output FIFO, opened while
+ * its keeper held it, and then drops the keeper (fifo-set.ts: the keeper is
+ * O_RDWR, a reader itself, which would hide whether anyone else reads).
+ * FIONREAD on that fd is what the readers have yet to take, and poll(2)
+ * reports POLLERR on a pipe's write end once it has no reader at all: then
+ * nobody will ever take the rest (`ctr run -d` without an attach, a runtime
+ * that never opened its reader) and there is nothing to wait for. Otherwise
+ * it is polled (the kernel has no event for "a pipe became empty" on the
+ * writer's side), from 1 ms doubling to 25 ms, until it reads 0; a reader
+ * that is there but takes nothing for `stallMs` does not hold the exit back
+ * longer than that, one that is slow but moving is waited for.
  */
-import { bytesReadable } from '../../native-bindings/index.js';
+import { bytesReadable, POLLERR, pollOnce } from '../../native-bindings/index.js';
 
 /** How long a reader may take nothing before the exit is reported anyway. */
 export const READER_STALL_MS = 2000;
@@ -26,9 +31,10 @@ export const READER_STALL_MS = 2000;
 const FIRST_POLL_MS = 1;
 const MAX_POLL_MS = 25;
 
-/** Unread bytes in the pipe behind `fd`, or 0 if it cannot be asked (closed, not a pipe). */
-function unread(fd: number): number {
+/** Bytes in the pipe behind write fd `fd` that a reader may still take: 0 when it has no reader (or cannot be asked). */
+function awaited(fd: number): number {
   try {
+    if ((pollOnce([{ fd, events: 0 }])[0]! & POLLERR) !== 0) return 0;
     return bytesReadable(fd);
   } catch {
     return 0;
@@ -36,12 +42,16 @@ function unread(fd: number): number {
 }
 
 /**
- * Resolves once nothing is left unread in any of `fds` (pipe fds), or once
- * the total left has not shrunk for `stallMs`; returns what was left (0:
- * the readers took everything).
+ * Resolves once no reader of any of `writers` (write-only pipe fds) has
+ * anything left to take, or once the total left has not shrunk for
+ * `stallMs`; returns what a reader still had to take then (0: all taken, or
+ * no reader left).
  */
-export async function readersCaughtUp(fds: readonly number[], stallMs = READER_STALL_MS): Promise<number> {
-  const left = () => fds.reduce((sum, fd) => sum + unread(fd), 0);
+export async function readersCaughtUp(
+  writers: readonly number[],
+  stallMs = READER_STALL_MS,
+): Promise<number> {
+  const left = () => writers.reduce((sum, fd) => sum + awaited(fd), 0);
   let last = left();
   if (last === 0) return 0;
   let progressAt = Date.now();

@@ -160,6 +160,8 @@ describe.each(IO_PATHS)('IO semantics over $name', ({ passfd }) => {
     const init = await startSession(e, ['cat'], { keepText: true });
     const id = init.proc.spec.containerId;
     const fifos = makeFifos(e.dir, `${id}-late`);
+    // containerd's reader: open from the start, busy elsewhere for a while (it takes nothing yet).
+    const idleReader = fs.openSync(fifos.stdout, O_RDONLY | O_NONBLOCK);
     const proc = await e.broker.start({
       containerId: id,
       execId: 'late',
@@ -172,10 +174,11 @@ describe.each(IO_PATHS)('IO semantics over $name', ({ passfd }) => {
       reported = true;
       return st;
     });
-    // Nobody reads yet: the output waits in the FIFO (the keeper grew it to 1 MiB), and so does the exit.
+    // Nothing is taken yet: the output waits in the FIFO (the keeper grew it to 1 MiB), and so does the exit.
     await new Promise((r) => setTimeout(r, 400));
     expect(reported).toBe(false);
     const out = new HashingReader(fifos.stdout);
+    fs.closeSync(idleReader);
     const err = new HashingReader(fifos.stderr!);
     expect(await status).toBe(5);
     expect((await out.done).bytes).toBe(600_000);
