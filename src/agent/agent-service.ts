@@ -18,10 +18,11 @@
  *
  * A container whose spec names a root filesystem (`OCI.Root.Path`, as the
  * containerd shim sends it) runs in that root with its own mount, UTS, IPC
- * and PID namespaces, its user (`Process.User`) and `Hostname`; its exec
- * processes join those namespaces (process/container-root.ts). The command
- * and working directory are checked in the root at CreateContainer, so a
- * missing binary fails the create, as with runc. Without a root, a
+ * and PID namespaces, its user (`Process.User`), `Hostname` and extra
+ * `Mounts` (binds and tmpfs: process/container-mounts.ts); its exec
+ * processes join those namespaces (process/container-root.ts). The command,
+ * the working directory and the mounts are checked in the root at
+ * CreateContainer, so a missing binary fails the create, as with runc. Without a root, a
  * "container" is a process group in the agent's own root (`run`): isolation
  * is the VM's job; what matters is the IO wiring.
  *
@@ -41,6 +42,7 @@ import type { TtrpcServer } from '../ttrpc/server.js';
 import type { Logger } from '../util/log.js';
 import type { ProcessGuardian } from './guardian.js';
 import type { PassfdStreams } from './passfd-streams.js';
+import { type PlannedMount, plan as planMounts, prepareMountPoints } from './process/container-mounts.js';
 import {
   type ContainerProcess,
   type SpawnOptions,
@@ -65,8 +67,8 @@ interface ExecEntry {
 
 interface Container {
   id: string;
-  /** The container's root filesystem and hostname (OCI Root.Path, Hostname); null: the agent's own root. */
-  rootfs: { path: string; hostname: string } | null;
+  /** The container's root filesystem, hostname and extra mounts (OCI Root.Path, Hostname, Mounts); null: the agent's own root. */
+  rootfs: { path: string; hostname: string; mounts: PlannedMount[] } | null;
   /** Set by CreateContainer, consumed by StartContainer. */
   pending: { process: Process; fds: (number | null)[] } | null;
   /** CreateContainer is still waiting for the container's passfd streams. */
@@ -107,17 +109,22 @@ export class AgentService {
       const process = req.OCI?.Process;
       if (!process || process.Args.length === 0) throw invalid('OCI.Process.Args is empty');
       const root = req.OCI?.Root?.Path;
+      let mounts: PlannedMount[] = [];
       if (root) {
         try {
           checkInRoot(root, process.Args, envPath(process.Env), process.Cwd);
+          mounts = planMounts(req.OCI?.Mounts ?? []);
+          prepareMountPoints(root, mounts);
         } catch (err) {
           throw invalid((err as Error).message);
         }
+      } else if ((req.OCI?.Mounts ?? []).length > 0) {
+        throw invalid('OCI.Mounts need a root filesystem (OCI.Root.Path)');
       }
       // Reserve the id before awaiting streams so a duplicate create fails at once.
       const c: Container = {
         id: req.containerId,
-        rootfs: root ? { path: root, hostname: req.OCI?.Hostname ?? '' } : null,
+        rootfs: root ? { path: root, hostname: req.OCI?.Hostname ?? '', mounts } : null,
         pending: null,
         creating: true,
         execs: new Map(),
@@ -286,7 +293,9 @@ export class AgentService {
               container: {
                 root: c.rootfs.path,
                 runtimeDir: this.runtimeDir,
-                ...(execId === c.id ? { hostname: c.rootfs.hostname } : { joinPid: initPid }),
+                ...(execId === c.id
+                  ? { hostname: c.rootfs.hostname, mounts: c.rootfs.mounts }
+                  : { joinPid: initPid }),
                 ...(user
                   ? { user: { uid: user.UID, gid: user.GID, additionalGids: user.AdditionalGids } }
                   : {}),

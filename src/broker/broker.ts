@@ -57,6 +57,8 @@ export interface ProcessSpec {
   root?: string;
   /** Init process only: the container's hostname (OCI `hostname`). */
   hostname?: string;
+  /** Init process only: the container's extra mounts (OCI `mounts`, sources as the guest sees them). */
+  mounts?: { destination: string; source: string; type: string; options: string[] }[];
   /**
    * Init process only: RemoveContainer once it has exited and its output is
    * delivered (default true, what `run` wants). A runtime that keeps the
@@ -197,6 +199,7 @@ export class BrokeredProcess {
             Process: this.agentProcess(),
             ...(this.spec.root ? { Root: { Path: this.spec.root } } : {}),
             Hostname: this.spec.hostname ?? '',
+            Mounts: this.spec.mounts ?? [],
           },
           ...this.ports(),
         });

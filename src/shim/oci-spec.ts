@@ -2,8 +2,8 @@
  * The OCI runtime spec as containerd hands it to a shim: `config.json` in
  * the bundle for a task, a JSON `Process` inside the Exec request's Any for
  * an exec. Only what the shim passes on to the agent is read: the process
- * (args, env, cwd, terminal, user), the root path and the hostname, and the
- * annotations. Pure apart from reading the file.
+ * (args, env, cwd, terminal, user), the root path, the hostname, the mounts
+ * and the annotations. Pure apart from reading the file.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -23,8 +23,17 @@ export interface OciProcess {
   consoleSize?: { height: number; width: number };
 }
 
+export interface OciMount {
+  destination: string;
+  type: string;
+  source: string;
+  options: string[];
+}
+
 export interface OciSpec {
   process: OciProcess;
+  /** The spec's mounts, as written (the runtime picks which go to the guest: guestMounts). */
+  mounts: OciMount[];
   /** root.path as written (relative paths are relative to the bundle). */
   rootPath: string;
   readonlyRoot: boolean;
@@ -90,8 +99,20 @@ export function parseSpec(text: string): OciSpec {
   if (isRecord(raw.annotations)) {
     for (const [k, v] of Object.entries(raw.annotations)) if (typeof v === 'string') annotations[k] = v;
   }
+  const mounts = raw.mounts === undefined || raw.mounts === null ? [] : raw.mounts;
+  if (!Array.isArray(mounts)) throw new SpecError('mounts must be a list');
   return {
     process: parseProcess(raw.process),
+    mounts: mounts.map((m, i) => {
+      if (!isRecord(m) || typeof m.destination !== 'string' || m.destination === '')
+        throw new SpecError(`mounts[${i}].destination is missing`);
+      return {
+        destination: m.destination,
+        type: typeof m.type === 'string' ? m.type : '',
+        source: typeof m.source === 'string' ? m.source : '',
+        options: strings(m.options, `mounts[${i}].options`),
+      };
+    }),
     rootPath: typeof root.path === 'string' && root.path !== '' ? root.path : 'rootfs',
     readonlyRoot: root.readonly === true,
     hostname: typeof raw.hostname === 'string' ? raw.hostname : '',

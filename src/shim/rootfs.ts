@@ -38,6 +38,11 @@ function mountOne(m: MountSpec, target: string): void {
     mountFs('', target, '', flags | MS.REMOUNT, '');
 }
 
+/** A recursive bind of `source` (a file or a directory) on the existing `target`. */
+export function bindMount(source: string, target: string): void {
+  mountFs(source, target, '', MS.BIND | MS.REC, '');
+}
+
 /**
  * Mounts `mounts`, in order, on `target`. On failure, what was mounted is
  * taken off again and the error says which mount failed.

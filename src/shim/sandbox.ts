@@ -13,7 +13,8 @@
  *   agent inside on AF_VSOCK). The guest mounts one writable 9p share,
  *   `<sandbox bundle>/shared` at /run/passfd/shared, and each container's
  *   root filesystem is bind-mounted into it as `shared/<container id>`, so
- *   the agent finds it at /run/passfd/shared/<id>. A bind made after boot
+ *   the agent finds it at /run/passfd/shared/<id> (the sources of its bind
+ *   mounts as `shared/<id>.mounts/<n>`). A bind made after boot
  *   shows up in the guest (QEMU resolves paths at each access), which is
  *   what lets a later container of the same sandbox join it.
  *
@@ -219,12 +220,30 @@ export class Sandbox {
     return path.posix.join(GUEST_SHARE_PATH, containerId);
   }
 
-  /** Undoes addRootfs (idempotent). */
+  /**
+   * Makes the source of a container's bind mount (a host file or directory)
+   * reachable in the guest, as `<share>/<id>.mounts/<n>`; returns the
+   * guest's path for it (the host path itself in the loopback guest).
+   */
+  addMountSource(containerId: string, n: number, hostPath: string): string {
+    if (!this.shareDir) return hostPath;
+    const dir = path.join(this.shareDir, `${containerId}.mounts`);
+    const target = path.join(dir, String(n));
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (fs.statSync(hostPath).isDirectory()) fs.mkdirSync(target, { recursive: true });
+    else fs.closeSync(fs.openSync(target, 'a', 0o600));
+    this.mounts.bindMount(hostPath, target);
+    return path.posix.join(GUEST_SHARE_PATH, `${containerId}.mounts`, String(n));
+  }
+
+  /** Undoes addRootfs and addMountSource (idempotent). */
   removeRootfs(containerId: string): void {
     if (!this.shareDir) return;
-    const target = path.join(this.shareDir, containerId);
-    this.mounts.unmountAll(target);
-    fs.rmSync(target, { recursive: true, force: true });
+    for (const name of [`${containerId}.mounts`, containerId]) {
+      const target = path.join(this.shareDir, name);
+      this.mounts.unmountAll(target);
+      fs.rmSync(target, { recursive: true, force: true });
+    }
   }
 
   /** Stops the guest (its processes are killed with it) and removes the share. */

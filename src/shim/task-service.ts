@@ -58,6 +58,7 @@ import {
   notImplemented,
 } from './errors.js';
 import type { EventPublisher } from './events.js';
+import { guestMounts } from './guest-mounts.js';
 import { type OciProcess, parseProcess, readSpec, rootOnHost } from './oci-spec.js';
 import { mountRootfs, unmountAll } from './rootfs.js';
 import type { Sandbox } from './sandbox.js';
@@ -235,12 +236,17 @@ export class TaskService {
       this.sandbox = sandbox;
       const guestRoot = sandbox.addRootfs(r.id, host);
       undo.push(() => sandbox.removeRootfs(r.id));
+      const mounts = guestMounts(spec.mounts, (n, source) => {
+        if (!fs.existsSync(source)) throw new Error(`bind mount source ${source} does not exist`);
+        return sandbox.addMountSource(r.id, n, source);
+      });
       const stdio: Stdio = { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal };
       const init = new ShimProcess('', spec.process, stdio);
       init.brokered = await sandbox.broker.create({
         ...this.processSpec(r.id, undefined, spec.process, init),
         root: guestRoot,
         hostname: spec.hostname,
+        mounts,
         removeOnExit: false,
       });
       const c = new Container(r.id, r.bundle, spec, init, { host, mounted });

@@ -68,9 +68,10 @@ describe.each(IO_PATHS)('ctr run (%s)', (io) => {
     ]);
     expect(r).toMatchObject({ code: 0, stderr: '' });
     const lines = r.stdout.split('\n');
-    // The image's root: bin dev etc proc root sys tmp, and nothing of the host's (no usr, home, …).
-    expect(lines.slice(0, 7)).toEqual(['bin', 'dev', 'etc', 'proc', 'root', 'sys', 'tmp']);
-    expect(lines[7]).toBe('written');
+    // The image's root: bin dev etc proc root sys tmp, and run (the default spec's tmpfs, its mount
+    // point made as runc makes it), nothing of the host's (no usr, home, …).
+    expect(lines.slice(0, 8)).toEqual(['bin', 'dev', 'etc', 'proc', 'root', 'run', 'sys', 'tmp']);
+    expect(lines[8]).toBe('written');
     // Its own PID namespace: the shell is PID 1.
     expect(r.stdout).toMatch(/^\s*1 sh$/m);
     for (const dev of ['null', 'zero', 'urandom', 'tty', 'pts', 'ptmx', 'full', 'random', 'shm']) {
@@ -128,6 +129,78 @@ describe.each(IO_PATHS)('ctr run (%s)', (io) => {
     expect(fs.statSync(path.join(rootfs, 'tmp/by-user')).uid).toBe(1000);
     fs.rmSync(rootfs, { recursive: true });
     fs.rmSync(specFile);
+  });
+
+  it('ctr run --mount: read-only and read-write binds of a directory and of a file, and a tmpfs', async () => {
+    const id = suite.id('mount');
+    const ro = fs.mkdtempSync(path.join(suite.d.dir, 'ro-'));
+    fs.writeFileSync(path.join(ro, 'in.txt'), 'from-host\n');
+    const rw = fs.mkdtempSync(path.join(suite.d.dir, 'rw-'));
+    const file = path.join(suite.d.dir, `${id}-single.txt`);
+    fs.writeFileSync(file, 'one-file\n');
+    const r = await suite.run(
+      io,
+      id,
+      [
+        'sh',
+        '-c',
+        [
+          'cat /data/in.txt',
+          'touch /data/new 2>/dev/null && echo ro-writable || echo ro-refused',
+          'cat /etc/single.txt',
+          'echo written > /out/w.txt',
+          'echo scratch > /scratch/s && cat /scratch/s',
+          'cat /proc/self/mounts',
+        ].join('; '),
+      ],
+      {
+        flags: [
+          '--mount',
+          `type=bind,src=${ro},dst=/data,options=rbind:ro`,
+          '--mount',
+          `type=bind,src=${file},dst=/etc/single.txt,options=bind:ro`,
+          '--mount',
+          `type=bind,src=${rw},dst=/out,options=rbind:rw`,
+          '--mount',
+          'type=tmpfs,src=tmpfs,dst=/scratch,options=size=1m:mode=0755',
+        ],
+      },
+    );
+    expect(r).toMatchObject({ code: 0, stderr: '' });
+    const lines = r.stdout.split('\n');
+    expect(lines.slice(0, 4)).toEqual(['from-host', 'ro-refused', 'one-file', 'scratch']);
+    const mounts = lines.slice(4).map((l) => l.split(' '));
+    const at = (dest: string) => mounts.find((m) => m[1] === dest);
+    expect(at('/data')?.[3]).toMatch(/^ro,/);
+    expect(at('/out')?.[3]).toMatch(/^rw,/);
+    expect(at('/etc/single.txt')?.[3]).toMatch(/^ro,/);
+    expect(at('/scratch')?.slice(2, 4)).toEqual(['tmpfs', expect.stringMatching(/size=1024k/)]);
+    // containerd's default spec mounts a tmpfs on /run too.
+    expect(at('/run')?.[2]).toBe('tmpfs');
+    // The read-write bind wrote through to the host; the read-only one did not.
+    expect(fs.readFileSync(path.join(rw, 'w.txt'), 'utf8')).toBe('written\n');
+    expect(fs.readdirSync(ro)).toEqual(['in.txt']);
+    // The binds lived in the container's mount namespace only: nothing of them on the host.
+    expect(fs.readFileSync('/proc/self/mounts', 'utf8')).not.toContain(ro);
+    fs.rmSync(ro, { recursive: true });
+    fs.rmSync(rw, { recursive: true });
+    fs.rmSync(file);
+  });
+
+  it('a bind mount whose source does not exist, or a mount type the guest cannot make, fails the create clearly', async () => {
+    const missing = path.join(suite.d.dir, 'no-such-dir');
+    const r = await suite.run(io, suite.id('nosrc'), ['true'], {
+      flags: ['--mount', `type=bind,src=${missing},dst=/data,options=rbind:ro`],
+    });
+    expect(r.code).not.toBe(0);
+    expect(r.timedOut).toBe(false);
+    expect(r.stderr).toContain('failed to create shim task');
+    expect(r.stderr).toContain(`bind mount source ${missing} does not exist`);
+    const t = await suite.run(io, suite.id('badtype'), ['true'], {
+      flags: ['--mount', 'type=sysfs,src=sysfs,dst=/mysys,options=ro'],
+    });
+    expect(t.code).not.toBe(0);
+    expect(t.stderr).toContain('mount /mysys: type "sysfs" is not supported (bind mounts and tmpfs are)');
   });
 
   it('a missing binary fails the create with a clear error and leaves nothing behind', async () => {

@@ -112,6 +112,7 @@ describe('OCI spec', () => {
         user: { uid: 5, gid: 6, additionalGids: [7] },
         consoleSize: { height: 24, width: 80 },
       },
+      mounts: [],
       rootPath: 'rootfs',
       readonlyRoot: true,
       hostname: 'box',

@@ -12,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { findGuestKernel } from '../../src/vm/initramfs.js';
 import { MiB, ownProcesses, sha256, useCtrSuite } from '../containerd/support.js';
@@ -31,24 +32,45 @@ const suite = useCtrSuite(
 );
 
 describe.each(['passfd', 'rpc'])('ctr run in a QEMU guest (%s)', (io) => {
-  it('runs on the guest’s kernel in the image’s root, with output, stderr and the exit code', async () => {
+  it('runs on the guest’s kernel in the image’s root, with output, stderr, the exit code and --mount binds', async () => {
+    const ro = fs.mkdtempSync(path.join(suite.d.dir, 'qro-'));
+    fs.writeFileSync(path.join(ro, 'in.txt'), 'from-host\n');
+    const rw = fs.mkdtempSync(path.join(suite.d.dir, 'qrw-'));
     const r = await suite.run(
       io,
       suite.id('qemu'),
       [
         'sh',
         '-c',
-        'uname -r; ls /; echo written > /tmp/f && cat /tmp/f; ps -o pid,comm; echo err >&2; exit 6',
+        'uname -r; ls /; echo written > /tmp/f && cat /tmp/f; ps -o pid,comm; cat /data/in.txt; ' +
+          'touch /data/n 2>/dev/null && echo ro-writable || echo ro-refused; echo w > /out/w.txt; ' +
+          'echo err >&2; exit 6',
       ],
-      { timeoutMs: QEMU_RUN_MS },
+      {
+        timeoutMs: QEMU_RUN_MS,
+        flags: [
+          '--mount',
+          `type=bind,src=${ro},dst=/data,options=rbind:ro`,
+          '--mount',
+          `type=bind,src=${rw},dst=/out,options=rbind:rw`,
+        ],
+      },
     );
     expect(r).toMatchObject({ code: 6, stderr: 'err\n', timedOut: false });
     const lines = r.stdout.split('\n');
     expect(lines[0]).toMatch(/^\d+\.\d+/);
     expect(lines[0]).not.toBe(os.release()); // the guest's kernel, not the host's
-    expect(lines.slice(1, 8)).toEqual(['bin', 'dev', 'etc', 'proc', 'root', 'sys', 'tmp']);
-    expect(lines[8]).toBe('written');
+    // The image's root, with the mount points the spec asked for (run: the default spec's tmpfs).
+    expect(lines.slice(1, 10)).toEqual(['bin', 'data', 'dev', 'etc', 'out', 'proc', 'root', 'run', 'sys']);
+    expect(lines[10]).toBe('tmp');
+    expect(lines[11]).toBe('written');
     expect(r.stdout).toMatch(/^\s*1 sh$/m);
+    // The binds reach into the guest over the share: read-only refused, read-write written through.
+    expect(lines.slice(-3)).toEqual(['from-host', 'ro-refused', '']);
+    expect(fs.readFileSync(path.join(rw, 'w.txt'), 'utf8')).toBe('w\n');
+    expect(fs.readdirSync(ro)).toEqual(['in.txt']);
+    fs.rmSync(ro, { recursive: true });
+    fs.rmSync(rw, { recursive: true });
   });
 });
 

@@ -12,7 +12,8 @@
  *       └ P1: sh -c INIT_SCRIPT               PID 1 of the new PID namespace; in the new mount namespace:
  *          proc on <root>/proc, a tmpfs /dev with null zero full random urandom tty ptmx and the
  *          fd/stdin/stdout/stderr links, the agent's devpts bound on /dev/pts, a tmpfs /dev/shm;
- *          the hostname; reports its host pid on fd 3; then exec:
+ *          the spec's extra mounts (container-mounts.ts); the hostname; reports its host pid on
+ *          fd 3; then exec:
  *      setpriv --regid G --groups …          gid and supplementary groups (still uid 0, so…)
  *      [setsid -c]                            terminal mode: a new session with the pty as controlling tty
  *      unshare --root <root> --wd <cwd> -S U  …chroot and chdir can still happen; then setuid; then exec
@@ -45,6 +46,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { closeQuietly, makePipe, pidfdOpen, pidfdSignal } from '../../../native-bindings/index.js';
+import { type PlannedMount, prepareMountPoints } from './container-mounts.js';
 import { isDirInRoot, resolveCommandInRoot } from './root-path.js';
 
 export interface ContainerRootOptions {
@@ -58,6 +60,8 @@ export interface ContainerRootOptions {
   joinPid?: number;
   /** Where the agent keeps the /dev template (links and empty dirs copied into each container's /dev). */
   runtimeDir: string;
+  /** Init only: the container's extra mounts (container-mounts.ts), made in order after /proc and /dev. */
+  mounts?: readonly PlannedMount[];
 }
 
 const TOOLS = ['unshare', 'nsenter', 'setpriv', 'setsid', 'sh', 'mount', 'cp', 'mkdir', 'hostname'] as const;
@@ -114,16 +118,28 @@ exec 5<&- 4<&- 3>&-
 wait $!
 exit $?`;
 
-/** P1 in the new namespaces: $1 root, $2 hostname, $3 /dev template, $4-$7 mount cp mkdir hostname. */
+/**
+ * P1 in the new namespaces: $1 root, $2 hostname, $3 /dev template, $4-$7 mount cp mkdir hostname,
+ * $8 the number of extra mounts, then 4 arguments per mount (container-mounts.ts: kind, source,
+ * host path of the target, options), then the command.
+ */
 const INIT_SCRIPT = `set -e
-r=$1 h=$2 t=$3 m=$4 c=$5 k=$6 n=$7
-shift 7
+r=$1 h=$2 t=$3 m=$4 c=$5 k=$6 n=$7 x=$8
+shift 8
 [ -d "$r/proc" ] && [ -d "$r/dev" ] || $k -p "$r/proc" "$r/dev"
 $m -t proc -o nosuid,noexec,nodev proc "$r/proc"
 $m -t tmpfs -o nosuid,strictatime,mode=755,size=65536k tmpfs "$r/dev"
 $c -a /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty /dev/ptmx "$t/." "$r/dev/"
 $m --bind /dev/pts "$r/dev/pts"
 $m -t tmpfs -o nosuid,nodev,noexec,mode=1777,size=65536k shm "$r/dev/shm"
+while [ "$x" -gt 0 ]; do
+  case $1 in
+  tmpfs) $m -t tmpfs -o "$4" tmpfs "$3" ;;
+  *) $m "--$1" "$2" "$3"; [ -z "$4" ] || $m -o "remount,bind,$4" "$3" ;;
+  esac
+  shift 4
+  x=$((x - 1))
+done
 [ -z "$h" ] || $n "$h"
 ${ANNOUNCE}
 exec "$@"`;
@@ -240,7 +256,19 @@ export function isolatedCommand(
       ],
     };
   }
-  const setup = [c.root, c.hostname ?? '', devTemplate(c.runtimeDir), t.mount, t.cp, t.mkdir, t.hostname];
+  const mounts = c.mounts ?? [];
+  const targets = prepareMountPoints(c.root, mounts);
+  const setup = [
+    c.root,
+    c.hostname ?? '',
+    devTemplate(c.runtimeDir),
+    t.mount,
+    t.cp,
+    t.mkdir,
+    t.hostname,
+    String(mounts.length),
+    ...mounts.flatMap((m, i) => [m.kind, m.source, targets[i]!, m.options]),
+  ];
   return {
     file: t.unshare,
     argv: [

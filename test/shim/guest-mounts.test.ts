@@ -1,0 +1,49 @@
+// Which of a spec's mounts go to the agent, with bind sources as the guest
+// sees them (pure), and config.json's mounts as the shim reads them.
+
+import { describe, expect, it } from 'vitest';
+import { guestMounts } from '../../src/shim/guest-mounts.js';
+import { parseSpec, SpecError } from '../../src/shim/oci-spec.js';
+
+/** containerd 1.6's default mounts (ctr oci spec) plus two of ctr run --mount's. */
+const DEFAULTS = [
+  { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+  { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755'] },
+  { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec'] },
+  { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev'] },
+  { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+  { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+  { destination: '/run', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755'] },
+  { destination: '/data', type: 'bind', source: '/srv/data', options: ['rbind', 'ro'] },
+  { destination: '/etc/x', type: '', source: '/srv/x', options: ['bind'] },
+];
+
+describe('guestMounts', () => {
+  it('leaves out what the agent sets up itself and numbers the bind sources it shares', () => {
+    const shared: string[] = [];
+    const out = guestMounts(DEFAULTS, (n, host) => {
+      shared.push(`${n}:${host}`);
+      return `/run/passfd/shared/c.mounts/${n}`;
+    });
+    expect(out.map((m) => `${m.destination} ${m.source}`)).toEqual([
+      '/run tmpfs',
+      '/data /run/passfd/shared/c.mounts/0',
+      '/etc/x /run/passfd/shared/c.mounts/1',
+    ]);
+    expect(shared).toEqual(['0:/srv/data', '1:/srv/x']);
+  });
+});
+
+describe('config.json mounts', () => {
+  const spec = (mounts: unknown) => JSON.stringify({ process: { args: ['true'] }, mounts });
+  it('reads them as written, and none when absent', () => {
+    expect(parseSpec(spec(DEFAULTS)).mounts).toEqual(
+      DEFAULTS.map((m) => ({ ...m, type: m.type, options: [...m.options] })),
+    );
+    expect(parseSpec(JSON.stringify({ process: { args: ['true'] } })).mounts).toEqual([]);
+  });
+  it('refuses mounts that are not a list or lack a destination', () => {
+    expect(() => parseSpec(spec({}))).toThrow(SpecError);
+    expect(() => parseSpec(spec([{ type: 'tmpfs' }]))).toThrow('mounts[0].destination is missing');
+  });
+});
