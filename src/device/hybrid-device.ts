@@ -30,6 +30,7 @@ import { UnixListener } from '../net/unix-listener.js';
 import { encodeOk } from '../protocol/hybrid-vsock.js';
 import { HOST_CID } from '../protocol/vsock-packet.js';
 import type { Logger } from '../util/log.js';
+import { LogLimiter } from '../util/log-limiter.js';
 import type { VsockConnection } from './csm/connection.js';
 import type { CreditPolicy } from './csm/credit.js';
 import type { CloseReason } from './csm/types.js';
@@ -72,6 +73,9 @@ export class HybridVsockDevice {
   private listener: UnixListener | null = null;
   private transport: GuestTransport | null = null;
   private readonly log: Logger;
+  /** Client mistakes and refusals: a flood of them must not flood the log (log-limiter.ts). */
+  private readonly invalidLog: LogLimiter;
+  private readonly refusedLog: LogLimiter;
   readonly stats: DeviceStats = {
     connections: 0,
     controls: 0,
@@ -82,6 +86,8 @@ export class HybridVsockDevice {
 
   constructor(readonly options: HybridDeviceOptions) {
     this.log = options.log;
+    this.invalidLog = new LogLimiter((m) => this.log.warn(m));
+    this.refusedLog = new LogLimiter((m) => this.log.warn(m));
     this.endpoint = new VsockEndpoint(
       HOST_CID,
       options.guestCid,
@@ -132,11 +138,11 @@ export class HybridVsockDevice {
         },
         invalid: (reason) => {
           this.stats.invalidRequests++;
-          this.log.warn(`invalid hybrid-vsock request: ${reason}`);
+          this.invalidLog.log(`invalid hybrid-vsock request: ${reason}`);
         },
         unserved: (reason) => {
           this.stats.refused++;
-          this.log.warn(`refusing a hybrid-vsock request: ${reason}`);
+          this.refusedLog.log(`refusing a hybrid-vsock request: ${reason}`);
         },
       },
       (done) => this.controls.delete(done),
@@ -159,7 +165,7 @@ export class HybridVsockDevice {
     let end: FdEnd | null = null;
     const refuse = (why: string) => {
       this.stats.refused++;
-      this.log.warn(`refusing ${request.kind} to guest port ${guestPort}: ${why}`);
+      this.refusedLog.log(`refusing ${request.kind} to guest port ${guestPort}: ${why}`);
       if (end) end.close();
       else closeQuietly(fd);
       if (request.kind === 'passfd') request.reply.fail(why);
@@ -229,6 +235,8 @@ export class HybridVsockDevice {
   }
 
   async stop(): Promise<void> {
+    this.invalidLog.flush('invalid hybrid-vsock requests');
+    this.refusedLog.flush('refused hybrid-vsock requests');
     this.listener?.close();
     this.listener = null;
     for (const ctl of [...this.controls]) ctl.close();

@@ -362,6 +362,21 @@ describe('bad input', () => {
     l.close();
   });
 
+  it('a flood of malformed requests writes a bounded number of log lines and is then summed up', async () => {
+    const lines = () => (vmm.log.text.match(/invalid hybrid-vsock request/g) ?? []).length;
+    const before = lines();
+    for (let i = 0; i < 300; i++) expect(await sendBad([{ bytes: 'x'.repeat(40) }])).toBe('');
+    // At most one burst (20 lines per 10 s) for 300 bad clients.
+    expect(lines() - before).toBeLessThanOrEqual(20);
+    // Still serving (the next line let through after the window carries the count: log-limiter tests).
+    const l = await guestListen();
+    const [pr, pw] = makePipe();
+    expect(await passFd(vmm.hvsock, pr, l.port)).toBeGreaterThan(0);
+    closeQuietly((await l.next()).fd);
+    for (const fd of [pr, pw]) closeQuietly(fd);
+    l.close();
+  });
+
   it('accepts 1023 connections and refuses the 1024th cleanly', async () => {
     const l = await guestListen();
     const accepted: number[] = [];
