@@ -6,7 +6,8 @@
  * (passfd and RPC-copy), then for each repetition runs every selected
  * scenario once per path, alternating which path goes first from one
  * repetition to the next so warm-up and drift do not favour either. A failed
- * run is recorded and the benchmark goes on. The start-up scenario
+ * run is recorded and the benchmark goes on. Throughput and CPU runs start
+ * with an untimed warm-up transfer each way per path. The start-up scenario
  * (startup.ts) runs first, before any stack exists, and needs none: a run of
  * only `--scenarios startup` starts no stack at all. The soak scenario
  * (soak.ts) runs once, last, on the same stack: it is about what the load
@@ -51,8 +52,13 @@ interface Step {
   path: Path;
   rep: number;
   label: string;
+  /** Run, but not recorded: it only warms the stack up. */
+  warmup?: boolean;
   run(ctx: BenchContext): Promise<Metrics>;
 }
+
+/** Bytes of each untimed warm-up transfer: a quarter of --bytes, between 1 and 32 MiB. */
+const warmupBytes = (bytes: number) => Math.min(32 << 20, Math.max(1 << 20, Math.floor(bytes / 4)));
 
 /** The ordered list of measurements of a run. */
 export function plan(opts: BenchOptions): Step[] {
@@ -64,6 +70,25 @@ export function plan(opts: BenchOptions): Step[] {
         k.includes('.cpu.') ? sel.has('cpu') : !k.endsWith('.mibps') || sel.has('throughput'),
       ),
     );
+  // Untimed, before the first repetition: one stdout and one stdin transfer per path, so that a
+  // fresh stack's first-time costs (a new guest's page cache and its rings' first round, the JIT,
+  // the first FIFOs) fall in no repetition's figures.
+  if (sel.has('throughput') || sel.has('cpu')) {
+    const bytes = warmupBytes(opts.bytes);
+    for (const io of ['passfd', 'rpc'] as const)
+      steps.push({
+        scenario: 'warm-up',
+        path: io,
+        rep: 0,
+        warmup: true,
+        label: `warm-up ${io} (untimed)`,
+        run: async (c) => {
+          await stdoutThroughput(c, io, bytes);
+          await stdinThroughput(c, io, bytes);
+          return {};
+        },
+      });
+  }
   for (let rep = 0; rep < opts.reps; rep++) {
     const order: IoPath[] = rep % 2 === 0 ? ['passfd', 'rpc'] : ['rpc', 'passfd'];
     const each = (
@@ -294,7 +319,8 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
       if (o.abort?.aborted) return;
       progress.step(s.label);
       try {
-        runs.push({ scenario: s.scenario, path: s.path, rep: s.rep, metrics: await s.run(ctx) });
+        const metrics = await s.run(ctx);
+        if (!s.warmup) runs.push({ scenario: s.scenario, path: s.path, rep: s.rep, metrics });
       } catch (err) {
         if (o.abort?.aborted) return;
         const message = (err as Error).message;

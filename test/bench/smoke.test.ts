@@ -61,6 +61,9 @@ describe('passfd-broker bench (built CLI)', () => {
     }
     const paths = new Set(report.runs.map((r: { path: string }) => r.path));
     expect(paths).toEqual(new Set(['passfd', 'rpc']));
+    // The untimed warm-up ran (nothing failed) and is in no figure.
+    expect(report.errors).toEqual([]);
+    expect(report.runs.some((r: { scenario: string }) => r.scenario === 'warm-up')).toBe(false);
     expect(JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')).summary).toHaveLength(
       report.summary.length,
     );

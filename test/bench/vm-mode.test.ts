@@ -106,16 +106,23 @@ describe('VM plan', () => {
   it('runs every scenario on both paths, alternating, with the host kernel ceiling', () => {
     const opts = defaultOptions(true, 'qemu');
     const steps = plan(opts);
-    // Per rep: 1 ceiling + 2 × (stdout, stdin, latency, setup, one per concurrency level).
+    // First an untimed warm-up per path, then per rep: 1 ceiling + 2 × (stdout, stdin, latency,
+    // setup, one per concurrency level).
     const perRep = 1 + 2 * (4 + opts.concurrency.length);
-    expect(steps).toHaveLength(opts.reps * perRep);
+    expect(steps).toHaveLength(2 + opts.reps * perRep);
+    expect(steps.slice(0, 2).map((s) => [s.scenario, s.path, s.warmup])).toEqual([
+      ['warm-up', 'passfd', true],
+      ['warm-up', 'rpc', true],
+    ]);
+    expect(steps.slice(2).some((s) => s.warmup)).toBe(false);
     expect(new Set(steps.map((s) => s.scenario))).toEqual(
-      new Set(['ceiling', 'throughput', 'latency', 'setup', 'concurrency']),
+      new Set(['warm-up', 'ceiling', 'throughput', 'latency', 'setup', 'concurrency']),
     );
     const ceiling = steps.filter((s) => s.scenario === 'ceiling');
     expect(ceiling.map((s) => s.path)).toEqual(Array(opts.reps).fill('kernel'));
     expect(ceiling[0]!.label).toMatch(/host/);
-    const firstPaths = (rep: number) => steps.filter((s) => s.rep === rep && s.path !== 'kernel')[0]!.path;
+    const firstPaths = (rep: number) =>
+      steps.filter((s) => s.rep === rep && s.path !== 'kernel' && !s.warmup)[0]!.path;
     expect(firstPaths(0)).toBe('passfd');
     expect(firstPaths(1)).toBe('rpc');
     expect(steps.filter((s) => s.scenario === 'concurrency').map((s) => s.label)).toContain(
