@@ -27,6 +27,7 @@
  */
 import { makeReplyHeader, VSOCK_TYPE_STREAM, type VsockHeader, VsockOp } from '../protocol/vsock-packet.js';
 import type { Logger } from '../util/log.js';
+import { LogLimiter } from '../util/log-limiter.js';
 import { type Clock, systemClock } from './clock.js';
 import { countPacket, type EndpointCounters, newEndpointCounters } from './counters.js';
 import { VsockConnection } from './csm/connection.js';
@@ -80,6 +81,7 @@ export class VsockEndpoint implements ConnectionOwner {
   private batch: Set<VsockConnection> | null = null;
   private readonly one: Buffer[] = [];
   private readonly oneOut: VsockHeader[] = [];
+  private readonly refusedLog: LogLimiter;
 
   constructor(
     readonly cid: number,
@@ -92,6 +94,8 @@ export class VsockEndpoint implements ConnectionOwner {
     this.credit = checkCreditPolicy(opts.credit ?? DEVICE_CREDIT);
     this.clock = opts.clock ?? systemClock;
     this.killq = new KillQueue(this.clock);
+    // A guest that keeps asking while the table is full must not flood the log (log-limiter.ts).
+    this.refusedLog = new LogLimiter((m) => this.log.warn(m), { now: () => this.clock.now() });
   }
 
   get size(): number {
@@ -221,7 +225,7 @@ export class VsockEndpoint implements ConnectionOwner {
 
   private acceptRequest(hdr: VsockHeader): void {
     if (this.isFull) {
-      this.log.warn(`refusing connection from port ${hdr.srcPort} to ${hdr.dstPort}: table full`);
+      this.refusedLog.log(`refusing connection from port ${hdr.srcPort} to ${hdr.dstPort}: table full`);
       this.replyRst(hdr);
       return;
     }
@@ -242,7 +246,7 @@ export class VsockEndpoint implements ConnectionOwner {
       });
     } catch (err) {
       local.end.close();
-      this.log.warn(`refusing connection to ${hdr.dstPort}: ${(err as Error).message}`);
+      this.refusedLog.log(`refusing connection to ${hdr.dstPort}: ${(err as Error).message}`);
       this.replyRst(hdr);
     }
   }
