@@ -42,7 +42,7 @@ import type { TtrpcServer } from '../ttrpc/server.js';
 import type { Logger } from '../util/log.js';
 import type { ProcessGuardian } from './guardian.js';
 import type { PassfdStreams } from './passfd-streams.js';
-import { type PlannedMount, plan as planMounts, prepareMountPoints } from './process/container-mounts.js';
+import { type PreparedMount, plan as planMounts, prepareMountPoints } from './process/container-mounts.js';
 import {
   type ContainerProcess,
   type SpawnOptions,
@@ -68,7 +68,7 @@ interface ExecEntry {
 interface Container {
   id: string;
   /** The container's root filesystem, hostname and extra mounts (OCI Root.Path, Hostname, Mounts); null: the agent's own root. */
-  rootfs: { path: string; hostname: string; mounts: PlannedMount[] } | null;
+  rootfs: { path: string; hostname: string; mounts: PreparedMount[] } | null;
   /** Set by CreateContainer, consumed by StartContainer. */
   pending: { process: Process; fds: (number | null)[] } | null;
   /** CreateContainer is still waiting for the container's passfd streams. */
@@ -109,12 +109,11 @@ export class AgentService {
       const process = req.OCI?.Process;
       if (!process || process.Args.length === 0) throw invalid('OCI.Process.Args is empty');
       const root = req.OCI?.Root?.Path;
-      let mounts: PlannedMount[] = [];
+      let mounts: PreparedMount[] = [];
       if (root) {
         try {
           checkInRoot(root, process.Args, envPath(process.Env), process.Cwd);
-          mounts = planMounts(req.OCI?.Mounts ?? []);
-          prepareMountPoints(root, mounts);
+          mounts = prepareMountPoints(root, planMounts(req.OCI?.Mounts ?? []));
         } catch (err) {
           throw invalid((err as Error).message);
         }

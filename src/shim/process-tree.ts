@@ -10,8 +10,7 @@
  * stopped process cannot fork), then SIGKILLs them all: nothing escapes by
  * forking or by being reparented between the scan and the kill.
  */
-import fs from 'node:fs';
-import { procStat } from '../util/proc-stat.js';
+import { parentPids, procStat } from '../util/proc-stat.js';
 
 export interface ProcessIdentity {
   pid: number;
@@ -42,16 +41,6 @@ export function isAlive(p: ProcessIdentity): boolean {
   return st !== null && st.start === p.start && st.state !== 'Z' && st.state !== 'X';
 }
 
-function parentsNow(): Map<number, number> {
-  const parents = new Map<number, number>();
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const st = readStat(Number(name));
-    if (st) parents.set(Number(name), st.ppid);
-  }
-  return parents;
-}
-
 function signal(pid: number, sig: NodeJS.Signals): void {
   try {
     process.kill(pid, sig);
@@ -75,7 +64,7 @@ export function killTrees(roots: readonly ProcessIdentity[]): number[] {
   if (members.size === 0) return [];
   for (let round = 0; round < 20; round++) {
     let added = false;
-    for (const [pid, ppid] of parentsNow()) {
+    for (const [pid, ppid] of parentPids()) {
       if (!members.has(pid) && members.has(ppid) && pid !== process.pid) {
         members.add(pid);
         signal(pid, 'SIGSTOP');

@@ -25,6 +25,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import tty from 'node:tty';
 import { configPathFromOptions } from '../protocol/runtime-options.js';
 import { createLogger, parseLevel, setLogLevel } from '../util/log.js';
 import { withPrivateUmask } from '../util/private-umask.js';
@@ -45,7 +46,8 @@ function tellStart(line: string): void {
 
 /** The runtime options' ConfigPath, from stdin (what containerd gives `start`), if any. */
 function readOptionsConfig(): string | undefined {
-  if (process.stdin.isTTY) return undefined;
+  // isatty, not process.stdin: that would open a stream on fd 0 the shim then holds for its life.
+  if (tty.isatty(0)) return undefined;
   let data: Buffer;
   try {
     data = fs.readFileSync(0);

@@ -37,3 +37,14 @@ export function isLive(pid: number): boolean {
   const st = procStat(pid);
   return st !== null && st.state !== 'Z' && st.state !== 'X';
 }
+
+/** pid → parent pid of every process visible in /proc now. */
+export function parentPids(): Map<number, number> {
+  const parents = new Map<number, number>();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const st = procStat(Number(name));
+    if (st) parents.set(Number(name), st.ppid);
+  }
+  return parents;
+}

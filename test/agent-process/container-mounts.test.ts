@@ -71,7 +71,7 @@ describe('prepareMountPoints', () => {
         { destination: '/etc/one', source: path.join(host, 'file'), type: 'bind', options: ['bind'] },
         { destination: '/escape/in', source: 'tmpfs', type: 'tmpfs', options: [] },
       ]),
-    );
+    ).map((m) => m.target);
     expect(targets[0]).toBe(path.join(root, 'a/b'));
     expect(fs.statSync(targets[0]!).isDirectory()).toBe(true);
     expect(fs.statSync(path.join(root, 'etc/one')).isFile()).toBe(true);

@@ -7,23 +7,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { isLive, procStat } from '../../src/util/proc-stat.js';
+import { isLive, parentPids, procStat } from '../../src/util/proc-stat.js';
 import { tmpDir } from '../support/cli.js';
-
-/** pid → ppid for every process visible now. */
-function parents(): Map<number, number> {
-  const out = new Map<number, number>();
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const st = procStat(Number(name));
-    if (st) out.set(Number(name), st.ppid);
-  }
-  return out;
-}
 
 /** Every process below `pid` (children, grandchildren, ...). */
 export function descendants(pid: number): number[] {
-  const ppids = parents();
+  const ppids = parentPids();
   const out: number[] = [];
   let frontier = [pid];
   while (frontier.length > 0) {

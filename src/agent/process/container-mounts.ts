@@ -11,8 +11,9 @@
  * anything else is refused by name, so the container fails to start instead
  * of running without a mount it asked for.
  *
- * `plan` is pure (what to mount, or why not); `prepareMountPoints` creates
- * the missing mount points inside the root, the way runc does: the
+ * `plan` is pure (what to mount, or why not); `prepareMountPoints` (once,
+ * at CreateContainer) creates the missing mount points inside the root, the
+ * way runc does: the
  * destination is resolved with symlinks followed inside the root
  * (root-path.ts), so an image cannot point a mount outside it.
  */
@@ -91,13 +92,18 @@ export function plan(mounts: readonly SpecMount[]): PlannedMount[] {
   });
 }
 
+/** A planned mount with its mount point made: `target` is the host path to mount on, inside the root. */
+export interface PreparedMount extends PlannedMount {
+  target: string;
+}
+
 /**
  * Creates each missing mount point under `root` (a directory, or an empty
- * file for a bind mount of a file) and returns the host path to mount on,
- * resolved inside the root. Throws MountError for a bind source that does
- * not exist.
+ * file for a bind mount of a file) and returns the mounts with the host path
+ * to mount on, resolved inside the root. Throws MountError for a bind source
+ * that does not exist.
  */
-export function prepareMountPoints(root: string, planned: readonly PlannedMount[]): string[] {
+export function prepareMountPoints(root: string, planned: readonly PlannedMount[]): PreparedMount[] {
   return planned.map((m) => {
     let isDir = true;
     if (m.kind !== 'tmpfs') {
@@ -117,6 +123,6 @@ export function prepareMountPoints(root: string, planned: readonly PlannedMount[
         fs.closeSync(fs.openSync(target, 'a', 0o644));
       }
     }
-    return target;
+    return { ...m, target };
   });
 }

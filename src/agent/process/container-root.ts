@@ -46,7 +46,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { closeQuietly, makePipe, pidfdOpen, pidfdSignal } from '../../../native-bindings/index.js';
-import { type PlannedMount, prepareMountPoints } from './container-mounts.js';
+import type { PreparedMount } from './container-mounts.js';
 import { isDirInRoot, resolveCommandInRoot } from './root-path.js';
 
 export interface ContainerRootOptions {
@@ -60,8 +60,8 @@ export interface ContainerRootOptions {
   joinPid?: number;
   /** Where the agent keeps the /dev template (links and empty dirs copied into each container's /dev). */
   runtimeDir: string;
-  /** Init only: the container's extra mounts (container-mounts.ts), made in order after /proc and /dev. */
-  mounts?: readonly PlannedMount[];
+  /** Init only: the container's extra mounts, their mount points made (container-mounts.ts); mounted in order after /proc and /dev. */
+  mounts?: readonly PreparedMount[];
 }
 
 const TOOLS = ['unshare', 'nsenter', 'setpriv', 'setsid', 'sh', 'mount', 'cp', 'mkdir', 'hostname'] as const;
@@ -257,7 +257,6 @@ export function isolatedCommand(
     };
   }
   const mounts = c.mounts ?? [];
-  const targets = prepareMountPoints(c.root, mounts);
   const setup = [
     c.root,
     c.hostname ?? '',
@@ -267,7 +266,7 @@ export function isolatedCommand(
     t.mkdir,
     t.hostname,
     String(mounts.length),
-    ...mounts.flatMap((m, i) => [m.kind, m.source, targets[i]!, m.options]),
+    ...mounts.flatMap((m) => [m.kind, m.source, m.target, m.options]),
   ];
   return {
     file: t.unshare,
