@@ -324,7 +324,9 @@ export async function runBench(o: RunBenchOptions): Promise<BenchReport> {
       } catch (err) {
         if (o.abort?.aborted) return;
         const message = (err as Error).message;
-        errors.push({ scenario: s.scenario, path: s.path, rep: s.rep, message });
+        // A warm-up is not a measurement: its failure is shown, but only the timed repetitions
+        // that follow (which meet the same fault if it is real) count towards the exit status.
+        if (!s.warmup) errors.push({ scenario: s.scenario, path: s.path, rep: s.rep, message });
         progress.log(`bench: ${s.label} failed: ${message}`);
       }
     }
