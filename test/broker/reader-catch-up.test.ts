@@ -57,7 +57,8 @@ describe('readersCaughtUp', () => {
     const { writer, reader } = outputFifo(60_000);
     const buf = Buffer.alloc(4096);
     let taken = 0;
-    // 4 KiB every 15 ms: ~220 ms in all, each step well inside the stall bound.
+    // 4 KiB every 15 ms: ~220 ms in all, each step far inside the stall bound (a loaded machine
+    // may hold this process's timers back by a few hundred ms).
     const timer = setInterval(() => {
       try {
         taken += fs.readSync(reader, buf);
@@ -66,7 +67,7 @@ describe('readersCaughtUp', () => {
       }
     }, 15);
     cleanups.push(() => clearInterval(timer));
-    const left = await readersCaughtUp([writer], 150);
+    const left = await readersCaughtUp([writer], 3000);
     expect(left).toBe(0);
     expect(taken).toBe(60_000);
     expect(bytesReadable(writer)).toBe(0);
