@@ -26,7 +26,6 @@ import { startEmbeddedStack } from '../broker/embedded-stack.js';
 import type { Config } from '../config/schema.js';
 import { chosenLogLevel, createLogger } from '../util/log.js';
 import { makePrivateDir } from '../util/private-dir.js';
-import { findGuestKernel } from '../vm/initramfs.js';
 import { startVmStack } from '../vm/vm-stack.js';
 import type { BenchMode, BenchOptions } from './options.js';
 import { type CpuRoles, clockTicksPerSecond } from './proc-cpu.js';
@@ -212,7 +211,7 @@ async function startStack(o: RunBenchOptions): Promise<BenchStack> {
     vm: {
       ...vm,
       bootS: s.bootMs / 1000,
-      guestKernel: findGuestKernel().version,
+      guestKernel: s.kernel.version,
       qemu: qemuVersion(),
     },
     stop: () => s.stop(),

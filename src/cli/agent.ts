@@ -8,8 +8,8 @@
  * else 1027.
  * Sends READY=1 / STOPPING=1 to $NOTIFY_SOCKET.
  */
-import type { Command } from 'commander';
-import { type OutputRelay, parseOutputRelay } from '../agent/process/output-relay.js';
+import { type Command, Option } from 'commander';
+import { OUTPUT_RELAYS, type OutputRelay } from '../agent/process/output-relay.js';
 import type { GuestVsock } from '../guest-vsock/types.js';
 import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
@@ -42,11 +42,13 @@ export function registerAgent(program: Command): void {
       parseMs,
       0,
     )
-    .option(
-      '--output-relay <how>',
-      'passfd stdout/stderr: splice, copy (read/write, larger vsock packets), or auto (copy into AF_VSOCK on kernels before 6.5, whose splice sends a packet per page; else splice)',
-      parseOutputRelay,
-      'auto',
+    .addOption(
+      new Option(
+        '--output-relay <how>',
+        'passfd stdout/stderr: splice, copy (read/write, larger vsock packets), or auto (copy into AF_VSOCK on kernels before 6.5, whose splice sends a packet per page; else splice)',
+      )
+        .choices(OUTPUT_RELAYS)
+        .default('auto'),
     )
     .option('--accept-delay-ms <ms>', '(testing) delay registering accepted passfd streams', parseMs, 0)
     .action(

@@ -204,8 +204,13 @@ export function registerBench(program: Command): void {
         );
       if (opts.backend && opts.backend.length > 0) {
         if (!vm) throw new Error('--backend compares vhost-user backends: it needs --vm qemu');
-        const { runAbCli } = await import('../bench/backend-ab/cli.js');
+        const [{ runAbCli }, { loadConfig }, { configuredGuestKernel }] = await Promise.all([
+          import('../bench/backend-ab/cli.js'),
+          import('../config/load.js'),
+          import('../vm/guest-kernel.js'),
+        ]);
         process.exitCode = await runAbCli({
+          kernel: configuredGuestKernel(loadConfig(opts.config).hypervisor),
           backends: opts.backend,
           boots: opts.reps ? parsePositiveInt(opts.reps, '--reps') : 4,
           bytes: opts.bytes ? parseBytes(opts.bytes) : 128 * 1024 * 1024,

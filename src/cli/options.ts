@@ -92,12 +92,8 @@ export function parseSize(value: string): number {
   return n;
 }
 
-/** A named credit policy of the device (src/device/defaults.ts). */
-export function parseCreditPolicy(value: string): 'linux' | 'firecracker' {
-  if (value !== 'linux' && value !== 'firecracker')
-    throw new InvalidArgumentError('must be linux or firecracker');
-  return value;
-}
+/** The device's named credit policies (src/device/defaults.ts). */
+export const CREDIT_POLICIES = ['linux', 'firecracker'] as const;
 
 export function parseMs(value: string): number {
   if (!/^[0-9]{1,9}$/.test(value)) throw new InvalidArgumentError('must be a whole number of milliseconds');

@@ -12,13 +12,13 @@
  * rings) and, with `--metrics <file>`, rewrites the metrics file
  * (src/device/metrics.ts), which is also written once more at exit.
  */
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import type { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
 import type { VhostUserVsockTransport } from '../device/transport/vhost-user/vsock-transport.js';
 import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
 import { keepYoungGenerationSmall } from '../util/young-generation.js';
-import { onTermination, parseCid, parseCreditPolicy, parseSize } from './options.js';
+import { CREDIT_POLICIES, onTermination, parseCid, parseSize } from './options.js';
 
 interface VmmOptions {
   hvsock: string;
@@ -42,14 +42,16 @@ export function registerVmm(program: Command): void {
     .option(
       '--allow-unsealed-memory',
       'vhost-user: take guest memory that cannot be sealed against shrinking (memory-backend-file); ' +
-        'a front-end that truncates it then crashes the vmm',
+        'a front-end that truncates it then crashes the vmm (config: hypervisor.allow_unsealed_memory)',
     )
     .option('--guest-cid <cid>', 'guest CID', parseCid, 3)
-    .option(
-      '--credit <policy>',
-      'per-connection receive window and CREDIT_UPDATE rule: linux (256 KiB, an update every 64 KiB forwarded or when the guest sees under 64 KiB free; default) or firecracker (64 KiB, an update when the guest sees under 4 KiB free)',
-      parseCreditPolicy,
-      'linux',
+    .addOption(
+      new Option(
+        '--credit <policy>',
+        'per-connection receive window and CREDIT_UPDATE rule: linux (256 KiB, an update every 64 KiB forwarded or when the guest sees under 64 KiB free; default) or firecracker (64 KiB, an update when the guest sees under 4 KiB free)',
+      )
+        .choices(CREDIT_POLICIES)
+        .default('linux'),
     )
     .option(
       '--buf-alloc <size>',
@@ -82,12 +84,19 @@ export function registerVmm(program: Command): void {
         Promise.all([import('../access/context.js'), import('../access/policy.js')]),
       ]);
       const [{ installAccess }, { AccessPolicy }] = access;
-      installAccess(AccessPolicy.fromConfig(loadConfig(opts.config).hypervisor), log.child('access'));
+      const hypervisor = loadConfig(opts.config).hypervisor;
+      installAccess(AccessPolicy.fromConfig(hypervisor), log.child('access'));
       const credit =
         opts.bufAlloc === undefined
           ? defaults.CREDIT_POLICIES[opts.credit]
           : defaults.creditWithWindow(opts.bufAlloc);
-      const device = new HybridVsockDevice({ hvsockPath: opts.hvsock, guestCid: opts.guestCid, log, credit });
+      const device = new HybridVsockDevice({
+        hvsockPath: opts.hvsock,
+        guestCid: opts.guestCid,
+        log,
+        credit,
+        maxWaitingClients: hypervisor.max_waiting_clients,
+      });
       let guestStack: LoopbackTransport['stack'] | null = null;
       let vhostUser: VhostUserVsockTransport | null = null;
       let seq = 0;
@@ -130,7 +139,7 @@ export function registerVmm(program: Command): void {
           socketPath: opts.vhostUser,
           guestCid: opts.guestCid,
           log: log.child('vhost-user'),
-          allowUnsealedMemory: opts.allowUnsealedMemory ?? false,
+          allowUnsealedMemory: (opts.allowUnsealedMemory ?? false) || hypervisor.allow_unsealed_memory,
         });
         device.start(vhostUser);
         log.info(
@@ -138,7 +147,12 @@ export function registerVmm(program: Command): void {
         );
       } else {
         const { LoopbackTransport } = await import('../device/transport/loopback/loopback-transport.js');
-        const loopback = new LoopbackTransport(opts.guestCid, opts.guestDir!, log);
+        const loopback = new LoopbackTransport(
+          opts.guestCid,
+          opts.guestDir!,
+          log,
+          hypervisor.max_waiting_clients,
+        );
         guestStack = loopback.stack;
         device.start(loopback);
         log.info(`loopback guest: AF_VSOCK stand-in at ${loopback.standin.socketPath}`);

@@ -93,6 +93,19 @@ export interface HypervisorConfig {
   /** QEMU guests: the QEMU binary, a path or a name looked up in PATH (Kata's `path`). Default "qemu-system-x86_64". */
   qemu_path: string;
   /**
+   * QEMU guests: the kernel to boot, a vmlinuz path (Kata's `kernel`).
+   * Default "": the newest `/boot/vmlinuz-<ver>` that has a
+   * `/lib/modules/<ver>`. The guest's initramfs is built from this kernel's
+   * modules (src/vm/guest-kernel.ts says which).
+   */
+  kernel: string;
+  /**
+   * QEMU guests: the module tree of `kernel` (the directory holding its
+   * `modules.dep`). Default "": `/lib/modules/<ver>`, `<ver>` being what
+   * follows `vmlinuz-` in the kernel's file name.
+   */
+  kernel_modules: string;
+  /**
    * Uids allowed to connect to the device's sockets (hybrid-vsock, the
    * loopback guest's vsock.sock, vhost-user) besides the device's own uid
    * and root, which are always allowed; checked with SO_PEERCRED on every
@@ -109,6 +122,20 @@ export interface HypervisorConfig {
    * guest-initiated connection. Default "any".
    */
   guest_connect_ports: number[] | 'any';
+  /**
+   * Clients of the hybrid-vsock socket (and of the loopback guest's
+   * stand-in) that have connected but not yet sent their request, held at
+   * once; more wait in the socket's backlog. Bounds the fds a crowd of idle
+   * clients can take from the device. Default 256.
+   */
+  max_waiting_clients: number;
+  /**
+   * vhost-user: accept guest memory that cannot be sealed against
+   * shrinking (e.g. QEMU's memory-backend-file). A front-end that then
+   * truncates it crashes the vmm (SIGBUS); only for front-ends you trust.
+   * Default false (`vmm --allow-unsealed-memory` turns it on too).
+   */
+  allow_unsealed_memory: boolean;
 }
 
 export const GUEST_KINDS = ['loopback', 'qemu'] as const;
@@ -192,6 +219,17 @@ function nonEmptyString(def: string, what: string): KeyRule<string> {
   };
 }
 
+/** A file system path; empty is allowed and means "not set". */
+function optionalPath(what: string): KeyRule<string> {
+  return {
+    default: '',
+    check: (v) =>
+      typeof v === 'string' && !v.includes('\0')
+        ? { ok: true, value: v }
+        : { ok: false, reason: `must be a string (${what}, or "" for the default)` },
+  };
+}
+
 /** A Unix socket path; empty is allowed and means "not set". */
 function socketPath(def: string): KeyRule<string> {
   return {
@@ -257,9 +295,13 @@ export const SCHEMA: Schema = {
     default_vcpus: integer(1, 1, 64, 'number of vCPUs'),
     default_memory: integer(1024, 128, 65536, 'number of MiB'),
     qemu_path: nonEmptyString('qemu-system-x86_64', 'a program name or path'),
+    kernel: optionalPath('a vmlinuz path'),
+    kernel_modules: optionalPath("the kernel's module directory"),
     allowed_uids: integerList(0, MAX_ID, 'uid'),
     allowed_gids: integerList(0, MAX_ID, 'gid'),
     guest_connect_ports: portsOrAny(),
+    max_waiting_clients: integer(256, 1, 65_536, 'number of clients'),
+    allow_unsealed_memory: boolean(false),
   },
   agent: {
     dial_timeout_ms: integer(5_000, 1, MAX_TIMEOUT_MS, 'number of milliseconds'),

@@ -50,6 +50,8 @@ export interface HybridDeviceOptions {
   maxConnections?: number;
   /** Every connection's receive window and CREDIT_UPDATE rule (default DEVICE_CREDIT: Linux's window). */
   credit?: CreditPolicy;
+  /** Clients connected but still without their command, held at once (default MAX_WAITING_CLIENTS). */
+  maxWaitingClients?: number;
 }
 
 /** Counters for operators and tests. */
@@ -116,7 +118,7 @@ export class HybridVsockDevice {
     this.listener = new UnixListener(this.options.hvsockPath, {
       onAccept: (fd, commandRead) => this.serveControl(fd, commandRead),
       log: this.log,
-      maxClients: MAX_WAITING_CLIENTS,
+      maxClients: this.options.maxWaitingClients ?? MAX_WAITING_CLIENTS,
       clientsAre: 'clients waiting for a command',
     });
     this.log.info(
@@ -247,7 +249,9 @@ export class HybridVsockDevice {
 
 /** What a passer is told (ERR line) when its connection was not established. */
 function refusalText(reason: CloseReason, guestPort: number, detail?: string): string {
-  if (reason === 'refused') return `nothing listens on guest port ${guestPort} (the guest answered RST)`;
+  // An RST is all a guest says: no listener, a full backlog, a guest out of file descriptors.
+  if (reason === 'refused')
+    return `the guest refused port ${guestPort} (RST: nothing listens there, or it could not take the connection)`;
   if (reason === 'timeout') return `no answer from the guest for port ${guestPort} (is a guest attached?)`;
   return `${reason}${detail ? ` (${detail})` : ''}`;
 }

@@ -96,8 +96,9 @@ async function startLoopback(o: SandboxOptions): Promise<Guest> {
       ]);
     const log = o.log.child('vmm');
     installAccess(AccessPolicy.fromConfig(o.config.hypervisor), log.child('access'));
-    const d = new HybridVsockDevice({ hvsockPath, guestCid: cid, log });
-    d.start(new LoopbackTransport(cid, guestDir, log));
+    const maxWaitingClients = o.config.hypervisor.max_waiting_clients;
+    const d = new HybridVsockDevice({ hvsockPath, guestCid: cid, log, maxWaitingClients });
+    d.start(new LoopbackTransport(cid, guestDir, log, maxWaitingClients));
     device = d;
     const agent = await agentP;
     return {

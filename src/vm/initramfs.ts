@@ -1,7 +1,8 @@
 /**
  * A minimal guest initramfs: Debian's static busybox, the guest kernel's
  * virtio/vsock/9p modules and an `/init` that
- *   1. loads the modules (GUEST_MODULES, in dependency order),
+ *   1. loads the modules the guest needs, dependencies first (worked out per
+ *      kernel: guest-kernel.ts),
  *   2. mounts the host's root read-only over 9p (`hostroot` tag) at /mnt,
  *      with proc, sysfs, devtmpfs and a tmpfs /run inside it (not /tmp:
  *      a checkout under the host's /tmp must stay visible to the guest),
@@ -43,73 +44,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
+import { findGuestKernel, GUEST_MODULE_TARGETS, type GuestKernel, guestModules } from './guest-kernel.js';
 
 export const VM_READY_MARKER = 'PASSFD-VM-READY';
 export const VM_EXIT_MARKER = 'PASSFD-VM-EXIT';
-
-/** Load order for a 9p root and virtio-vsock on Debian 12's 6.1 kernel. */
-export const GUEST_MODULES = [
-  'virtio_ring',
-  'virtio',
-  'virtio_pci_modern_dev',
-  'virtio_pci_legacy_dev',
-  'virtio_pci',
-  'vsock',
-  'vmw_vsock_virtio_transport_common',
-  'vmw_vsock_virtio_transport',
-  'netfs',
-  'fscache',
-  '9pnet',
-  '9pnet_virtio',
-  '9p',
-];
-
-export interface GuestKernel {
-  version: string;
-  vmlinuz: string;
-  modulesDir: string;
-}
-
-/** The newest kernel in /boot that has a matching /lib/modules directory. */
-export function findGuestKernel(bootDir = '/boot', modulesRoot = '/lib/modules'): GuestKernel {
-  const candidates = fs.existsSync(bootDir)
-    ? fs
-        .readdirSync(bootDir)
-        .filter((f) => f.startsWith('vmlinuz-'))
-        .map((f) => f.slice('vmlinuz-'.length))
-        .filter((v) => fs.existsSync(path.join(modulesRoot, v)))
-        .sort((a, b) => a.localeCompare(b, undefined, { numeric: true }))
-    : [];
-  const version = candidates.at(-1);
-  if (!version) {
-    throw new Error(
-      `no guest kernel: need ${bootDir}/vmlinuz-<ver> and ${modulesRoot}/<ver> (apt-get install linux-image-amd64)`,
-    );
-  }
-  return {
-    version,
-    vmlinuz: path.join(bootDir, `vmlinuz-${version}`),
-    modulesDir: path.join(modulesRoot, version),
-  };
-}
-
-/** Finds `<name>.ko` (or .ko.xz/.ko.zst/.ko.gz) below a kernel's module tree. */
-function findModule(modulesDir: string, name: string, index: Map<string, string>): string {
-  if (index.size === 0) {
-    const walk = (dir: string) => {
-      for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-        const p = path.join(dir, e.name);
-        if (e.isDirectory()) walk(p);
-        else if (/\.ko(\.(xz|zst|gz))?$/.test(e.name)) index.set(e.name.replace(/\.ko(\..*)?$/, ''), p);
-      }
-    };
-    walk(path.join(modulesDir, 'kernel'));
-  }
-  // modules.dep names use '-' and '_' interchangeably.
-  const found = index.get(name) ?? index.get(name.replace(/_/g, '-'));
-  if (!found) throw new Error(`kernel module ${name} not found under ${modulesDir}`);
-  return found;
-}
 
 function moduleBytes(file: string): Buffer {
   const raw = fs.readFileSync(file);
@@ -210,7 +148,8 @@ export interface InitramfsOptions {
   output: string;
   kernel?: GuestKernel;
   busybox?: string;
-  modules?: string[];
+  /** The modules the guest needs (default GUEST_MODULE_TARGETS); their dependencies are added. */
+  modules?: readonly string[];
 }
 
 /** Builds the initramfs; returns its path and the kernel it matches. */
@@ -218,8 +157,7 @@ export function buildInitramfs(opts: InitramfsOptions): { path: string; kernel: 
   const kernel = opts.kernel ?? findGuestKernel();
   const busybox = opts.busybox ?? '/bin/busybox';
   if (!fs.existsSync(busybox)) throw new Error(`${busybox} missing (apt-get install busybox-static)`);
-  const modules = opts.modules ?? GUEST_MODULES;
-  const index = new Map<string, string>();
+  const plan = guestModules(kernel, opts.modules ?? GUEST_MODULE_TARGETS);
   const DIR = 0o040755;
   const FILE = 0o100644;
   const EXEC = 0o100755;
@@ -234,13 +172,13 @@ export function buildInitramfs(opts: InitramfsOptions): { path: string; kernel: 
     { name: 'tmp', mode: DIR },
     { name: 'bin/busybox', mode: EXEC, data: fs.readFileSync(busybox) },
     { name: 'bin/sh', mode: 0o120777, data: Buffer.from('busybox') },
-    { name: 'init', mode: EXEC, data: Buffer.from(initScript(modules)) },
+    { name: 'init', mode: EXEC, data: Buffer.from(initScript(plan.order)) },
   ];
-  for (const m of modules) {
+  for (const m of plan.order) {
     entries.push({
       name: `lib/modules/${m}.ko`,
       mode: FILE,
-      data: moduleBytes(findModule(kernel.modulesDir, m, index)),
+      data: moduleBytes(path.join(kernel.modulesDir, plan.files.get(m)!)),
     });
   }
   fs.mkdirSync(path.dirname(opts.output), { recursive: true });
@@ -252,7 +190,7 @@ export function buildInitramfs(opts: InitramfsOptions): { path: string; kernel: 
  * Bump when the archive changes in a way the other cache-key inputs do not
  * capture (the cpio writer, the directory set, the compression, ...).
  */
-export const INITRAMFS_BUILDER_VERSION = 1;
+export const INITRAMFS_BUILDER_VERSION = 2;
 /** Cache entries not used for this long are removed (after a build). */
 export const CACHE_MAX_AGE_DAYS = 30;
 const TMP_MAX_AGE_MS = 3600_000;
@@ -260,6 +198,7 @@ const TMP_MAX_AGE_MS = 3600_000;
 export interface InitramfsInputs {
   kernel: GuestKernel;
   busybox: string;
+  /** The modules in load order, dependencies included (guestModules(...).order). */
   modules: readonly string[];
 }
 
@@ -320,7 +259,8 @@ export function usableCacheDir(dir: string): boolean {
 export interface CachedInitramfsOptions {
   kernel?: GuestKernel;
   busybox?: string;
-  modules?: string[];
+  /** As InitramfsOptions.modules. */
+  modules?: readonly string[];
   /** Use this cache directory instead of the default candidates. */
   cacheDir?: string;
   /** Where to build when no cache directory is usable. */
@@ -362,8 +302,8 @@ export function cachedInitramfs(opts: CachedInitramfsOptions): CachedInitramfs {
   const kernel = opts.kernel ?? findGuestKernel();
   const busybox = opts.busybox ?? '/bin/busybox';
   if (!fs.existsSync(busybox)) throw new Error(`${busybox} missing (apt-get install busybox-static)`);
-  const modules = opts.modules ?? GUEST_MODULES;
-  const key = initramfsCacheKey({ kernel, busybox, modules });
+  const modules = opts.modules ?? GUEST_MODULE_TARGETS;
+  const key = initramfsCacheKey({ kernel, busybox, modules: guestModules(kernel, modules).order });
   const dir = (opts.cacheDir ? [opts.cacheDir] : initramfsCacheDirs()).find(usableCacheDir);
   if (!dir) {
     buildInitramfs({ output: opts.fallbackOutput, kernel, busybox, modules });

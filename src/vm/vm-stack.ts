@@ -49,7 +49,8 @@ import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { makePrivateDir } from '../util/private-dir.js';
 import { CLI_MAIN, type ReadyChild, startReady, stopChild } from '../util/ready-child.js';
-import { cachedInitramfs, findGuestKernel, type GuestKernel } from './initramfs.js';
+import { configuredGuestKernel, type GuestKernel } from './guest-kernel.js';
+import { cachedInitramfs } from './initramfs.js';
 import { type QemuHandle, type QemuShare, startQemu } from './qemu.js';
 
 export interface VmStackOptions {
@@ -89,6 +90,8 @@ export interface VmStack {
   vmm: ChildProcess;
   /** The current QEMU (a new one after restartQemu()). */
   readonly qemu: QemuHandle;
+  /** The kernel the guest boots (`[hypervisor] kernel`, else the newest installed). */
+  kernel: GuestKernel;
   /** Milliseconds from the current QEMU's start until the agent answered. */
   readonly bootMs: number;
   /** Guests booted so far (1, then +1 per restartQemu()). */
@@ -263,7 +266,7 @@ export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
     return err;
   };
   try {
-    const kernel: GuestKernel = findGuestKernel();
+    const kernel: GuestKernel = configuredGuestKernel(opts.config.hypervisor);
     const initrdP = Promise.resolve().then(
       () =>
         cachedInitramfs({
@@ -349,6 +352,7 @@ export async function startVmStack(opts: VmStackOptions): Promise<VmStack> {
     return {
       dir,
       hvsockPath,
+      kernel,
       vmm: v.child,
       get qemu() {
         return current;

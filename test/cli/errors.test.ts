@@ -44,7 +44,7 @@ describe('pass says why', () => {
       ],
       [
         fifo,
-        'passfd to guest port 4242 refused: nothing listens on guest port 4242 (the guest answered RST)',
+        'passfd to guest port 4242 refused: the guest refused port 4242 (RST: nothing listens there, or it could not take the connection)',
       ],
     ];
     for (const [file, message] of cases) {
@@ -82,6 +82,10 @@ describe('bad input is refused up front, naming itself', () => {
     ],
     [['run', '-e', 'NOEQUALS', '--', 'true'], /argument 'NOEQUALS' is invalid\. must be KEY=value/],
     [['bench', '--chunk-size', '10GiB'], /--chunk-size 10GiB: at most 4032 KiB/],
+    [
+      ['agent', '--guest-dir', '/nonexistent', '--output-relay', 'sendfile'],
+      /--output-relay <how>' argument 'sendfile' is invalid\. Allowed choices are auto, splice, copy/,
+    ],
   ])('%j', async (args, message) => {
     const { tmp, env } = isolatedTmp();
     const r = await cli(args, env);

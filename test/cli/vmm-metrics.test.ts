@@ -72,7 +72,7 @@ describe('vmm --metrics', () => {
 
   it('refuses a bad credit policy or window with a reason', { timeout: 60_000 }, async () => {
     for (const [flag, value, reason] of [
-      ['--credit', 'bsd', /must be linux or firecracker/],
+      ['--credit', 'bsd', /argument 'bsd' is invalid\. Allowed choices are linux, firecracker/],
       ['--buf-alloc', '12 parsecs', /not a byte size/],
       ['--buf-alloc', '8GiB', /must be under 4 GiB/],
     ] as const) {

@@ -25,9 +25,13 @@ const DEFAULTS: Config = {
     default_vcpus: 1,
     default_memory: 1024,
     qemu_path: 'qemu-system-x86_64',
+    kernel: '',
+    kernel_modules: '',
     allowed_uids: [],
     allowed_gids: [],
     guest_connect_ports: 'any',
+    max_waiting_clients: 256,
+    allow_unsealed_memory: false,
   },
   agent: { dial_timeout_ms: 5_000 },
 };
@@ -259,6 +263,32 @@ const KEY_CASES: KeyCase[] = [
     ],
   },
   {
+    key: 'hypervisor.kernel',
+    valid: [
+      ['"/boot/vmlinuz-6.12.95+deb12-amd64"', '/boot/vmlinuz-6.12.95+deb12-amd64'],
+      ['""', ''],
+    ],
+    invalid: [['false', 'must be a string (a vmlinuz path, or "" for the default)']],
+  },
+  {
+    key: 'hypervisor.kernel_modules',
+    valid: [['"/opt/k/lib/modules/6.12.95+deb12-amd64"', '/opt/k/lib/modules/6.12.95+deb12-amd64']],
+    invalid: [['[]', 'must be a string (the kernel\'s module directory, or "" for the default)']],
+  },
+  {
+    key: 'hypervisor.max_waiting_clients',
+    valid: [
+      ['1', 1],
+      ['4096', 4096],
+    ],
+    invalid: [['0', 'must be an integer number of clients in 1..65536']],
+  },
+  {
+    key: 'hypervisor.allow_unsealed_memory',
+    valid: [['true', true]],
+    invalid: [['"yes"', 'must be a boolean (true or false)']],
+  },
+  {
     key: 'agent.dial_timeout_ms',
     valid: [
       ['1', 1],
@@ -345,8 +375,8 @@ describe('unknown keys and sections', () => {
   });
 
   it('rejects an unrelated key without a suggestion', () => {
-    expect(errorOf('[agent]\nkernel_modules = []\n').message).toBe(
-      'config.toml: agent.kernel_modules = []: unknown key; valid keys in [agent]: dial_timeout_ms',
+    expect(errorOf('[agent]\nsandbox_cgroup_only = []\n').message).toBe(
+      'config.toml: agent.sandbox_cgroup_only = []: unknown key; valid keys in [agent]: dial_timeout_ms',
     );
   });
 
@@ -359,7 +389,7 @@ describe('unknown keys and sections', () => {
   it('rejects a sub-table of a known section as an unknown key', () => {
     const err = errorOf('[hypervisor.dragonball]\npath = "/x"\n');
     expect(err.message).toBe(
-      'config.toml: hypervisor.dragonball = { path = "/x" }: unknown key; valid keys in [hypervisor]: hvsock_path, guest_cid, guest, accel, default_vcpus, default_memory, qemu_path, allowed_uids, allowed_gids, guest_connect_ports',
+      'config.toml: hypervisor.dragonball = { path = "/x" }: unknown key; valid keys in [hypervisor]: hvsock_path, guest_cid, guest, accel, default_vcpus, default_memory, qemu_path, kernel, kernel_modules, allowed_uids, allowed_gids, guest_connect_ports, max_waiting_clients, allow_unsealed_memory',
     );
     expect(err.key).toBe('hypervisor.dragonball');
   });

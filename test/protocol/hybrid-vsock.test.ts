@@ -213,11 +213,13 @@ describe('OkReplyParser', () => {
   });
 
   it('reads an "ERR <reason>" line (this device, before it closes) as a refusal carrying the reason', () => {
-    const line = b('ERR nothing listens on guest port 1027 (the guest answered RST)\n');
+    const line = b(
+      'ERR the guest refused port 1027 (RST: nothing listens there, or it could not take the connection)\n',
+    );
     for (const chunks of splits(line)) {
       expectCode(() => feed(new OkReplyParser(), chunks), 'refused');
     }
-    expect(() => new OkReplyParser().push(line)).toThrow(/^nothing listens on guest port 1027/);
+    expect(() => new OkReplyParser().push(line)).toThrow(/^the guest refused port 1027 /);
     // An OK line stays short: a 40-digit port is still line-too-long, not a refusal.
     expectCode(() => new OkReplyParser().push(b(`OK ${'9'.repeat(40)}\n`)), 'line-too-long');
   });

@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { findGuestKernel } from '../../src/vm/initramfs.js';
+import { findGuestKernel } from '../../src/vm/guest-kernel.js';
 import { MiB, ownProcesses, sha256, useCtrSuite } from '../containerd/support.js';
 
 const QEMU_RUN_MS = 300_000;

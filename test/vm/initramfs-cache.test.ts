@@ -9,13 +9,11 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findGuestKernel, type GuestKernel, guestModules } from '../../src/vm/guest-kernel.js';
 import {
   buildInitramfs,
   CACHE_MAX_AGE_DAYS,
   cachedInitramfs,
-  findGuestKernel,
-  GUEST_MODULES,
-  type GuestKernel,
   INITRAMFS_BUILDER_VERSION,
   initramfsCacheDirs,
   initramfsCacheKey,
@@ -48,10 +46,13 @@ function readInitramfs(file: string): Map<string, Buffer> {
 let dir: string;
 let kernel: GuestKernel;
 let busybox: string;
+/** The modules this kernel's guest loads, in order. */
+let GUEST_MODULES: string[];
 
 beforeAll(() => {
   dir = tmpDir('passfd-initramfs-cache-');
   kernel = findGuestKernel();
+  GUEST_MODULES = guestModules(kernel).order;
   busybox = path.join(dir, 'busybox');
   fs.copyFileSync('/bin/busybox', busybox);
   // A whole-second mtime: utimes from JavaScript can restore it exactly (the key uses nanoseconds).
@@ -207,9 +208,11 @@ describe('cachedInitramfs', () => {
     const cacheDir = path.join(dir, 'c5');
     const script = path.join(dir, 'concurrent.ts');
     const src = path.resolve(import.meta.dirname, '../../src/vm/initramfs.ts');
+    const kernelSrc = path.resolve(import.meta.dirname, '../../src/vm/guest-kernel.ts');
     fs.writeFileSync(
       script,
-      `import { cachedInitramfs, findGuestKernel } from ${JSON.stringify(src)};\n` +
+      `import { cachedInitramfs } from ${JSON.stringify(src)};\n` +
+        `import { findGuestKernel } from ${JSON.stringify(kernelSrc)};\n` +
         `const r = cachedInitramfs({ kernel: findGuestKernel(), busybox: ${JSON.stringify(busybox)}, ` +
         `cacheDir: ${JSON.stringify(cacheDir)}, fallbackOutput: '/nonexistent/fallback' });\n` +
         'process.stdout.write(JSON.stringify(r));\n',

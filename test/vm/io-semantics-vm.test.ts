@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { spliceBatchesPages } from '../../src/agent/process/output-relay.js';
-import { findGuestKernel } from '../../src/vm/initramfs.js';
+import { findGuestKernel } from '../../src/vm/guest-kernel.js';
 import {
   drainNow,
   endStdin,

@@ -8,7 +8,7 @@
  */
 import os from 'node:os';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { findGuestKernel } from '../../src/vm/initramfs.js';
+import { findGuestKernel } from '../../src/vm/guest-kernel.js';
 import { endStdin, finishSession, IO_PATHS, Pattern, startSession } from '../e2e/support.js';
 import { useSharedVm } from './support.js';
 

@@ -27,7 +27,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { VmmMetrics } from '../../device/metrics.js';
 import { CLI_MAIN } from '../../util/ready-child.js';
-import { cachedInitramfs, findGuestKernel } from '../../vm/initramfs.js';
+import { findGuestKernel, type GuestKernel } from '../../vm/guest-kernel.js';
+import { cachedInitramfs } from '../../vm/initramfs.js';
 import { type QemuHandle, startQemu } from '../../vm/qemu.js';
 import { clockTicksPerSecond, readCpuTicks } from '../proc-cpu.js';
 import { GuestBench, type GuestStat } from './guest-session.js';
@@ -55,6 +56,8 @@ export interface BackendAbOptions {
   connections?: number[];
   guestTrace: boolean;
   vm: { accel: 'tcg' | 'kvm'; cpus: number; memoryMiB: number };
+  /** The guest kernel (default: the newest installed). */
+  kernel?: GuestKernel;
   guestCid?: number;
   onProgress?: (line: string) => void;
 }
@@ -178,7 +181,7 @@ async function runBoot(
       await new Promise((r) => setTimeout(r, 20));
     }
     qemu = startQemu({
-      kernel: findGuestKernel().vmlinuz,
+      kernel: o.kernel!.vmlinuz,
       initrd,
       vhostUserSocket: socket,
       accel: o.vm.accel,
@@ -263,11 +266,12 @@ async function runBoot(
 /** Every boot of every backend, interleaved (see the module comment). */
 export async function runBackendAb(o: BackendAbOptions): Promise<BootRecord[]> {
   if (o.backends.length === 0) throw new Error('no backend to measure');
+  o = { ...o, kernel: o.kernel ?? findGuestKernel() };
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-ab-initrd-'));
   let initrd: string;
   try {
     initrd = cachedInitramfs({
-      kernel: findGuestKernel(),
+      kernel: o.kernel,
       fallbackOutput: path.join(scratch, 'initrd.gz'),
     }).path;
   } catch (err) {

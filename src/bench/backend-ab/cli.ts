@@ -9,6 +9,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import type { GuestKernel } from '../../vm/guest-kernel.js';
 import { createProgress } from '../progress.js';
 import { renderAbMarkdown, renderAbText, summarizeAb } from './ab-report.js';
 import { type BackendSpec, ownBackend, runBackendAb } from './backend-ab.js';
@@ -21,6 +22,8 @@ export interface AbCliOptions {
   timeoutMs: number;
   guestTrace: boolean;
   vm: { accel: 'tcg' | 'kvm'; cpus: number; memoryMiB: number };
+  /** The guest kernel (`[hypervisor] kernel`); default the newest installed. */
+  kernel?: GuestKernel;
   json: boolean;
   out?: string;
   progress: boolean;
@@ -53,12 +56,14 @@ export async function runAbCli(o: AbCliOptions): Promise<number> {
     timeoutMs: o.timeoutMs,
     guestTrace: o.guestTrace,
     vm: o.vm,
+    ...(o.kernel ? { kernel: o.kernel } : {}),
     onProgress: (line) => (line.startsWith('round ') ? progress.step(line) : progress.log(line)),
   }).finally(() => progress.done());
   const summary = summarizeAb(boots, o.bytes);
   const report = {
     date: new Date().toISOString(),
     options: { ...o, backends },
+    guestKernel: o.kernel?.version ?? null,
     summary,
     boots,
   };

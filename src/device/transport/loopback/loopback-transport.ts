@@ -13,7 +13,7 @@
  */
 import { HOST_CID } from '../../../protocol/vsock-packet.js';
 import type { Logger } from '../../../util/log.js';
-import { LOOPBACK_MAX_PAYLOAD } from '../../defaults.js';
+import { LOOPBACK_MAX_PAYLOAD, MAX_WAITING_CLIENTS } from '../../defaults.js';
 import type { GuestTransport, VsockBackend } from '../transport.js';
 import { LoopbackGuestStack } from './guest-stack.js';
 import { StandinServer } from './standin-server.js';
@@ -35,9 +35,11 @@ export class LoopbackTransport implements GuestTransport {
     readonly guestCid: number,
     guestDir: string,
     log: Logger,
+    /** Guest processes connected to the stand-in but without their request yet, held at once. */
+    maxWaitingClients = MAX_WAITING_CLIENTS,
   ) {
     this.stack = new LoopbackGuestStack(guestCid, HOST_CID, log.child('guest'));
-    this.standin = new StandinServer(guestDir, this.stack, log.child('standin'));
+    this.standin = new StandinServer(guestDir, this.stack, log.child('standin'), maxWaitingClients);
   }
 
   attach(backend: VsockBackend): void {

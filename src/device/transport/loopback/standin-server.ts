@@ -37,6 +37,7 @@ export class StandinServer {
     guestDir: string,
     private readonly stack: LoopbackGuestStack,
     private readonly log: Logger,
+    private readonly maxWaitingClients = MAX_WAITING_CLIENTS,
   ) {
     this.socketPath = path.join(guestDir, STANDIN_SOCKET_NAME);
   }
@@ -46,7 +47,7 @@ export class StandinServer {
     this.listener = new UnixListener(this.socketPath, {
       onAccept: (fd, requestRead) => this.serve(fd, requestRead),
       log: this.log,
-      maxClients: MAX_WAITING_CLIENTS,
+      maxClients: this.maxWaitingClients,
       clientsAre: 'guest processes waiting to send a request',
     });
   }
