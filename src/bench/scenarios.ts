@@ -143,12 +143,24 @@ export async function stdinThroughput(ctx: BenchContext, io: IoPath, bytes: numb
     const t0 = nowMs();
     writer.go();
     const p = proc;
-    const work = (async () => {
-      const w = await writer.done;
-      if (w.code !== 0) throw new Error(`stdin writer exit ${w.code}: ${w.err.trim()}`);
-      await p.closeStdin();
-      return p.wait();
-    })();
+    const exit = p.wait();
+    exit.catch(() => {}); // raced below
+    let written = false;
+    const work = Promise.race([
+      (async () => {
+        const w = await writer.done;
+        if (w.code !== 0) throw new Error(`stdin writer exit ${w.code}: ${w.err.trim()}`);
+        written = true;
+        await p.closeStdin();
+        return exit;
+      })(),
+      // A process (or a stack: the agent, the vmm) that ends before its stdin is all written ends the
+      // measurement now: the writer would otherwise wait on a FIFO nobody drains until --timeout.
+      exit.then((status) => {
+        if (written) return status;
+        throw new Error(`stdin ${io}: the process ended (status ${status}) before its stdin was written`);
+      }),
+    ]);
     const status = await bounded(work, ctx.timeoutMs, `stdin ${io}`, () => {
       killProc(p);
       writer.kill();
