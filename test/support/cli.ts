@@ -2,20 +2,24 @@
  * Test support: runs the built CLI (dist/) as real child processes and waits
  * for them event-driven (a socket appearing, a line on a stream), with
  * bounded timeouts. Every process started here is killed in `stopAll()`,
- * which then removes every directory `tmpDir()` made.
+ * which then removes every directory `tmpDir()` made, and gets SIGTERM if
+ * the test process dies first (a run interrupted by hand leaves no vmm).
  */
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { VmmMetrics } from '../../src/device/metrics.js';
+import { dieWithParent } from '../../src/util/lifeline.js';
 
 export const CLI = path.resolve(import.meta.dirname, '../../dist/cli/passfd-broker.js');
 
 const started = new Set<ChildProcess>();
 
 export function spawnCli(args: string[], opts: SpawnOptions = {}): ChildProcess {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'], ...opts });
+  // SIGTERM, not SIGKILL: the CLI then stops the stack it started (its own children die with it too).
+  const cmd = dieWithParent(process.execPath, [CLI, ...args], 'SIGTERM');
+  const child = spawn(cmd.file, cmd.args, { stdio: ['pipe', 'pipe', 'pipe'], ...opts });
   started.add(child);
   child.on('exit', () => started.delete(child));
   return child;
