@@ -1,8 +1,9 @@
 /**
  * Kata's `grpc.AgentService`, the subset this mission needs, over ttrpc:
  * CreateContainer + StartContainer, ExecProcess, WaitProcess, SignalProcess,
- * CloseStdin, TtyWinResize, RemoveContainer, and the RPC-copy IO calls
- * (WriteStdin, ReadStdout, ReadStderr).
+ * CloseStdin, TtyWinResize, RemoveContainer, StatsContainer (summed from
+ * /proc: container-stats.ts), and the RPC-copy IO calls (WriteStdin,
+ * ReadStdout, ReadStderr).
  *
  * A request's `stdin_port`/`stdout_port`/`stderr_port` name passfd streams by
  * their host port (0 = that stream is not passfd: the process gets a pipe the
@@ -40,6 +41,7 @@ import { GrpcCode } from '../protocol/ttrpc.js';
 import { TtrpcError } from '../ttrpc/errors.js';
 import type { TtrpcServer } from '../ttrpc/server.js';
 import type { Logger } from '../util/log.js';
+import { containerUsage } from './container-stats.js';
 import type { ProcessGuardian } from './guardian.js';
 import type { PassfdStreams } from './passfd-streams.js';
 import { type PreparedMount, plan as planMounts, prepareMountPoints } from './process/container-mounts.js';
@@ -200,6 +202,34 @@ export class AgentService {
       if (execId !== c.id) this.forgetOnceRead(c, execId, entry);
       this.log.debug(`process ${c.id}/${execId} exited with ${st.status}`);
       return { status: st.status };
+    });
+    server.registerTyped(m.StatsContainer, async (req) => {
+      const c = this.container(req.containerId);
+      const init = c.execs.get(c.id);
+      if (!init) throw precondition(`container ${c.id} has not started`);
+      const live = [...c.execs.values()].filter((e) => !e.process.hasExited);
+      const u = containerUsage(
+        live.map((e) => e.process.containerPid ?? e.process.pid),
+        init.process.containerPid,
+      );
+      return {
+        cgroupStats: {
+          cpuStats: {
+            cpuUsage: {
+              totalUsage: u.cpuNs.total,
+              usageInUsermode: u.cpuNs.user,
+              usageInKernelmode: u.cpuNs.system,
+            },
+          },
+          memoryStats: {
+            cache: u.memory.file,
+            usage: { usage: u.memory.usage, limit: u.memory.limit },
+            // cgroup v2's memory.stat names.
+            stats: { anon: u.memory.anon, file: u.memory.file },
+          },
+          pidsStats: { current: u.tasks },
+        },
+      };
     });
     server.registerTyped(m.SignalProcess, async (req) => {
       if (req.execId === '' && req.signal === SIGKILL) {

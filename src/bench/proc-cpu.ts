@@ -8,8 +8,9 @@
  * The second field (comm) is in parentheses and may itself contain spaces or
  * ')', so parsing starts after the *last* ')'.
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+
+import { clockTicksPerSecond } from '../util/proc-stat.js';
 
 export interface CpuTicks {
   /** Own user + system ticks. */
@@ -37,20 +38,6 @@ export function parseProcStat(text: string): CpuTicks {
 
 export function readCpuTicks(pid: number | 'self'): CpuTicks {
   return parseProcStat(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-}
-
-let clkTck: number | null = null;
-
-/** `getconf CLK_TCK` (asked once; 100 if getconf is missing). */
-export function clockTicksPerSecond(): number {
-  if (clkTck === null) {
-    try {
-      clkTck = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-    } catch {
-      clkTck = 100;
-    }
-  }
-  return clkTck;
 }
 
 /**

@@ -25,8 +25,9 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { clockTicksPerSecond } from '../util/proc-stat.js';
 import { CLI_MAIN, type ReadyChild, startReady, stopChild } from '../util/ready-child.js';
-import { clockTicksPerSecond, readCpuTicks } from './proc-cpu.js';
+import { readCpuTicks } from './proc-cpu.js';
 import { percentile } from './stats.js';
 
 export interface StartupRow {

@@ -64,6 +64,7 @@ export const agentMethods = {
   ExecProcess: entry(rpc.execProcess),
   SignalProcess: entry(rpc.signalProcess),
   WaitProcess: entry(rpc.waitProcess),
+  StatsContainer: entry(rpc.statsContainer),
   WriteStdin: entry(rpc.writeStdin),
   ReadStdout: entry(rpc.readStdout),
   ReadStderr: entry(rpc.readStderr),

@@ -11,7 +11,7 @@
 // the bare protobuf name for protobuf messages ("containerd.events.TaskExit",
 // no "type.googleapis.com/" prefix) and a registered JSON type for the OCI
 // spec's Process ("types.containerd.io/opencontainers/runtime-spec/1/Process",
-// the value being JSON). `packEvent` builds the former; `unpackOptions`
+// the value being JSON). `packTypeurl` builds the former; `unpackOptions`
 // reads a runtime's ConfigPath from the runtime options containerd sends.
 
 import {
@@ -73,8 +73,8 @@ export const TaskTopic = {
 } as const;
 export type TaskTopic = (typeof TaskTopic)[keyof typeof TaskTopic];
 
-/** An event as containerd's typeurl marshals it: the bare proto name as the type URL. */
-export function packEvent<D extends DescMessage>(schema: D, event: MessageShape<D>): Any {
+/** A message as containerd's typeurl marshals it (events, task metrics): the bare proto name as the type URL. */
+export function packTypeurl<D extends DescMessage>(schema: D, event: MessageShape<D>): Any {
   return create(AnySchema, { typeUrl: schema.typeName, value: toBinary(schema, event) });
 }
 

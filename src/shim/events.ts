@@ -18,7 +18,7 @@ import {
   type Envelope,
   EnvelopeSchema,
   eventsMethods,
-  packEvent,
+  packTypeurl,
   type TaskTopic,
 } from '../protocol/containerd-api.js';
 import { TtrpcClient } from '../ttrpc/client.js';
@@ -48,7 +48,7 @@ export class EventPublisher {
       timestamp: timestampNow(),
       namespace: this.namespace,
       topic,
-      event: packEvent(schema, create(schema, event)),
+      event: packTypeurl(schema, create(schema, event)),
     });
     this.log.debug(`event ${topic}`);
     if (!this.address) return;

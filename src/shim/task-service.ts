@@ -17,7 +17,8 @@
  * - Delete: of a running task is refused; otherwise RemoveContainer,
  *   unmount, /tasks/delete; the last container's Delete stops the guest.
  * - Shutdown: ignored while containers remain; else the shim exits.
- * - Pause, Resume, Checkpoint, Update, Stats: UNIMPLEMENTED (containerd's
+ * - Stats: the agent's StatsContainer as cgroup v2 metrics (task-metrics.ts).
+ * - Pause, Resume, Checkpoint, Update: UNIMPLEMENTED (containerd's
  *   ErrNotImplemented), answered at once.
  *
  * Task pids: as Kata does, the host pid of the guest's hypervisor (the vmm
@@ -63,6 +64,7 @@ import { type OciProcess, parseProcess, readSpec, rootOnHost } from './oci-spec.
 import { mountRootfs, unmountAll } from './rootfs.js';
 import type { Sandbox } from './sandbox.js';
 import type { SandboxSlot } from './sandbox-slot.js';
+import { metricsFromAgent } from './task-metrics.js';
 
 /** Exit status reported when the guest went away under a process (its real status is unknowable). */
 export const GUEST_LOST_STATUS = 255;
@@ -183,8 +185,17 @@ export class TaskService {
         return {};
       }),
     );
-    server.registerTyped(m.Stats, () => {
-      throw notImplemented('stats: the guest does not report cgroup metrics');
+    server.registerTyped(m.Stats, async (r) => {
+      const c = this.container(r.id);
+      const sandbox = this.sandbox;
+      if (!sandbox || c.init.status !== Status.RUNNING)
+        throw failedPrecondition(`task ${r.id} is not running`);
+      const res = await sandbox.broker
+        .call(agentMethods.StatsContainer, { containerId: r.id })
+        .catch((err: unknown) => {
+          throw asTtrpcError(err, 'stats');
+        });
+      return { stats: metricsFromAgent(res) };
     });
     const unsupported = (what: string) => () => {
       throw notImplemented(`${what}: not supported by io.containerd.passfd.v2`);

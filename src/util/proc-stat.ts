@@ -1,8 +1,10 @@
 /**
  * The few fields of /proc/<pid>/stat this project reads: state, parent,
- * process group, session and start time (clock ticks since boot). The command name (field 2) may hold
- * spaces and parentheses, so fields are counted from the last ')'.
+ * process group, session, start time (clock ticks since boot), CPU time,
+ * threads and resident pages. The command name (field 2) may hold spaces
+ * and parentheses, so fields are counted from the last ')'.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 
 export interface ProcStat {
@@ -13,6 +15,15 @@ export interface ProcStat {
   sid: number;
   /** Field 22, as text (it can exceed 2^53 only in theory). */
   start: string;
+  /** User and system CPU time, and that of reaped children, in clock ticks (fields 14-17). */
+  utime: number;
+  stime: number;
+  cutime: number;
+  cstime: number;
+  /** Field 20. */
+  threads: number;
+  /** Resident pages (field 24). */
+  rssPages: number;
 }
 
 export function procStat(pid: number | 'self'): ProcStat | null {
@@ -29,7 +40,27 @@ export function procStat(pid: number | 'self'): ProcStat | null {
     pgid: Number(f[2]),
     sid: Number(f[3]),
     start: f[19] ?? '',
+    utime: Number(f[11]),
+    stime: Number(f[12]),
+    cutime: Number(f[13]),
+    cstime: Number(f[14]),
+    threads: Number(f[17]),
+    rssPages: Number(f[21]),
   };
+}
+
+let clkTck: number | null = null;
+
+/** `getconf CLK_TCK` (asked once; 100, Linux's value, if getconf is missing). */
+export function clockTicksPerSecond(): number {
+  if (clkTck === null) {
+    try {
+      clkTck = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      clkTck = 100;
+    }
+  }
+  return clkTck;
 }
 
 /** A process that exists and has not finished (a zombie is finished: only its exit status is left). */

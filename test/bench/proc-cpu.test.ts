@@ -1,12 +1,7 @@
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import {
-  clockTicksPerSecond,
-  cpuSecondsBetween,
-  parseProcStat,
-  readCpuTicks,
-  snapshot,
-} from '../../src/bench/proc-cpu.js';
+import { cpuSecondsBetween, parseProcStat, readCpuTicks, snapshot } from '../../src/bench/proc-cpu.js';
+import { clockTicksPerSecond } from '../../src/util/proc-stat.js';
 
 describe('/proc/<pid>/stat', () => {
   it('parses a line whose comm holds spaces and parentheses', () => {

@@ -3,7 +3,7 @@
  * the loopback guest, on both IO paths: a terminal (`ctr run -t` under
  * `script`: the tty name, the exit code, `stty size` after a resize),
  * `ctr task exec` with its own stdio, `ctr run -d` then `ctr task attach`,
- * `ps`, `kill -s SIGKILL`, `ls`, `rm`, `c rm`, the /tasks/* events, and the
+ * `ps`, `kill -s SIGKILL`, `ls`, `rm`, `c rm`, `task metrics`, the /tasks/* events, and the
  * shim SIGKILLed under a running task (containerd's `delete` must leave
  * nothing). Every test ends with a leak check of this containerd's
  * processes, mounts, tasks, sockets and files.
@@ -139,6 +139,46 @@ describe.each(IO_PATHS)('ctr tasks (%s)', (io) => {
     expect(w.out).toBe(`${sha256(data)}  -\n`);
     expect((await suite.ctr(['task', 'kill', '-s', 'SIGKILL', id])).code).toBe(0);
     await suite.waitTask(id, 'STOPPED');
+    expect((await suite.ctr(['task', 'rm', id])).code).toBe(0);
+    expect((await suite.ctr(['container', 'rm', id])).code).toBe(0);
+  });
+
+  it('ctr task metrics: the container’s tasks, CPU time and memory (cgroup v2 metrics from the agent)', async () => {
+    const id = suite.id('metrics');
+    // About a second of CPU in the shell, then two sleeps (the shell becomes one of them: same process, same CPU time).
+    const burn =
+      'i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; sleep 1000 & echo burnt; exec sleep 1000';
+    const r = await suite.d.ctr(suite.runArgs(io, id, ['sh', '-c', burn], ['-d']), { timeoutMs: 60_000 });
+    expect(r.code).toBe(0);
+    await suite.waitTask(id, 'RUNNING');
+    const metric = (text: string, name: string) => {
+      const m = new RegExp(`^${name.replace('.', '\\.')}\\s+(\\d+)`, 'm').exec(text);
+      return m ? Number(m[1]) : Number.NaN;
+    };
+    // Until the loop is over: two sleeps left.
+    let out = '';
+    const until = Date.now() + 60_000;
+    for (;;) {
+      const m = await suite.ctr(['task', 'metrics', id]);
+      expect(m.code, m.stderr).toBe(0);
+      out = m.stdout;
+      if (metric(out, 'pids.current') === 2 || Date.now() > until) break;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    expect(metric(out, 'pids.current'), out).toBe(2);
+    const usage = metric(out, 'cpu.usage_usec');
+    expect(usage, out).toBeGreaterThan(50_000); // the loop's CPU, kept across exec
+    expect(metric(out, 'cpu.user_usec') + metric(out, 'cpu.system_usec')).toBe(usage);
+    const mem = metric(out, 'memory.usage');
+    expect(mem, out).toBeGreaterThan(0);
+    expect(mem).toBeLessThan(64 * MiB); // two busybox sleeps, not the host's or the agent's memory
+    expect(metric(out, 'memory.usage_limit')).toBeGreaterThan(mem);
+    expect((await suite.ctr(['task', 'kill', '-s', 'SIGKILL', id])).code).toBe(0);
+    await suite.waitTask(id, 'STOPPED');
+    // A stopped task has no metrics (containerd drops the shim's refusal and ctr says so), and no hang.
+    const stopped = await suite.ctr(['task', 'metrics', id]);
+    expect(stopped.code).not.toBe(0);
+    expect(stopped.stderr).toMatch(/no metrics received/);
     expect((await suite.ctr(['task', 'rm', id])).code).toBe(0);
     expect((await suite.ctr(['container', 'rm', id])).code).toBe(0);
   });

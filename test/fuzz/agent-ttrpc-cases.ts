@@ -128,6 +128,7 @@ const typedInit: Record<AgentMethodName, fc.Arbitrary<Record<string, unknown>>> 
   ExecProcess: fc.record({ containerId, execId, process: processInit }),
   SignalProcess: fc.record({ containerId, execId, signal: fc.oneof(fc.integer({ min: 0, max: 70 }), u32) }),
   WaitProcess: fc.record({ containerId, execId }),
+  StatsContainer: fc.record({ containerId }),
   WriteStdin: fc.record({
     containerId,
     execId,

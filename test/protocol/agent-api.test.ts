@@ -18,6 +18,7 @@ import {
   ReadStreamResponseSchema,
   SignalProcessRequestSchema,
   SpecSchema,
+  StatsContainerResponseSchema,
   TtyWinResizeRequestSchema,
   WaitProcessRequestSchema,
   type WaitProcessResponse,
@@ -55,6 +56,20 @@ describe('agent.proto field numbers (pinned against Kata agent.proto)', () => {
       stringUser: { uid: 'u', gid: 'g', additionalGids: ['x'] },
     });
     expect(hex(toBinary(ExecProcessRequestSchema, msg))).toBe('1a09' + '0a0175' + '120167' + '1a0178');
+  });
+
+  it('StatsContainerResponse: 1 cgroup_stats{1 cpu_stats{1 cpu_usage{1 total_usage}}, 3 pids_stats{1 current}}', () => {
+    const msg = create(StatsContainerResponseSchema, {
+      cgroupStats: { cpuStats: { cpuUsage: { totalUsage: 5n } }, pidsStats: { current: 2n } },
+    });
+    expect(hex(toBinary(StatsContainerResponseSchema, msg))).toBe(
+      '0a0a' + // 1: CgroupStats, 10 bytes
+        '0a04' + //   1: CpuStats
+        '0a02' + //     1: CpuUsage
+        '0805' + //       1: total_usage = 5
+        '1a02' + //   3: PidsStats
+        '0802', //     1: current = 2
+    );
   });
 
   it('CreateContainerRequest: 6 OCI, 7 sandbox_pidns, 9/10/11 ports, 4 devices', () => {
@@ -217,6 +232,7 @@ describe('AgentService method table', () => {
       ExecProcess: ['grpc.ExecProcessRequest', 'google.protobuf.Empty'],
       SignalProcess: ['grpc.SignalProcessRequest', 'google.protobuf.Empty'],
       WaitProcess: ['grpc.WaitProcessRequest', 'grpc.WaitProcessResponse'],
+      StatsContainer: ['grpc.StatsContainerRequest', 'grpc.StatsContainerResponse'],
       WriteStdin: ['grpc.WriteStreamRequest', 'grpc.WriteStreamResponse'],
       ReadStdout: ['grpc.ReadStreamRequest', 'grpc.ReadStreamResponse'],
       ReadStderr: ['grpc.ReadStreamRequest', 'grpc.ReadStreamResponse'],

@@ -12,7 +12,7 @@ import { AnySchema } from '@bufbuild/protobuf/wkt';
 import { describe, expect, it } from 'vitest';
 import { MS } from '../../native-bindings/mount.js';
 import {
-  packEvent,
+  packTypeurl,
   TaskExitSchema,
   taskMethods,
   unpackConfigPath,
@@ -168,7 +168,7 @@ describe('mountinfo', () => {
 
 describe('containerd types', () => {
   it('events carry the bare proto name as type URL; runtime options give the ConfigPath', () => {
-    const any = packEvent(TaskExitSchema, create(TaskExitSchema, { containerId: 'c', exitStatus: 3 }));
+    const any = packTypeurl(TaskExitSchema, create(TaskExitSchema, { containerId: 'c', exitStatus: 3 }));
     expect(any.typeUrl).toBe('containerd.events.TaskExit');
     const opts = (typeUrl: string, configPath: string) =>
       create(AnySchema, { typeUrl, value: toBinary(OptionsSchema, create(OptionsSchema, { configPath })) });

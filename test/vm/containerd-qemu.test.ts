@@ -89,7 +89,7 @@ describe('ctr in a QEMU guest (passfd)', () => {
     expect(sha256(r.stdout)).toBe(sha256(data));
   });
 
-  it('run -d, exec, then the shim SIGKILLed: delete leaves no QEMU, mount or socket behind', async () => {
+  it('run -d, exec, task metrics, then the shim SIGKILLed: delete leaves no QEMU, mount or socket behind', async () => {
     const id = suite.id('qkill');
     const r = await suite.d.ctr(suite.runArgs('passfd', id, ['sleep', '1000'], ['-d']), {
       timeoutMs: QEMU_RUN_MS,
@@ -104,6 +104,13 @@ describe('ctr in a QEMU guest (passfd)', () => {
     );
     expect(e.code).toBe(2);
     expect(e.stdout).toMatch(/^\s*1 sleep$/m);
+    // Metrics from the guest's agent: the container's one process, its memory under the guest's.
+    const metrics = await suite.ctr(['task', 'metrics', id], { timeoutMs: 60_000 });
+    expect(metrics.code, metrics.stderr).toBe(0);
+    const value = (name: string) => Number(new RegExp(`^${name}\\s+(\\d+)`, 'm').exec(metrics.stdout)?.[1]);
+    expect(value('pids\\.current'), metrics.stdout).toBe(1);
+    expect(value('memory\\.usage')).toBeGreaterThan(0);
+    expect(value('memory\\.usage_limit')).toBeLessThanOrEqual(2 ** 30); // the guest's RAM, not the host's
     // The task's pid is QEMU's (the VM), as Kata reports it.
     const ls = (await suite.ctr(['task', 'ls'])).stdout;
     const qemuPid = Number(new RegExp(`^${id}\\s+(\\d+)`, 'm').exec(ls)![1]);

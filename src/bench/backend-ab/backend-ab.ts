@@ -26,11 +26,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { VmmMetrics } from '../../device/metrics.js';
+import { clockTicksPerSecond } from '../../util/proc-stat.js';
 import { CLI_MAIN } from '../../util/ready-child.js';
 import { findGuestKernel, type GuestKernel } from '../../vm/guest-kernel.js';
 import { cachedInitramfs } from '../../vm/initramfs.js';
 import { type QemuHandle, startQemu } from '../../vm/qemu.js';
-import { clockTicksPerSecond, readCpuTicks } from '../proc-cpu.js';
+import { readCpuTicks } from '../proc-cpu.js';
 import { GuestBench, type GuestStat } from './guest-session.js';
 
 export interface BackendSpec {

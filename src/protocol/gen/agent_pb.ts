@@ -39,7 +39,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agent.proto.
  */
 export const file_agent: GenFile = /*@__PURE__*/
-  fileDesc("CgthZ2VudC5wcm90bxIEZ3JwYyLzAQoWQ3JlYXRlQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIlCgtzdHJpbmdfdXNlchgDIAEoCzIQLmdycGMuU3RyaW5nVXNlchIdCgdkZXZpY2VzGAQgAygLMgwuZ3JwYy5EZXZpY2USFwoDT0NJGAYgASgLMgouZ3JwYy5TcGVjEhUKDXNhbmRib3hfcGlkbnMYByABKAgSEgoKc3RkaW5fcG9ydBgJIAEoDRITCgtzdGRvdXRfcG9ydBgKIAEoDRITCgtzdGRlcnJfcG9ydBgLIAEoDSItChVTdGFydENvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIj8KFlJlbW92ZUNvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB3RpbWVvdXQYAiABKA0iwAEKEkV4ZWNQcm9jZXNzUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIlCgtzdHJpbmdfdXNlchgDIAEoCzIQLmdycGMuU3RyaW5nVXNlchIeCgdwcm9jZXNzGAQgASgLMg0uZ3JwYy5Qcm9jZXNzEhIKCnN0ZGluX3BvcnQYBSABKA0SEwoLc3Rkb3V0X3BvcnQYBiABKA0SEwoLc3RkZXJyX3BvcnQYByABKA0iTQoUU2lnbmFsUHJvY2Vzc1JlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDgoGc2lnbmFsGAMgASgNIjsKEldhaXRQcm9jZXNzUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCSIlChNXYWl0UHJvY2Vzc1Jlc3BvbnNlEg4KBnN0YXR1cxgBIAEoBSJJChJXcml0ZVN0cmVhbVJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDAoEZGF0YRgDIAEoDCIiChNXcml0ZVN0cmVhbVJlc3BvbnNlEgsKA2xlbhgBIAEoDSJHChFSZWFkU3RyZWFtUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRILCgNsZW4YAyABKA0iIgoSUmVhZFN0cmVhbVJlc3BvbnNlEgwKBGRhdGEYASABKAwiOgoRQ2xvc2VTdGRpblJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkiWQoTVHR5V2luUmVzaXplUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRILCgNyb3cYAyABKA0SDgoGY29sdW1uGAQgASgNIlwKBkRldmljZRIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEg8KB3ZtX3BhdGgYAyABKAkSFgoOY29udGFpbmVyX3BhdGgYBCABKAkSDwoHb3B0aW9ucxgFIAMoCSI+CgpTdHJpbmdVc2VyEgsKA3VpZBgBIAEoCRILCgNnaWQYAiABKAkSFgoOYWRkaXRpb25hbEdpZHMYAyADKAky+AUKDEFnZW50U2VydmljZRJHCg9DcmVhdGVDb250YWluZXISHC5ncnBjLkNyZWF0ZUNvbnRhaW5lclJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSRQoOU3RhcnRDb250YWluZXISGy5ncnBjLlN0YXJ0Q29udGFpbmVyUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJHCg9SZW1vdmVDb250YWluZXISHC5ncnBjLlJlbW92ZUNvbnRhaW5lclJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSPwoLRXhlY1Byb2Nlc3MSGC5ncnBjLkV4ZWNQcm9jZXNzUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJDCg1TaWduYWxQcm9jZXNzEhouZ3JwYy5TaWduYWxQcm9jZXNzUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJCCgtXYWl0UHJvY2VzcxIYLmdycGMuV2FpdFByb2Nlc3NSZXF1ZXN0GhkuZ3JwYy5XYWl0UHJvY2Vzc1Jlc3BvbnNlEkEKCldyaXRlU3RkaW4SGC5ncnBjLldyaXRlU3RyZWFtUmVxdWVzdBoZLmdycGMuV3JpdGVTdHJlYW1SZXNwb25zZRI/CgpSZWFkU3Rkb3V0EhcuZ3JwYy5SZWFkU3RyZWFtUmVxdWVzdBoYLmdycGMuUmVhZFN0cmVhbVJlc3BvbnNlEj8KClJlYWRTdGRlcnISFy5ncnBjLlJlYWRTdHJlYW1SZXF1ZXN0GhguZ3JwYy5SZWFkU3RyZWFtUmVzcG9uc2USPQoKQ2xvc2VTdGRpbhIXLmdycGMuQ2xvc2VTdGRpblJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSQQoMVHR5V2luUmVzaXplEhkuZ3JwYy5UdHlXaW5SZXNpemVSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5QmBaXmdpdGh1Yi5jb20va2F0YS1jb250YWluZXJzL2thdGEtY29udGFpbmVycy9zcmMvcnVudGltZS92aXJ0Y29udGFpbmVycy9wa2cvYWdlbnQvcHJvdG9jb2xzL2dycGNiBnByb3RvMw", [file_oci, file_google_protobuf_empty]);
+  fileDesc("CgthZ2VudC5wcm90bxIEZ3JwYyLzAQoWQ3JlYXRlQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIlCgtzdHJpbmdfdXNlchgDIAEoCzIQLmdycGMuU3RyaW5nVXNlchIdCgdkZXZpY2VzGAQgAygLMgwuZ3JwYy5EZXZpY2USFwoDT0NJGAYgASgLMgouZ3JwYy5TcGVjEhUKDXNhbmRib3hfcGlkbnMYByABKAgSEgoKc3RkaW5fcG9ydBgJIAEoDRITCgtzdGRvdXRfcG9ydBgKIAEoDRITCgtzdGRlcnJfcG9ydBgLIAEoDSItChVTdGFydENvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIj8KFlJlbW92ZUNvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB3RpbWVvdXQYAiABKA0iwAEKEkV4ZWNQcm9jZXNzUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIlCgtzdHJpbmdfdXNlchgDIAEoCzIQLmdycGMuU3RyaW5nVXNlchIeCgdwcm9jZXNzGAQgASgLMg0uZ3JwYy5Qcm9jZXNzEhIKCnN0ZGluX3BvcnQYBSABKA0SEwoLc3Rkb3V0X3BvcnQYBiABKA0SEwoLc3RkZXJyX3BvcnQYByABKA0iTQoUU2lnbmFsUHJvY2Vzc1JlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDgoGc2lnbmFsGAMgASgNIjsKEldhaXRQcm9jZXNzUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCSIlChNXYWl0UHJvY2Vzc1Jlc3BvbnNlEg4KBnN0YXR1cxgBIAEoBSJJChJXcml0ZVN0cmVhbVJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDAoEZGF0YRgDIAEoDCIiChNXcml0ZVN0cmVhbVJlc3BvbnNlEgsKA2xlbhgBIAEoDSJHChFSZWFkU3RyZWFtUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRILCgNsZW4YAyABKA0iIgoSUmVhZFN0cmVhbVJlc3BvbnNlEgwKBGRhdGEYASABKAwiOgoRQ2xvc2VTdGRpblJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkiWQoTVHR5V2luUmVzaXplUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRILCgNyb3cYAyABKA0SDgoGY29sdW1uGAQgASgNIlwKBkRldmljZRIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEg8KB3ZtX3BhdGgYAyABKAkSFgoOY29udGFpbmVyX3BhdGgYBCABKAkSDwoHb3B0aW9ucxgFIAMoCSI+CgpTdHJpbmdVc2VyEgsKA3VpZBgBIAEoCRILCgNnaWQYAiABKAkSFgoOYWRkaXRpb25hbEdpZHMYAyADKAkiLQoVU3RhdHNDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSJtCghDcHVVc2FnZRITCgt0b3RhbF91c2FnZRgBIAEoBBIUCgxwZXJjcHVfdXNhZ2UYAiADKAQSGwoTdXNhZ2VfaW5fa2VybmVsbW9kZRgDIAEoBBIZChF1c2FnZV9pbl91c2VybW9kZRgEIAEoBCJUCg5UaHJvdHRsaW5nRGF0YRIPCgdwZXJpb2RzGAEgASgEEhkKEXRocm90dGxlZF9wZXJpb2RzGAIgASgEEhYKDnRocm90dGxlZF90aW1lGAMgASgEIlwKCENwdVN0YXRzEiEKCWNwdV91c2FnZRgBIAEoCzIOLmdycGMuQ3B1VXNhZ2USLQoPdGhyb3R0bGluZ19kYXRhGAIgASgLMhQuZ3JwYy5UaHJvdHRsaW5nRGF0YSIrCglQaWRzU3RhdHMSDwoHY3VycmVudBgBIAEoBBINCgVsaW1pdBgCIAEoBCJOCgpNZW1vcnlEYXRhEg0KBXVzYWdlGAEgASgEEhEKCW1heF91c2FnZRgCIAEoBBIPCgdmYWlsY250GAMgASgEEg0KBWxpbWl0GAQgASgEIv0BCgtNZW1vcnlTdGF0cxINCgVjYWNoZRgBIAEoBBIfCgV1c2FnZRgCIAEoCzIQLmdycGMuTWVtb3J5RGF0YRIkCgpzd2FwX3VzYWdlGAMgASgLMhAuZ3JwYy5NZW1vcnlEYXRhEiYKDGtlcm5lbF91c2FnZRgEIAEoCzIQLmdycGMuTWVtb3J5RGF0YRIVCg11c2VfaGllcmFyY2h5GAUgASgIEisKBXN0YXRzGAYgAygLMhwuZ3JwYy5NZW1vcnlTdGF0cy5TdGF0c0VudHJ5GiwKClN0YXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ASJ+CgtDZ3JvdXBTdGF0cxIhCgljcHVfc3RhdHMYASABKAsyDi5ncnBjLkNwdVN0YXRzEicKDG1lbW9yeV9zdGF0cxgCIAEoCzIRLmdycGMuTWVtb3J5U3RhdHMSIwoKcGlkc19zdGF0cxgDIAEoCzIPLmdycGMuUGlkc1N0YXRzIrYBCgxOZXR3b3JrU3RhdHMSDAoEbmFtZRgBIAEoCRIQCghyeF9ieXRlcxgCIAEoBBISCgpyeF9wYWNrZXRzGAMgASgEEhEKCXJ4X2Vycm9ycxgEIAEoBBISCgpyeF9kcm9wcGVkGAUgASgEEhAKCHR4X2J5dGVzGAYgASgEEhIKCnR4X3BhY2tldHMYByABKAQSEQoJdHhfZXJyb3JzGAggASgEEhIKCnR4X2Ryb3BwZWQYCSABKAQibAoWU3RhdHNDb250YWluZXJSZXNwb25zZRInCgxjZ3JvdXBfc3RhdHMYASABKAsyES5ncnBjLkNncm91cFN0YXRzEikKDW5ldHdvcmtfc3RhdHMYAiADKAsyEi5ncnBjLk5ldHdvcmtTdGF0czLFBgoMQWdlbnRTZXJ2aWNlEkcKD0NyZWF0ZUNvbnRhaW5lchIcLmdycGMuQ3JlYXRlQ29udGFpbmVyUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJFCg5TdGFydENvbnRhaW5lchIbLmdycGMuU3RhcnRDb250YWluZXJSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EkcKD1JlbW92ZUNvbnRhaW5lchIcLmdycGMuUmVtb3ZlQ29udGFpbmVyUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI/CgtFeGVjUHJvY2VzcxIYLmdycGMuRXhlY1Byb2Nlc3NSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EkMKDVNpZ25hbFByb2Nlc3MSGi5ncnBjLlNpZ25hbFByb2Nlc3NSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EkIKC1dhaXRQcm9jZXNzEhguZ3JwYy5XYWl0UHJvY2Vzc1JlcXVlc3QaGS5ncnBjLldhaXRQcm9jZXNzUmVzcG9uc2USSwoOU3RhdHNDb250YWluZXISGy5ncnBjLlN0YXRzQ29udGFpbmVyUmVxdWVzdBocLmdycGMuU3RhdHNDb250YWluZXJSZXNwb25zZRJBCgpXcml0ZVN0ZGluEhguZ3JwYy5Xcml0ZVN0cmVhbVJlcXVlc3QaGS5ncnBjLldyaXRlU3RyZWFtUmVzcG9uc2USPwoKUmVhZFN0ZG91dBIXLmdycGMuUmVhZFN0cmVhbVJlcXVlc3QaGC5ncnBjLlJlYWRTdHJlYW1SZXNwb25zZRI/CgpSZWFkU3RkZXJyEhcuZ3JwYy5SZWFkU3RyZWFtUmVxdWVzdBoYLmdycGMuUmVhZFN0cmVhbVJlc3BvbnNlEj0KCkNsb3NlU3RkaW4SFy5ncnBjLkNsb3NlU3RkaW5SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EkEKDFR0eVdpblJlc2l6ZRIZLmdycGMuVHR5V2luUmVzaXplUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eUJgWl5naXRodWIuY29tL2thdGEtY29udGFpbmVycy9rYXRhLWNvbnRhaW5lcnMvc3JjL3J1bnRpbWUvdmlydGNvbnRhaW5lcnMvcGtnL2FnZW50L3Byb3RvY29scy9ncnBjYgZwcm90bzM", [file_oci, file_google_protobuf_empty]);
 
 /**
  * @generated from message grpc.CreateContainerRequest
@@ -500,6 +500,308 @@ export const StringUserSchema: GenMessage<StringUser> = /*@__PURE__*/
   messageDesc(file_agent, 14);
 
 /**
+ * @generated from message grpc.StatsContainerRequest
+ */
+export type StatsContainerRequest = Message<"grpc.StatsContainerRequest"> & {
+  /**
+   * @generated from field: string container_id = 1;
+   */
+  containerId: string;
+};
+
+/**
+ * Describes the message grpc.StatsContainerRequest.
+ * Use `create(StatsContainerRequestSchema)` to create a new message.
+ */
+export const StatsContainerRequestSchema: GenMessage<StatsContainerRequest> = /*@__PURE__*/
+  messageDesc(file_agent, 15);
+
+/**
+ * @generated from message grpc.CpuUsage
+ */
+export type CpuUsage = Message<"grpc.CpuUsage"> & {
+  /**
+   * @generated from field: uint64 total_usage = 1;
+   */
+  totalUsage: bigint;
+
+  /**
+   * @generated from field: repeated uint64 percpu_usage = 2;
+   */
+  percpuUsage: bigint[];
+
+  /**
+   * @generated from field: uint64 usage_in_kernelmode = 3;
+   */
+  usageInKernelmode: bigint;
+
+  /**
+   * @generated from field: uint64 usage_in_usermode = 4;
+   */
+  usageInUsermode: bigint;
+};
+
+/**
+ * Describes the message grpc.CpuUsage.
+ * Use `create(CpuUsageSchema)` to create a new message.
+ */
+export const CpuUsageSchema: GenMessage<CpuUsage> = /*@__PURE__*/
+  messageDesc(file_agent, 16);
+
+/**
+ * @generated from message grpc.ThrottlingData
+ */
+export type ThrottlingData = Message<"grpc.ThrottlingData"> & {
+  /**
+   * @generated from field: uint64 periods = 1;
+   */
+  periods: bigint;
+
+  /**
+   * @generated from field: uint64 throttled_periods = 2;
+   */
+  throttledPeriods: bigint;
+
+  /**
+   * @generated from field: uint64 throttled_time = 3;
+   */
+  throttledTime: bigint;
+};
+
+/**
+ * Describes the message grpc.ThrottlingData.
+ * Use `create(ThrottlingDataSchema)` to create a new message.
+ */
+export const ThrottlingDataSchema: GenMessage<ThrottlingData> = /*@__PURE__*/
+  messageDesc(file_agent, 17);
+
+/**
+ * @generated from message grpc.CpuStats
+ */
+export type CpuStats = Message<"grpc.CpuStats"> & {
+  /**
+   * @generated from field: grpc.CpuUsage cpu_usage = 1;
+   */
+  cpuUsage?: CpuUsage | undefined;
+
+  /**
+   * @generated from field: grpc.ThrottlingData throttling_data = 2;
+   */
+  throttlingData?: ThrottlingData | undefined;
+};
+
+/**
+ * Describes the message grpc.CpuStats.
+ * Use `create(CpuStatsSchema)` to create a new message.
+ */
+export const CpuStatsSchema: GenMessage<CpuStats> = /*@__PURE__*/
+  messageDesc(file_agent, 18);
+
+/**
+ * @generated from message grpc.PidsStats
+ */
+export type PidsStats = Message<"grpc.PidsStats"> & {
+  /**
+   * @generated from field: uint64 current = 1;
+   */
+  current: bigint;
+
+  /**
+   * @generated from field: uint64 limit = 2;
+   */
+  limit: bigint;
+};
+
+/**
+ * Describes the message grpc.PidsStats.
+ * Use `create(PidsStatsSchema)` to create a new message.
+ */
+export const PidsStatsSchema: GenMessage<PidsStats> = /*@__PURE__*/
+  messageDesc(file_agent, 19);
+
+/**
+ * @generated from message grpc.MemoryData
+ */
+export type MemoryData = Message<"grpc.MemoryData"> & {
+  /**
+   * @generated from field: uint64 usage = 1;
+   */
+  usage: bigint;
+
+  /**
+   * @generated from field: uint64 max_usage = 2;
+   */
+  maxUsage: bigint;
+
+  /**
+   * @generated from field: uint64 failcnt = 3;
+   */
+  failcnt: bigint;
+
+  /**
+   * @generated from field: uint64 limit = 4;
+   */
+  limit: bigint;
+};
+
+/**
+ * Describes the message grpc.MemoryData.
+ * Use `create(MemoryDataSchema)` to create a new message.
+ */
+export const MemoryDataSchema: GenMessage<MemoryData> = /*@__PURE__*/
+  messageDesc(file_agent, 20);
+
+/**
+ * @generated from message grpc.MemoryStats
+ */
+export type MemoryStats = Message<"grpc.MemoryStats"> & {
+  /**
+   * @generated from field: uint64 cache = 1;
+   */
+  cache: bigint;
+
+  /**
+   * @generated from field: grpc.MemoryData usage = 2;
+   */
+  usage?: MemoryData | undefined;
+
+  /**
+   * @generated from field: grpc.MemoryData swap_usage = 3;
+   */
+  swapUsage?: MemoryData | undefined;
+
+  /**
+   * @generated from field: grpc.MemoryData kernel_usage = 4;
+   */
+  kernelUsage?: MemoryData | undefined;
+
+  /**
+   * @generated from field: bool use_hierarchy = 5;
+   */
+  useHierarchy: boolean;
+
+  /**
+   * @generated from field: map<string, uint64> stats = 6;
+   */
+  stats: { [key: string]: bigint };
+};
+
+/**
+ * Describes the message grpc.MemoryStats.
+ * Use `create(MemoryStatsSchema)` to create a new message.
+ */
+export const MemoryStatsSchema: GenMessage<MemoryStats> = /*@__PURE__*/
+  messageDesc(file_agent, 21);
+
+/**
+ * @generated from message grpc.CgroupStats
+ */
+export type CgroupStats = Message<"grpc.CgroupStats"> & {
+  /**
+   * @generated from field: grpc.CpuStats cpu_stats = 1;
+   */
+  cpuStats?: CpuStats | undefined;
+
+  /**
+   * @generated from field: grpc.MemoryStats memory_stats = 2;
+   */
+  memoryStats?: MemoryStats | undefined;
+
+  /**
+   * Kata fields 4 (BlkioStats blkio_stats) and 5 (map<string, HugetlbStats> hugetlb_stats) are not mirrored.
+   *
+   * @generated from field: grpc.PidsStats pids_stats = 3;
+   */
+  pidsStats?: PidsStats | undefined;
+};
+
+/**
+ * Describes the message grpc.CgroupStats.
+ * Use `create(CgroupStatsSchema)` to create a new message.
+ */
+export const CgroupStatsSchema: GenMessage<CgroupStats> = /*@__PURE__*/
+  messageDesc(file_agent, 22);
+
+/**
+ * @generated from message grpc.NetworkStats
+ */
+export type NetworkStats = Message<"grpc.NetworkStats"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: uint64 rx_bytes = 2;
+   */
+  rxBytes: bigint;
+
+  /**
+   * @generated from field: uint64 rx_packets = 3;
+   */
+  rxPackets: bigint;
+
+  /**
+   * @generated from field: uint64 rx_errors = 4;
+   */
+  rxErrors: bigint;
+
+  /**
+   * @generated from field: uint64 rx_dropped = 5;
+   */
+  rxDropped: bigint;
+
+  /**
+   * @generated from field: uint64 tx_bytes = 6;
+   */
+  txBytes: bigint;
+
+  /**
+   * @generated from field: uint64 tx_packets = 7;
+   */
+  txPackets: bigint;
+
+  /**
+   * @generated from field: uint64 tx_errors = 8;
+   */
+  txErrors: bigint;
+
+  /**
+   * @generated from field: uint64 tx_dropped = 9;
+   */
+  txDropped: bigint;
+};
+
+/**
+ * Describes the message grpc.NetworkStats.
+ * Use `create(NetworkStatsSchema)` to create a new message.
+ */
+export const NetworkStatsSchema: GenMessage<NetworkStats> = /*@__PURE__*/
+  messageDesc(file_agent, 23);
+
+/**
+ * @generated from message grpc.StatsContainerResponse
+ */
+export type StatsContainerResponse = Message<"grpc.StatsContainerResponse"> & {
+  /**
+   * @generated from field: grpc.CgroupStats cgroup_stats = 1;
+   */
+  cgroupStats?: CgroupStats | undefined;
+
+  /**
+   * @generated from field: repeated grpc.NetworkStats network_stats = 2;
+   */
+  networkStats: NetworkStats[];
+};
+
+/**
+ * Describes the message grpc.StatsContainerResponse.
+ * Use `create(StatsContainerResponseSchema)` to create a new message.
+ */
+export const StatsContainerResponseSchema: GenMessage<StatsContainerResponse> = /*@__PURE__*/
+  messageDesc(file_agent, 24);
+
+/**
  * unstable
  *
  * @generated from service grpc.AgentService
@@ -560,6 +862,14 @@ export const AgentService: GenService<{
     methodKind: "unary";
     input: typeof WaitProcessRequestSchema;
     output: typeof WaitProcessResponseSchema;
+  },
+  /**
+   * @generated from rpc grpc.AgentService.StatsContainer
+   */
+  statsContainer: {
+    methodKind: "unary";
+    input: typeof StatsContainerRequestSchema;
+    output: typeof StatsContainerResponseSchema;
   },
   /**
    * stdio
