@@ -16,8 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import type { BackendSpec } from '../bench/backend-ab/backend-ab.js';
-import { parseBackend } from '../bench/backend-ab/cli.js';
+import { type BackendSpec, parseBackend } from '../bench/backend-ab/backend-spec.js';
 import {
   type BenchOptions,
   defaultOptions,

@@ -32,13 +32,8 @@ import { findGuestKernel, type GuestKernel } from '../../vm/guest-kernel.js';
 import { cachedInitramfs } from '../../vm/initramfs.js';
 import { type QemuHandle, startQemu } from '../../vm/qemu.js';
 import { readCpuTicks } from '../proc-cpu.js';
+import type { BackendSpec } from './backend-spec.js';
 import { GuestBench, type GuestStat } from './guest-session.js';
-
-export interface BackendSpec {
-  name: string;
-  /** Run with /bin/sh; `{socket}` `{uds}` `{cid}` `{metrics}` are replaced by quoted values. */
-  command: string;
-}
 
 export interface BackendAbOptions {
   backends: BackendSpec[];

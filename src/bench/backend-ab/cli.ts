@@ -12,7 +12,8 @@ import path from 'node:path';
 import type { GuestKernel } from '../../vm/guest-kernel.js';
 import { createProgress } from '../progress.js';
 import { renderAbMarkdown, renderAbText, summarizeAb } from './ab-report.js';
-import { type BackendSpec, ownBackend, runBackendAb } from './backend-ab.js';
+import { ownBackend, runBackendAb } from './backend-ab.js';
+import type { BackendSpec } from './backend-spec.js';
 
 export interface AbCliOptions {
   backends: BackendSpec[];
@@ -29,19 +30,6 @@ export interface AbCliOptions {
   progress: boolean;
   /** Extra arguments for our own `vmm` (e.g. `--credit firecracker`). */
   ownArgs?: string;
-}
-
-/** `name=command` → a backend; the name is letters, digits, `.`, `_`, `-`. */
-export function parseBackend(text: string, previous: BackendSpec[] = []): BackendSpec[] {
-  const m = /^([A-Za-z0-9._-]+)=(.+)$/s.exec(text);
-  if (!m) throw new Error(`--backend ${JSON.stringify(text)}: expected <name>=<command>`);
-  if (!m[2]!.includes('{socket}') || !m[2]!.includes('{uds}'))
-    throw new Error(
-      `--backend ${m[1]}: the command must use {socket} (vhost-user socket) and {uds} (hybrid socket)`,
-    );
-  if (m[1] === 'passfd-broker' || previous.some((b) => b.name === m[1]))
-    throw new Error(`--backend ${m[1]}: that name is taken`);
-  return [...previous, { name: m[1]!, command: m[2]! }];
 }
 
 export async function runAbCli(o: AbCliOptions): Promise<number> {
