@@ -29,6 +29,7 @@ import {
   TaskExitSchema,
   taskMethods,
 } from '../../src/protocol/containerd-api.js';
+import { MetricsSchema } from '../../src/protocol/gen/containerd/cgroups/v2/metrics_pb.js';
 import { GrpcCode } from '../../src/protocol/ttrpc.js';
 import { socketPathOf } from '../../src/shim/address.js';
 import { identify, isAlive, killTrees, type ProcessIdentity } from '../../src/shim/process-tree.js';
@@ -253,10 +254,15 @@ describe('the Task service, as containerd calls it', () => {
         stderr: f.stderr,
       });
       const early = client.callTyped(t.Wait, { id }); // before Start
-      for (const m of [t.Pause, t.Resume, t.Checkpoint, t.Update, t.Stats] as const) {
+      for (const m of [t.Pause, t.Resume, t.Checkpoint, t.Update] as const) {
         expect(await codeOf(client.callTyped(m as typeof t.Pause, { id }))).toBe(GrpcCode.UNIMPLEMENTED);
       }
+      // Metrics exist only for a running task.
+      expect(await codeOf(client.callTyped(t.Stats, { id }))).toBe(GrpcCode.FAILED_PRECONDITION);
       expect((await client.callTyped(t.Start, { id })).pid).toBe(conn.shimPid);
+      const stats = await client.callTyped(t.Stats, { id });
+      expect(stats.stats?.typeUrl).toBe('io.containerd.cgroups.v2.Metrics');
+      expect(fromBinary(MetricsSchema, stats.stats!.value).pids?.current).toBeGreaterThan(0n);
       expect(await codeOf(client.callTyped(t.Start, { id }))).toBe(GrpcCode.FAILED_PRECONDITION);
       expect((await client.callTyped(t.State, { id })).status).toBe(Status.RUNNING);
       expect((await client.callTyped(t.Pids, { id })).processes.map((p) => p.pid)).toEqual([conn.shimPid]);
