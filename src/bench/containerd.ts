@@ -73,7 +73,7 @@ interface Samples {
   stdoutMiBps: number[];
   stdinMiBps: number[];
   startMs: number[];
-  /** CPU seconds per GiB during the transfers: the runtime's processes (shim, agent), and ctr. */
+  /** CPU seconds per GiB during the transfers: the runtime's processes (the shim, which holds the loopback guest and its agent), and ctr. */
   stdoutCpu: { runtime: number[]; ctr: number[] };
   stdinCpu: { runtime: number[]; ctr: number[] };
 }
@@ -142,7 +142,11 @@ function ctrRun(
   });
 }
 
-/** The runtime's long-lived processes by command line: this project's shim and agent (the CLI bundles), or runc's shim. */
+/**
+ * The runtime's long-lived processes by command line: this project's shim (the loopback guest's
+ * device and agent run inside it; a separate agent process is matched too, should one run), or
+ * runc's shim.
+ */
 export const RUNTIME_PROCESS =
   /containerd-shim-passfd-v2\.js|passfd-broker\.js agent|containerd-shim-runc-v2/;
 
@@ -353,7 +357,7 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
     if (ok(samples.passfd[key].runtime) && ok(samples.runc[key].runtime)) {
       rows.push(
         row(
-          `${dir} CPU: runtime processes (shim + agent / runc shim)`,
+          `${dir} CPU: runtime processes (shim with guest and agent / runc shim)`,
           'CPU s/GiB',
           (r) => samples[r][key].runtime,
           median,
