@@ -77,6 +77,7 @@ async function startLoopback(o: SandboxOptions): Promise<Guest> {
   const cid = o.config.hypervisor.guest_cid;
   const rt = o.config.runtime;
   let device: { stop(): Promise<void> } | null = null;
+  let agentStarted: { stop(): Promise<void> } | null = null;
   try {
     const [device_, loopback, access, policy, agentModule, standin] = await Promise.all([
       import('../device/hybrid-device.js'),
@@ -101,6 +102,7 @@ async function startLoopback(o: SandboxOptions): Promise<Guest> {
       runtimeDir: guestDir,
       log: o.log.child('agent'),
     });
+    agentStarted = agent;
     await agent.start();
     return {
       hvsockPath,
@@ -117,6 +119,8 @@ async function startLoopback(o: SandboxOptions): Promise<Guest> {
       },
     };
   } catch (err) {
+    // A half-started agent may already have its guardian and a listener.
+    await agentStarted?.stop().catch(() => {});
     await device?.stop();
     fs.rmSync(dir, { recursive: true, force: true });
     throw err;
