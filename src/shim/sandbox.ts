@@ -79,7 +79,7 @@ async function startLoopback(o: SandboxOptions): Promise<Guest> {
   let device: { stop(): Promise<void> } | null = null;
   let agentStarted: { stop(): Promise<void> } | null = null;
   try {
-    const [device_, loopback, access, policy, agentModule, standin] = await Promise.all([
+    const [hybrid, loopback, access, policy, agentModule, standin] = await Promise.all([
       import('../device/hybrid-device.js'),
       import('../device/transport/loopback/loopback-transport.js'),
       import('../access/context.js'),
@@ -90,7 +90,7 @@ async function startLoopback(o: SandboxOptions): Promise<Guest> {
     const log = o.log.child('vmm');
     access.installAccess(policy.AccessPolicy.fromConfig(o.config.hypervisor), log.child('access'));
     const maxWaitingClients = o.config.hypervisor.max_waiting_clients;
-    const d = new device_.HybridVsockDevice({ hvsockPath, guestCid: cid, log, maxWaitingClients });
+    const d = new hybrid.HybridVsockDevice({ hvsockPath, guestCid: cid, log, maxWaitingClients });
     d.start(new loopback.LoopbackTransport(cid, guestDir, log, maxWaitingClients));
     device = d;
     const agent = new agentModule.Agent({
