@@ -24,7 +24,7 @@
  * Processes that end while being read are skipped.
  */
 import fs from 'node:fs';
-import { clockTicksPerSecond, parentPids, procStat } from '../util/proc-stat.js';
+import { clockTicksPerSecond, descendants, parentPids, procStat } from '../util/proc-stat.js';
 
 export interface ContainerUsage {
   /** CPU time in nanoseconds: total, user, system. */
@@ -62,17 +62,8 @@ export function containerPids(roots: readonly number[], containerPid: number | n
     return out.sort((a, b) => a - b);
   }
   const parents = parentPids();
-  const found = new Set(roots.filter((p) => parents.has(p)));
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const [pid, ppid] of parents) {
-      if (!found.has(pid) && found.has(ppid)) {
-        found.add(pid);
-        grew = true;
-      }
-    }
-  }
-  return [...found].sort((a, b) => a - b);
+  const live = roots.filter((p) => parents.has(p));
+  return [...live, ...descendants(live, parents)].sort((a, b) => a - b);
 }
 
 /** `Pss_Anon` and `Pss_File` (+ `Pss_Shmem`) of smaps_rollup, in bytes; null if unreadable. */

@@ -10,7 +10,7 @@
  */
 import fs from 'node:fs';
 
-import { clockTicksPerSecond } from '../util/proc-stat.js';
+import { clockTicksPerSecond, parseStatLine } from '../util/proc-stat.js';
 
 export interface CpuTicks {
   /** Own user + system ticks. */
@@ -19,21 +19,10 @@ export interface CpuTicks {
   children: number;
 }
 
-/** Parses the text of `/proc/<pid>/stat`. */
+/** Parses the text of `/proc/<pid>/stat` into own and reaped-children ticks. */
 export function parseProcStat(text: string): CpuTicks {
-  const close = text.lastIndexOf(')');
-  if (close < 0) throw new Error('not a /proc/<pid>/stat line: no comm field');
-  // After ") " come field 3 (state), 4 (ppid), ...: field n is at index n - 3.
-  const rest = text
-    .slice(close + 2)
-    .trim()
-    .split(/\s+/);
-  const field = (n: number): number => {
-    const v = Number(rest[n - 3]);
-    if (!Number.isFinite(v)) throw new Error(`/proc stat field ${n} is not a number`);
-    return v;
-  };
-  return { self: field(14) + field(15), children: field(16) + field(17) };
+  const st = parseStatLine(text);
+  return { self: st.utime + st.stime, children: st.cutime + st.cstime };
 }
 
 export function readCpuTicks(pid: number | 'self'): CpuTicks {

@@ -92,9 +92,6 @@ export function parseSize(value: string): number {
   return n;
 }
 
-/** The device's named credit policies (src/device/defaults.ts). */
-export const CREDIT_POLICIES = ['linux', 'firecracker'] as const;
-
 export function parseMs(value: string): number {
   if (!/^[0-9]{1,9}$/.test(value)) throw new InvalidArgumentError('must be a whole number of milliseconds');
   return Number(value);

@@ -13,12 +13,13 @@
  * (src/device/metrics.ts), which is also written once more at exit.
  */
 import { type Command, Option } from 'commander';
+import { CREDIT_POLICIES, type CreditPolicyName, creditWithWindow } from '../device/defaults.js';
 import type { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
 import type { VhostUserVsockTransport } from '../device/transport/vhost-user/vsock-transport.js';
 import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
 import { keepYoungGenerationSmall } from '../util/young-generation.js';
-import { CREDIT_POLICIES, onTermination, parseCid, parseSize } from './options.js';
+import { onTermination, parseCid, parseSize } from './options.js';
 
 interface VmmOptions {
   hvsock: string;
@@ -26,7 +27,7 @@ interface VmmOptions {
   vhostUser?: string;
   allowUnsealedMemory?: boolean;
   guestCid: number;
-  credit: 'linux' | 'firecracker';
+  credit: CreditPolicyName;
   bufAlloc?: number;
   metrics?: string;
   config?: string;
@@ -50,7 +51,7 @@ export function registerVmm(program: Command): void {
         '--credit <policy>',
         'per-connection receive window and CREDIT_UPDATE rule: linux (256 KiB, an update every 64 KiB forwarded or when the guest sees under 64 KiB free; default) or firecracker (64 KiB, an update when the guest sees under 4 KiB free)',
       )
-        .choices(CREDIT_POLICIES)
+        .choices(Object.keys(CREDIT_POLICIES))
         .default('linux'),
     )
     .option(
@@ -68,28 +69,19 @@ export function registerVmm(program: Command): void {
         throw new Error('give exactly one guest: --guest-dir (loopback) or --vhost-user (QEMU)');
       }
       // The device and only the guest transport asked for load when the vmm runs.
-      const [
-        { HybridVsockDevice },
-        { notifyReady, notifyStopping },
-        defaults,
-        metrics,
-        { loadConfig },
-        access,
-      ] = await Promise.all([
-        import('../device/hybrid-device.js'),
-        import('../util/sd-notify.js'),
-        import('../device/defaults.js'),
-        import('../device/metrics.js'),
-        import('../config/load.js'),
-        Promise.all([import('../access/context.js'), import('../access/policy.js')]),
-      ]);
+      const [{ HybridVsockDevice }, { notifyReady, notifyStopping }, metrics, { loadConfig }, access] =
+        await Promise.all([
+          import('../device/hybrid-device.js'),
+          import('../util/sd-notify.js'),
+          import('../device/metrics.js'),
+          import('../config/load.js'),
+          Promise.all([import('../access/context.js'), import('../access/policy.js')]),
+        ]);
       const [{ installAccess }, { AccessPolicy }] = access;
       const hypervisor = loadConfig(opts.config).hypervisor;
       installAccess(AccessPolicy.fromConfig(hypervisor), log.child('access'));
       const credit =
-        opts.bufAlloc === undefined
-          ? defaults.CREDIT_POLICIES[opts.credit]
-          : defaults.creditWithWindow(opts.bufAlloc);
+        opts.bufAlloc === undefined ? CREDIT_POLICIES[opts.credit] : creditWithWindow(opts.bufAlloc);
       const device = new HybridVsockDevice({
         hvsockPath: opts.hvsock,
         guestCid: opts.guestCid,

@@ -26,6 +26,36 @@ export interface ProcStat {
   rssPages: number;
 }
 
+/** Parses the text of `/proc/<pid>/stat`; throws on text that is not one. */
+export function parseStatLine(text: string): ProcStat {
+  const close = text.lastIndexOf(')');
+  if (close < 0) throw new Error('not a /proc/<pid>/stat line: no comm field');
+  // After ") " come field 3 (state), 4 (ppid), ...: field n is at index n - 3.
+  const f = text
+    .slice(close + 2)
+    .trim()
+    .split(/\s+/);
+  const field = (n: number): number => {
+    const v = Number(f[n - 3]);
+    if (!Number.isFinite(v)) throw new Error(`/proc stat field ${n} is not a number`);
+    return v;
+  };
+  return {
+    state: f[0] ?? '?',
+    ppid: field(4),
+    pgid: field(5),
+    sid: field(6),
+    start: f[19] ?? '',
+    utime: field(14),
+    stime: field(15),
+    cutime: field(16),
+    cstime: field(17),
+    threads: field(20),
+    rssPages: field(24),
+  };
+}
+
+/** The stat of `pid`, or null when it is gone. */
 export function procStat(pid: number | 'self'): ProcStat | null {
   let stat: string;
   try {
@@ -33,20 +63,7 @@ export function procStat(pid: number | 'self'): ProcStat | null {
   } catch {
     return null;
   }
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return {
-    state: f[0] ?? '?',
-    ppid: Number(f[1]),
-    pgid: Number(f[2]),
-    sid: Number(f[3]),
-    start: f[19] ?? '',
-    utime: Number(f[11]),
-    stime: Number(f[12]),
-    cutime: Number(f[13]),
-    cstime: Number(f[14]),
-    threads: Number(f[17]),
-    rssPages: Number(f[21]),
-  };
+  return parseStatLine(stat);
 }
 
 let clkTck: number | null = null;
@@ -78,4 +95,26 @@ export function parentPids(): Map<number, number> {
     if (st) parents.set(Number(name), st.ppid);
   }
   return parents;
+}
+
+/** Every process below `roots` (children, grandchildren, ...) in one snapshot of the process table. */
+export function descendants(roots: Iterable<number>, parents: Map<number, number> = parentPids()): number[] {
+  const children = new Map<number, number[]>();
+  for (const [pid, ppid] of parents) {
+    const list = children.get(ppid);
+    if (list) list.push(pid);
+    else children.set(ppid, [pid]);
+  }
+  const out: number[] = [];
+  const seen = new Set(roots);
+  const frontier = [...seen];
+  while (frontier.length > 0) {
+    for (const child of children.get(frontier.pop()!) ?? []) {
+      if (seen.has(child)) continue;
+      seen.add(child);
+      out.push(child);
+      frontier.push(child);
+    }
+  }
+  return out;
 }

@@ -7,21 +7,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { isLive, parentPids, procStat } from '../../src/util/proc-stat.js';
+import { descendants as descendantsOf, isLive, procStat } from '../../src/util/proc-stat.js';
 import { tmpDir } from '../support/cli.js';
 
 /** Every process below `pid` (children, grandchildren, ...). */
 export function descendants(pid: number): number[] {
-  const ppids = parentPids();
-  const out: number[] = [];
-  let frontier = [pid];
-  while (frontier.length > 0) {
-    const next: number[] = [];
-    for (const [p, pp] of ppids) if (frontier.includes(pp)) next.push(p);
-    out.push(...next);
-    frontier = next;
-  }
-  return out;
+  return descendantsOf([pid]);
 }
 
 /** Alive: exists and is not a zombie (this machine's init may reap orphans late). */

@@ -149,6 +149,7 @@ async function runBoot(
   spec: BackendSpec,
   round: number,
   o: BackendAbOptions,
+  kernel: GuestKernel,
   initrd: string,
 ): Promise<BootRecord> {
   const rec: BootRecord = { backend: spec.name, round, ok: false, transfers: [], rtt: [] };
@@ -177,7 +178,7 @@ async function runBoot(
       await new Promise((r) => setTimeout(r, 20));
     }
     qemu = startQemu({
-      kernel: o.kernel!.vmlinuz,
+      kernel: kernel.vmlinuz,
       initrd,
       vhostUserSocket: socket,
       accel: o.vm.accel,
@@ -262,12 +263,12 @@ async function runBoot(
 /** Every boot of every backend, interleaved (see the module comment). */
 export async function runBackendAb(o: BackendAbOptions): Promise<BootRecord[]> {
   if (o.backends.length === 0) throw new Error('no backend to measure');
-  o = { ...o, kernel: o.kernel ?? findGuestKernel() };
+  const kernel = o.kernel ?? findGuestKernel();
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'passfd-ab-initrd-'));
   let initrd: string;
   try {
     initrd = cachedInitramfs({
-      kernel: o.kernel,
+      kernel,
       fallbackOutput: path.join(scratch, 'initrd.gz'),
     }).path;
   } catch (err) {
@@ -280,7 +281,7 @@ export async function runBackendAb(o: BackendAbOptions): Promise<BootRecord[]> {
     for (let k = 0; k < n; k++) {
       const spec = o.backends[(round + k) % n]!;
       o.onProgress?.(`round ${round + 1}/${o.boots}: booting a guest on ${spec.name}`);
-      boots.push(await runBoot(spec, round, o, initrd));
+      boots.push(await runBoot(spec, round, o, kernel, initrd));
     }
   }
   fs.rmSync(scratch, { recursive: true, force: true });
