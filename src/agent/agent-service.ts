@@ -18,8 +18,9 @@
  * what it claimed and starts nothing.
  *
  * A container whose spec names a root filesystem (`OCI.Root.Path`, as the
- * containerd shim sends it) runs in that root with its own mount, UTS, IPC
- * and PID namespaces, its user (`Process.User`), `Hostname` and extra
+ * containerd shim sends it) runs in that root with its own mount namespace
+ * and the UTS, IPC and PID namespaces its spec asks for (new, the guest's,
+ * or its pod sandbox's: pod-namespaces.ts), its user (`Process.User`), `Hostname` and extra
  * `Mounts` (binds and tmpfs: process/container-mounts.ts); its exec
  * processes join those namespaces (process/container-root.ts). The command,
  * the working directory and the mounts are checked in the root at
@@ -44,6 +45,7 @@ import type { Logger } from '../util/log.js';
 import { containerUsage } from './container-stats.js';
 import type { ProcessGuardian } from './guardian.js';
 import type { PassfdStreams } from './passfd-streams.js';
+import { type NamespacePlan, planNamespaces, SHARED_KINDS } from './pod-namespaces.js';
 import { type PreparedMount, plan as planMounts, prepareMountPoints } from './process/container-mounts.js';
 import {
   type ContainerProcess,
@@ -70,7 +72,7 @@ interface ExecEntry {
 interface Container {
   id: string;
   /** The container's root filesystem, hostname and extra mounts (OCI Root.Path, Hostname, Mounts); null: the agent's own root. */
-  rootfs: { path: string; hostname: string; mounts: PreparedMount[] } | null;
+  rootfs: { path: string; hostname: string; mounts: PreparedMount[]; namespaces: NamespacePlan } | null;
   /** Set by CreateContainer, consumed by StartContainer. */
   pending: { process: Process; fds: (number | null)[] } | null;
   /** CreateContainer is still waiting for the container's passfd streams. */
@@ -112,12 +114,24 @@ export class AgentService {
       if (!process || process.Args.length === 0) throw invalid('OCI.Process.Args is empty');
       const root = req.OCI?.Root?.Path;
       let mounts: PreparedMount[] = [];
+      let namespaces: NamespacePlan = { ipc: 'new', uts: 'new', pid: 'new' };
       if (root) {
         try {
+          namespaces = planNamespaces({
+            containerId: req.containerId,
+            annotations: req.OCI?.Annotations ?? {},
+            namespaces: req.OCI?.Linux?.Namespaces,
+            sandboxPidns: req.sandboxPidns,
+          });
           checkInRoot(root, process.Args, envPath(process.Env), process.Cwd);
           mounts = prepareMountPoints(root, planMounts(req.OCI?.Mounts ?? []));
         } catch (err) {
           throw invalid((err as Error).message);
+        }
+        if (namespaces.sandboxId !== undefined && !this.containers.has(namespaces.sandboxId)) {
+          throw precondition(
+            `container ${req.containerId} belongs to pod sandbox ${namespaces.sandboxId}, which is not in this guest`,
+          );
         }
       } else if ((req.OCI?.Mounts ?? []).length > 0) {
         throw invalid('OCI.Mounts need a root filesystem (OCI.Root.Path)');
@@ -125,7 +139,7 @@ export class AgentService {
       // Reserve the id before awaiting streams so a duplicate create fails at once.
       const c: Container = {
         id: req.containerId,
-        rootfs: root ? { path: root, hostname: req.OCI?.Hostname ?? '', mounts } : null,
+        rootfs: root ? { path: root, hostname: req.OCI?.Hostname ?? '', mounts, namespaces } : null,
         pending: null,
         creating: true,
         execs: new Map(),
@@ -302,6 +316,26 @@ export class AgentService {
     return results.map((r) => (r as PromiseFulfilledResult<number | null>).value);
   }
 
+  /** A plan's sources with "the sandbox's" resolved to the sandbox's running init (FAILED_PRECONDITION if it is not). */
+  private namespaceSources(
+    plan: NamespacePlan,
+  ): Partial<Record<'ipc' | 'uts' | 'pid', 'new' | 'guest' | number>> {
+    const out: Partial<Record<'ipc' | 'uts' | 'pid', 'new' | 'guest' | number>> = {};
+    for (const kind of SHARED_KINDS) {
+      const src = plan[kind];
+      if (src !== 'sandbox') {
+        out[kind] = src;
+        continue;
+      }
+      const sandbox = this.containers.get(plan.sandboxId!);
+      const init = sandbox?.execs.get(sandbox.id)?.process;
+      const pid = init && !init.hasExited ? init.containerPid : null;
+      if (!pid) throw precondition(`pod sandbox ${plan.sandboxId} is not running in this guest`);
+      out[kind] = pid;
+    }
+    return out;
+  }
+
   /**
    * Spawns a container's process. The container may have been removed while
    * the request waited for its streams or for the spawn: then nothing is left
@@ -315,6 +349,13 @@ export class AgentService {
     let proc: ContainerProcess;
     const user = process.User;
     const initPid = execId === c.id ? undefined : (c.execs.get(c.id)?.process.containerPid ?? undefined);
+    let namespaces: ReturnType<AgentService['namespaceSources']> | undefined;
+    try {
+      if (execId === c.id && c.rootfs) namespaces = this.namespaceSources(c.rootfs.namespaces);
+    } catch (err) {
+      for (const fd of fds) closeQuietly(fd);
+      throw err;
+    }
     try {
       proc = await spawnContainerProcess({
         ...(c.rootfs
@@ -323,7 +364,11 @@ export class AgentService {
                 root: c.rootfs.path,
                 runtimeDir: this.runtimeDir,
                 ...(execId === c.id
-                  ? { hostname: c.rootfs.hostname, mounts: c.rootfs.mounts }
+                  ? {
+                      hostname: c.rootfs.hostname,
+                      mounts: c.rootfs.mounts,
+                      ...(namespaces ? { namespaces } : {}),
+                    }
                   : { joinPid: initPid }),
                 ...(user
                   ? { user: { uid: user.UID, gid: user.GID, additionalGids: user.AdditionalGids } }

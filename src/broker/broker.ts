@@ -57,6 +57,16 @@ export interface ProcessSpec {
   root?: string;
   /** Init process only: the container's hostname (OCI `hostname`). */
   hostname?: string;
+  /** Init process only: the spec's annotations (OCI `annotations`; the agent finds a pod's sandbox by them). */
+  annotations?: Record<string, string>;
+  /**
+   * Init process only: the Linux namespaces the container gets new (no
+   * path) or shares with its pod's sandbox (a path, as containerd's CRI
+   * writes it: the agent joins the sandbox's own); none: all new.
+   */
+  namespaces?: { type: string; path: string }[];
+  /** Init process only: join the pod sandbox's PID namespace (Kata's `sandbox_pidns`). */
+  sandboxPidns?: boolean;
   /** Init process only: the container's extra mounts (OCI `mounts`, sources as the guest sees them). */
   mounts?: { destination: string; source: string; type: string; options: string[] }[];
   /**
@@ -200,7 +210,12 @@ export class BrokeredProcess {
             ...(this.spec.root ? { Root: { Path: this.spec.root } } : {}),
             Hostname: this.spec.hostname ?? '',
             Mounts: this.spec.mounts ?? [],
+            Annotations: this.spec.annotations ?? {},
+            ...(this.spec.namespaces?.length
+              ? { Linux: { Namespaces: this.spec.namespaces.map((n) => ({ Type: n.type, Path: n.path })) } }
+              : {}),
           },
+          sandboxPidns: this.spec.sandboxPidns ?? false,
           ...this.ports(),
         });
       }

@@ -5,6 +5,10 @@
  * - the socket is `/run/containerd/s/<sha256 hex of "<containerd address>/
  *   <namespace>/<id>">`: short enough for sun_path whatever the bundle path,
  *   and distinct per containerd instance, namespace and task;
+ * - the tasks of one Kubernetes pod share a shim (and its guest), as runc's
+ *   shim groups them: the id hashed is the pod's sandbox id (the CRI
+ *   annotation `io.kubernetes.cri.sandbox-id` in the bundle's config.json;
+ *   the sandbox's own names itself), else the task's id;
  * - `start` prints `unix://<path>`; the `address` file in the bundle holds
  *   the same string, which containerd reads back when it restarts and the
  *   shim's `delete` uses to remove a dead shim's socket.
@@ -13,6 +17,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { SANDBOX_ID_ANNOTATION } from '../agent/pod-namespaces.js';
 
 /** containerd's state directory for shim sockets (hard-coded there too). */
 export const SOCKET_DIR = '/run/containerd/s';
@@ -23,6 +28,20 @@ export function socketPathFor(containerdAddress: string, namespace: string, id: 
     .update(path.join(containerdAddress, namespace, id))
     .digest('hex');
   return path.join(SOCKET_DIR, digest);
+}
+
+/** The id a task's shim is found by: its pod's sandbox id (CRI), else its own. */
+export function shimGroupId(bundle: string, id: string): string {
+  try {
+    const spec = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8')) as {
+      annotations?: Record<string, unknown>;
+    };
+    const sandbox = spec.annotations?.[SANDBOX_ID_ANNOTATION];
+    return typeof sandbox === 'string' && sandbox !== '' ? sandbox : id;
+  } catch {
+    // No readable spec: Create reports that; the shim is the task's own.
+    return id;
+  }
 }
 
 export const toAddress = (socketPath: string) => `unix://${socketPath}`;

@@ -5,9 +5,10 @@
  * DeleteResponse (protobuf) on stdout; what it writes on stderr appears in
  * containerd's log as "cleanup warnings".
  *
- * When the shim's state file (state-file.ts) shows a shim that is still
- * alive and answering on its socket, it is serving (a normal Shutdown is
- * under way, or it serves other tasks): nothing is touched. Otherwise the
+ * When the shim that served the task is still alive and answering on its
+ * socket (the state file's, else the bundle's `address`), it is serving (a
+ * normal Shutdown is under way, or it serves other tasks of the pod):
+ * nothing is touched. Otherwise the
  * shim and the guest processes it recorded are killed with all their
  * descendants (process-tree.ts: a SIGKILLed shim leaves its vmm, agent or
  * QEMU, and the container's processes, running), everything mounted under
@@ -35,14 +36,20 @@ export async function deleteTask(flags: ShimFlags): Promise<void> {
   const state = readState(bundle);
   const address = readAddressFile(bundle);
   const socketPath = state?.socket ?? (address ? socketPathOf(address) : undefined);
+  // A pod's shim serves several bundles: one whose task was deleted normally keeps no state file,
+  // and a shim still answering on its address is alive and serving the others.
   const serving =
-    state !== null && isAlive(state.shim) && socketPath !== undefined && (await socketAnswers(socketPath));
+    (state === null || isAlive(state.shim)) && socketPath !== undefined && (await socketAnswers(socketPath));
   if (!serving) {
     const killed = killTrees(state ? [state.shim, ...state.processes] : []);
     if (killed.length > 0) warn(`killed ${killed.length} leftover process(es): ${killed.join(' ')}`);
     const unmounted = unmountAll(bundle);
     if (unmounted.length > 0) warn(`unmounted ${unmounted.join(' ')}`);
-    for (const dir of state?.dirs ?? []) fs.rmSync(dir, { recursive: true, force: true });
+    for (const dir of state?.dirs ?? []) {
+      // A pod's guest share lives in its sandbox's bundle: never remove through a bind still mounted there.
+      unmountAll(dir);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
     fs.rmSync(path.join(bundle, 'shared'), { recursive: true, force: true });
     if (socketPath && !socketPath.startsWith('@')) fs.rmSync(socketPath, { force: true });
     removeState(bundle);

@@ -2,8 +2,8 @@
  * The OCI runtime spec as containerd hands it to a shim: `config.json` in
  * the bundle for a task, a JSON `Process` inside the Exec request's Any for
  * an exec. Only what the shim passes on to the agent is read: the process
- * (args, env, cwd, terminal, user), the root path, the hostname, the mounts
- * and the annotations. Pure apart from reading the file.
+ * (args, env, cwd, terminal, user), the root path, the hostname, the mounts,
+ * the annotations and the Linux namespaces. Pure apart from reading the file.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -30,6 +30,12 @@ export interface OciMount {
   options: string[];
 }
 
+/** A `linux.namespaces` entry: a namespace the container gets new (no path) or joins (path). */
+export interface OciNamespace {
+  type: string;
+  path: string;
+}
+
 export interface OciSpec {
   process: OciProcess;
   /** The spec's mounts, as written (the runtime picks which go to the guest: guestMounts). */
@@ -39,6 +45,8 @@ export interface OciSpec {
   readonlyRoot: boolean;
   hostname: string;
   annotations: Record<string, string>;
+  /** `linux.namespaces` as written (empty when the spec has none). */
+  namespaces: OciNamespace[];
 }
 
 export class SpecError extends Error {
@@ -99,6 +107,9 @@ export function parseSpec(text: string): OciSpec {
   if (isRecord(raw.annotations)) {
     for (const [k, v] of Object.entries(raw.annotations)) if (typeof v === 'string') annotations[k] = v;
   }
+  const linux = isRecord(raw.linux) ? raw.linux : {};
+  const namespaces = linux.namespaces === undefined || linux.namespaces === null ? [] : linux.namespaces;
+  if (!Array.isArray(namespaces)) throw new SpecError('linux.namespaces must be a list');
   const mounts = raw.mounts === undefined || raw.mounts === null ? [] : raw.mounts;
   if (!Array.isArray(mounts)) throw new SpecError('mounts must be a list');
   return {
@@ -117,6 +128,11 @@ export function parseSpec(text: string): OciSpec {
     readonlyRoot: root.readonly === true,
     hostname: typeof raw.hostname === 'string' ? raw.hostname : '',
     annotations,
+    namespaces: namespaces.map((n, i) => {
+      if (!isRecord(n) || typeof n.type !== 'string' || n.type === '')
+        throw new SpecError(`linux.namespaces[${i}].type is missing`);
+      return { type: n.type, path: typeof n.path === 'string' ? n.path : '' };
+    }),
   };
 }
 

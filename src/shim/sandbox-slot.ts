@@ -6,8 +6,9 @@
  * stdin, else the environment or the system file), so the guest comes up
  * while containerd is still sending Create. Create asks for the sandbox with
  * its own runtime options: the same configuration file gets the early boot;
- * a different one stops it and boots again with the new file. A boot that
- * failed is tried again by the next Create.
+ * a different one stops it and boots again with the new file, unless other
+ * tasks (a pod's) already run in it. A boot that failed is tried again by
+ * the next Create.
  */
 import type { Logger } from '../util/log.js';
 import { loadShimConfig, type ShimConfig } from './config.js';
@@ -37,11 +38,20 @@ export class SandboxSlot {
     return slot;
   }
 
-  /** The sandbox for a task whose runtime options name `optionsPath` (see the module comment). */
-  async get(optionsPath: string | undefined): Promise<Sandbox> {
+  /**
+   * The sandbox for a task whose runtime options name `optionsPath` (see the
+   * module comment). `inUse`: other tasks run in the current guest (a pod's),
+   * which a different configuration must not stop: that task is refused.
+   */
+  async get(optionsPath: string | undefined, inUse = false): Promise<Sandbox> {
     const cfg = loadShimConfig(optionsPath);
     const cur = this.current;
     if (cur && cur.path === cfg.path && !cur.failed) return cur.sandbox;
+    if (cur && !cur.failed && inUse) {
+      throw new Error(
+        `this pod's guest runs with configuration ${cur.path ?? 'defaults'}; a task of the same pod cannot use ${cfg.path ?? 'defaults'}`,
+      );
+    }
     if (cur && !cur.failed) {
       this.log.info(`configuration changed to ${cfg.path ?? 'defaults'}: restarting the guest`);
       await cur.sandbox.then((s) => s.stop()).catch(() => {});

@@ -9,7 +9,7 @@
  * `start` arguments, its stdin, a pipe as fd 3), it does `start`'s work:
  * reads the runtime options on stdin (a ConfigPath), and if a shim already
  * answers on the task's socket (address.ts) reports that shim's address and
- * exits; else it binds the socket, writes `<bundle>/address` and reports
+ * exits (the tasks of one pod share a shim: address.ts); else it binds the socket, writes `<bundle>/address` and reports
  * `READY unix://<socket>` (or `ERROR <why>`) on fd 3. Started by hand, it
  * serves `-socket`.
  *
@@ -29,7 +29,14 @@ import tty from 'node:tty';
 import { configPathFromOptions } from '../protocol/runtime-options.js';
 import { createLogger, parseLevel, setLogLevel } from '../util/log.js';
 import { withPrivateUmask } from '../util/private-umask.js';
-import { socketAnswers, socketPathFor, socketPathOf, toAddress, writeAddressFile } from './address.js';
+import {
+  shimGroupId,
+  socketAnswers,
+  socketPathFor,
+  socketPathOf,
+  toAddress,
+  writeAddressFile,
+} from './address.js';
 import { LAUNCH_ENV, type ShimFlags } from './flags.js';
 
 /** fd 3: the pipe `start` waits on. */
@@ -98,7 +105,7 @@ export async function serve(flags: ShimFlags): Promise<void> {
   let socketPath: string;
   if (launched) {
     optionsConfig = readOptionsConfig();
-    socketPath = socketPathFor(flags.address, flags.namespace, flags.id);
+    socketPath = socketPathFor(flags.address, flags.namespace, shimGroupId(bundle, flags.id));
     if (await socketAnswers(socketPath)) {
       // A shim for this task (or its group) runs already: containerd is to talk to it.
       writeAddressFile(bundle, toAddress(socketPath));
@@ -132,9 +139,15 @@ export async function serve(flags: ShimFlags): Promise<void> {
   ]);
   const me = tree.identify(process.pid)!;
   let guest: { processes: { name: string; pid: number }[]; dirs: string[] } = { processes: [], dirs: [] };
+  // Every bundle of a task this shim serves (a pod's, or just the one) carries the record, so
+  // whichever `delete` containerd runs first after a crash finds the guest to clean up.
+  const bundles = new Set([bundle]);
   const record = () => {
+    for (const b of bundles) recordIn(b);
+  };
+  const recordIn = (b: string) => {
     try {
-      state.writeState(bundle, {
+      state.writeState(b, {
         shim: me,
         socket: socketPath,
         processes: guest.processes.flatMap((p) => {
@@ -144,7 +157,7 @@ export async function serve(flags: ShimFlags): Promise<void> {
         dirs: guest.dirs,
       });
     } catch (err) {
-      log.warn(`cannot record the shim's state in ${bundle}: ${(err as Error).message}`);
+      log.warn(`cannot record the shim's state in ${b}: ${(err as Error).message}`);
     }
   };
   record();
@@ -182,7 +195,7 @@ export async function serve(flags: ShimFlags): Promise<void> {
     ending = true;
     log.info(`exiting: ${why}`);
     await slot.stop();
-    state.removeState(bundle);
+    for (const b of bundles) state.removeState(b);
     await events.close();
     listener.close();
     await ttrpc.close();
@@ -197,8 +210,16 @@ export async function serve(flags: ShimFlags): Promise<void> {
     version: SHIM_VERSION,
     onShutdown: () => {
       // Nothing is left to clean up: say so before containerd runs `delete`.
-      state.removeState(bundle);
+      for (const b of bundles) state.removeState(b);
       setImmediate(() => void end('shutdown'));
+    },
+    onTaskCreated: (b) => {
+      bundles.add(b);
+      recordIn(b);
+    },
+    onTaskDeleted: (b) => {
+      bundles.delete(b);
+      state.removeState(b);
     },
   });
   service.register(ttrpc);

@@ -77,6 +77,10 @@ export interface TaskServiceOptions {
   version: string;
   /** Shutdown with no containers left: called before the reply goes out (the process must end soon after). */
   onShutdown(): void;
+  /** A task was created from `bundle` (the shim now serves it too). */
+  onTaskCreated?(bundle: string): void;
+  /** The task from `bundle` was deleted. */
+  onTaskDeleted?(bundle: string): void;
 }
 
 const ts = (d: Date | null) => timestampFromDate(d ?? new Date(0));
@@ -241,8 +245,9 @@ export class TaskService {
           throw new Error(`root filesystem ${host} does not exist (no rootfs mounts were given)`);
         }
       }
-      const sandbox = await this.o.sandboxes.get(unpackConfigPath(r.options)).catch((err: Error) => {
-        throw new Error(`the guest did not start: ${err.message}`);
+      const inUse = this.containers.size > 0;
+      const sandbox = await this.o.sandboxes.get(unpackConfigPath(r.options), inUse).catch((err: Error) => {
+        throw new Error(inUse ? err.message : `the guest did not start: ${err.message}`);
       });
       this.sandbox = sandbox;
       const guestRoot = sandbox.addRootfs(r.id, host);
@@ -258,10 +263,13 @@ export class TaskService {
         root: guestRoot,
         hostname: spec.hostname,
         mounts,
+        annotations: spec.annotations,
+        namespaces: spec.namespaces,
         removeOnExit: false,
       });
       const c = new Container(r.id, r.bundle, spec, init, { host, mounted });
       this.containers.set(r.id, c);
+      this.o.onTaskCreated?.(r.bundle);
       this.watchGuest(sandbox);
       log.info(
         `created task ${r.id} (${sandbox.kind} guest, ${sandbox.broker.config.runtime.use_passfd_io ? 'passfd' : 'rpc-copy'} IO)`,
@@ -457,6 +465,7 @@ export class TaskService {
       throw asTtrpcError(err, 'passfd delete');
     }
     this.containers.delete(id);
+    this.o.onTaskDeleted?.(c.bundle);
     this.o.events.publish(TaskTopic.delete, TaskDeleteSchema, {
       containerId: id,
       pid: this.pid,

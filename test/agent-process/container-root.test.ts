@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type PreparedMount, plan, prepareMountPoints } from '../../src/agent/process/container-mounts.js';
 import { spawnContainerProcess } from '../../src/agent/process/container-process.js';
 import { resolveCommandInRoot, resolveInRoot } from '../../src/agent/process/root-path.js';
 import { writeBusyboxRootfs } from '../../src/containerd/busybox-image.js';
@@ -38,6 +39,8 @@ async function run(
   opts: {
     user?: { uid: number; gid: number; additionalGids?: number[] };
     joinPid?: number;
+    namespaces?: Partial<Record<'ipc' | 'uts' | 'pid', 'new' | 'guest' | number>>;
+    mounts?: PreparedMount[];
     hostname?: string;
     cwd?: string;
     stdin?: string;
@@ -59,6 +62,8 @@ async function run(
       hostname: opts.hostname ?? 'croot',
       ...(opts.user ? { user: opts.user } : {}),
       ...(opts.joinPid ? { joinPid: opts.joinPid } : {}),
+      ...(opts.namespaces ? { namespaces: opts.namespaces } : {}),
+      ...(opts.mounts ? { mounts: opts.mounts } : {}),
     },
   });
   fs.writeSync(input.test, opts.stdin ?? '');
@@ -138,6 +143,54 @@ describe('a process in a container root', () => {
     expect(e.out).toMatch(/^\s*1 sleep$/m); // the init's PID namespace
     init.proc.signal('SIGKILL');
     expect((await init.result).status).toBe(137);
+  });
+
+  it('a pod container shares its sandbox’s IPC and UTS namespaces, its PID namespace only when asked', async () => {
+    const ns = '$(readlink /proc/self/ns/ipc) $(readlink /proc/self/ns/uts) $(readlink /proc/self/ns/pid)';
+    const sandbox = await run(`echo ${ns}; hostname; exec sleep 100`, { hostname: 'pod-host' });
+    const pid = sandbox.proc.containerPid!;
+    // The sandbox's first line: read it through a second view of the same namespaces.
+    const peek = await run(`echo ${ns}`, { joinPid: pid });
+    const [sIpc, sUts, sPid] = (await peek.result).out.trim().split(' ');
+    const member = await run(`echo ${ns}; hostname; ps -o comm`, {
+      hostname: 'ignored',
+      namespaces: { ipc: pid, uts: pid, pid: 'new' },
+    });
+    const m = await member.result;
+    expect(m.status).toBe(0);
+    const [ipc, uts, pidNs] = m.out.split('\n')[0]!.split(' ');
+    expect([ipc, uts]).toEqual([sIpc, sUts]);
+    expect(pidNs).not.toBe(sPid);
+    // A shared UTS namespace keeps the sandbox's hostname; its own PID namespace shows no sleep.
+    expect(m.out.split('\n')[1]).toBe('pod-host');
+    expect(m.out).not.toMatch(/sleep/);
+    const sharedPid = await run('ps -o comm', { namespaces: { ipc: pid, uts: pid, pid } });
+    expect((await sharedPid.result).out).toMatch(/sleep/);
+    const own = await run(`echo ${ns}`, { namespaces: { ipc: 'new', uts: 'new', pid: 'new' } });
+    const [oIpc, oUts] = (await own.result).out.trim().split(' ');
+    expect(oIpc).not.toBe(sIpc);
+    expect(oUts).not.toBe(sUts);
+    sandbox.proc.signal('SIGKILL');
+    expect((await sandbox.result).status).toBe(137);
+  });
+
+  it('makes a bind mount’s point in the fresh /dev (a pod’s termination log and shared /dev/shm)', async () => {
+    const shm = path.join(dir, 'pod-shm');
+    const log = path.join(dir, 'termination-log');
+    fs.mkdirSync(shm, { recursive: true });
+    fs.writeFileSync(log, '');
+    const mounts = prepareMountPoints(
+      root,
+      plan([
+        { destination: '/dev/shm', source: shm, type: 'bind', options: ['rbind', 'rw'] },
+        { destination: '/dev/termination-log', source: log, type: 'bind', options: ['rbind', 'rw'] },
+      ]),
+    );
+    const r = await (await run('echo shared > /dev/shm/x; echo done > /dev/termination-log', { mounts }))
+      .result;
+    expect(r).toMatchObject({ status: 0, err: '' });
+    expect(fs.readFileSync(path.join(shm, 'x'), 'utf8')).toBe('shared\n');
+    expect(fs.readFileSync(log, 'utf8')).toBe('done\n');
   });
 
   it('fails before anything runs for a missing command or working directory', async () => {

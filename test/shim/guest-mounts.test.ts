@@ -34,6 +34,29 @@ describe('guestMounts', () => {
   });
 });
 
+describe('guestMounts for a Kubernetes pod’s container', () => {
+  it('passes the binds CRI makes below /dev (shared /dev/shm, termination log), not its mqueue or /dev/pts', () => {
+    const cri = [
+      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid'] },
+      {
+        destination: '/etc/hosts',
+        type: 'bind',
+        source: '/state/sb/hosts',
+        options: ['rbind', 'rprivate', 'rw'],
+      },
+      { destination: '/dev/termination-log', type: 'bind', source: '/pods/c/abc', options: ['rbind', 'rw'] },
+      { destination: '/dev/shm', type: 'bind', source: '/state/sb/shm', options: ['rbind', 'ro'] },
+      { destination: '/dev/pts/x', type: 'bind', source: '/tmp/x', options: ['rbind'] },
+    ];
+    const out = guestMounts(cri, (n, host) => `${n}:${host}`);
+    expect(out.map((m) => `${m.destination} ${m.source}`)).toEqual([
+      '/etc/hosts 0:/state/sb/hosts',
+      '/dev/termination-log 1:/pods/c/abc',
+      '/dev/shm 2:/state/sb/shm',
+    ]);
+  });
+});
+
 describe('config.json mounts', () => {
   const spec = (mounts: unknown) => JSON.stringify({ process: { args: ['true'] }, mounts });
   it('reads them as written, and none when absent', () => {
@@ -41,6 +64,17 @@ describe('config.json mounts', () => {
       DEFAULTS.map((m) => ({ ...m, type: m.type, options: [...m.options] })),
     );
     expect(parseSpec(JSON.stringify({ process: { args: ['true'] } })).mounts).toEqual([]);
+  });
+  it('reads linux.namespaces (a pod container’s paths included) and refuses malformed ones', () => {
+    const withNs = (namespaces: unknown) =>
+      parseSpec(JSON.stringify({ process: { args: ['true'] }, linux: { namespaces } }));
+    expect(withNs([{ type: 'pid' }, { type: 'ipc', path: '/proc/9/ns/ipc' }]).namespaces).toEqual([
+      { type: 'pid', path: '' },
+      { type: 'ipc', path: '/proc/9/ns/ipc' },
+    ]);
+    expect(parseSpec(spec([])).namespaces).toEqual([]);
+    expect(() => withNs({})).toThrow('linux.namespaces must be a list');
+    expect(() => withNs([{ path: '/x' }])).toThrow('linux.namespaces[0].type is missing');
   });
   it('refuses mounts that are not a list or lack a destination', () => {
     expect(() => parseSpec(spec({}))).toThrow(SpecError);

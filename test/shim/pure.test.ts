@@ -117,6 +117,7 @@ describe('OCI spec', () => {
       readonlyRoot: true,
       hostname: 'box',
       annotations: { a: 'b' },
+      namespaces: [],
     });
     expect(parseProcess({ args: ['x'] })).toEqual({
       args: ['x'],

@@ -7,12 +7,14 @@
  *
  * The init process of a container (CreateContainer/StartContainer):
  *
- *   unshare -m -u -i -p                      new namespaces (the PID one for its children)
+ *   [nsenter -t <sandbox P1> -i -u [-p]]    a pod's container: the namespaces it shares with its sandbox
+ *   unshare -m [-u -i -p]                    new namespaces (the PID one for its children)
  *    └ P0: sh -c WAIT_SCRIPT                  starts P1 and waits for it
  *       └ P1: sh -c INIT_SCRIPT               PID 1 of the new PID namespace; in the new mount namespace:
  *          proc on <root>/proc, a tmpfs /dev with null zero full random urandom tty ptmx and the
  *          fd/stdin/stdout/stderr links, the agent's devpts bound on /dev/pts, a tmpfs /dev/shm;
- *          the spec's extra mounts (container-mounts.ts); the hostname; reports its host pid on
+ *          the spec's extra mounts (container-mounts.ts; a mount point missing from the fresh
+ *          /dev, such as a pod's /dev/termination-log, is made there); the hostname; reports its host pid on
  *          fd 3; then exec:
  *      setpriv --regid G --groups …          gid and supplementary groups (still uid 0, so…)
  *      [setsid -c]                            terminal mode: a new session with the pty as controlling tty
@@ -60,6 +62,12 @@ export interface ContainerRootOptions {
   joinPid?: number;
   /** Where the agent keeps the /dev template (links and empty dirs copied into each container's /dev). */
   runtimeDir: string;
+  /**
+   * Init only: where its IPC, UTS and PID namespaces come from: new
+   * (default), the agent's own ('guest'), or joined from the process with
+   * this host pid (a pod's sandbox; pod-namespaces.ts).
+   */
+  namespaces?: Partial<Record<'ipc' | 'uts' | 'pid', 'new' | 'guest' | number>>;
   /** Init only: the container's extra mounts, their mount points made (container-mounts.ts); mounted in order after /proc and /dev. */
   mounts?: readonly PreparedMount[];
 }
@@ -133,6 +141,9 @@ $c -a /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty /dev/ptmx 
 $m --bind /dev/pts "$r/dev/pts"
 $m -t tmpfs -o nosuid,nodev,noexec,mode=1777,size=65536k shm "$r/dev/shm"
 while [ "$x" -gt 0 ]; do
+  if [ ! -e "$3" ]; then
+    if [ "$1" = tmpfs ] || [ -d "$2" ]; then $k -p "$3"; else $k -p "\${3%/*}"; : >"$3"; fi
+  fi
   case $1 in
   tmpfs) $m -t tmpfs -o "$4" tmpfs "$3" ;;
   *) $m "--$1" "$2" "$3"; [ -z "$4" ] || $m -o "remount,bind,$4" "$3" ;;
@@ -194,8 +205,28 @@ export function checkInRoot(
   }
 }
 
-/** Mount, UTS, IPC and PID (for children) namespaces; mounts do not propagate back. */
-const NEW_NAMESPACES = ['-m', '-u', '-i', '-p', '--propagation', 'private'];
+const NS_FLAG = { uts: '-u', ipc: '-i', pid: '-p' } as const;
+
+/**
+ * The start of an init's chain: `nsenter -t <pid> …` for namespaces it
+ * joins (nsenter forks into a joined PID namespace), then `unshare` with a
+ * new mount namespace (mounts do not propagate back) and the new UTS, IPC
+ * and PID (for children) namespaces asked for.
+ */
+function namespaceSteps(c: ContainerRootOptions, t: Record<Tool, string>): string[] {
+  const ns = c.namespaces ?? {};
+  const kinds = ['uts', 'ipc', 'pid'] as const;
+  const steps: string[] = [];
+  const joins = new Map<number, string[]>();
+  for (const k of kinds) {
+    const src = ns[k] ?? 'new';
+    if (typeof src === 'number') joins.set(src, [...(joins.get(src) ?? []), NS_FLAG[k]]);
+  }
+  for (const [pid, flags] of joins) steps.push(t.nsenter, '-t', String(pid), ...flags, '--');
+  const fresh = kinds.filter((k) => (ns[k] ?? 'new') === 'new').map((k) => NS_FLAG[k]);
+  steps.push(t.unshare, '-m', ...fresh, '--propagation', 'private', '--');
+  return steps;
+}
 
 export interface IsolatedCommand {
   file: string;
@@ -257,9 +288,11 @@ export function isolatedCommand(
     };
   }
   const mounts = c.mounts ?? [];
+  // A UTS namespace it shares is named by whoever made it (the pod's sandbox).
+  const hostname = c.namespaces?.uts === undefined || c.namespaces.uts === 'new' ? (c.hostname ?? '') : '';
   const setup = [
     c.root,
-    c.hostname ?? '',
+    hostname,
     devTemplate(c.runtimeDir),
     t.mount,
     t.cp,
@@ -268,21 +301,10 @@ export function isolatedCommand(
     String(mounts.length),
     ...mounts.flatMap((m) => [m.kind, m.source, m.target, m.options]),
   ];
+  const steps = namespaceSteps(c, t);
   return {
-    file: t.unshare,
-    argv: [
-      t.unshare,
-      ...NEW_NAMESPACES,
-      '--',
-      t.sh,
-      '-c',
-      WAIT_SCRIPT,
-      'passfd-wait',
-      t.sh,
-      INIT_SCRIPT,
-      ...setup,
-      ...final,
-    ],
+    file: steps[0]!,
+    argv: [...steps, t.sh, '-c', WAIT_SCRIPT, 'passfd-wait', t.sh, INIT_SCRIPT, ...setup, ...final],
   };
 }
 

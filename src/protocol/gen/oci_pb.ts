@@ -28,7 +28,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file oci.proto.
  */
 export const file_oci: GenFile = /*@__PURE__*/
-  fileDesc("CglvY2kucHJvdG8SBGdycGMi5gEKBFNwZWMSDwoHVmVyc2lvbhgBIAEoCRIeCgdQcm9jZXNzGAIgASgLMg0uZ3JwYy5Qcm9jZXNzEhgKBFJvb3QYAyABKAsyCi5ncnBjLlJvb3QSEAoISG9zdG5hbWUYBCABKAkSGwoGTW91bnRzGAUgAygLMgsuZ3JwYy5Nb3VudBIwCgtBbm5vdGF0aW9ucxgHIAMoCzIbLmdycGMuU3BlYy5Bbm5vdGF0aW9uc0VudHJ5GjIKEEFubm90YXRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKtAgoHUHJvY2VzcxIQCghUZXJtaW5hbBgBIAEoCBIeCgtDb25zb2xlU2l6ZRgCIAEoCzIJLmdycGMuQm94EhgKBFVzZXIYAyABKAsyCi5ncnBjLlVzZXISDAoEQXJncxgEIAMoCRILCgNFbnYYBSADKAkSCwoDQ3dkGAYgASgJEi0KDENhcGFiaWxpdGllcxgHIAEoCzIXLmdycGMuTGludXhDYXBhYmlsaXRpZXMSIgoHUmxpbWl0cxgIIAMoCzIRLmdycGMuUE9TSVhSbGltaXQSFwoPTm9OZXdQcml2aWxlZ2VzGAkgASgIEhcKD0FwcGFybW9yUHJvZmlsZRgKIAEoCRITCgtPT01TY29yZUFkahgLIAEoAxIUCgxTZWxpbnV4TGFiZWwYDCABKAkiJAoDQm94Eg4KBkhlaWdodBgBIAEoDRINCgVXaWR0aBgCIAEoDSJKCgRVc2VyEgsKA1VJRBgBIAEoDRILCgNHSUQYAiABKA0SFgoOQWRkaXRpb25hbEdpZHMYAyADKA0SEAoIVXNlcm5hbWUYBCABKAkicQoRTGludXhDYXBhYmlsaXRpZXMSEAoIQm91bmRpbmcYASADKAkSEQoJRWZmZWN0aXZlGAIgAygJEhMKC0luaGVyaXRhYmxlGAMgAygJEhEKCVBlcm1pdHRlZBgEIAMoCRIPCgdBbWJpZW50GAUgAygJIjcKC1BPU0lYUmxpbWl0EgwKBFR5cGUYASABKAkSDAoESGFyZBgCIAEoBBIMCgRTb2Z0GAMgASgEIksKBU1vdW50EhMKC2Rlc3RpbmF0aW9uGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIMCgR0eXBlGAMgASgJEg8KB29wdGlvbnMYBCADKAkiJgoEUm9vdBIMCgRQYXRoGAEgASgJEhAKCFJlYWRvbmx5GAIgASgIQmBaXmdpdGh1Yi5jb20va2F0YS1jb250YWluZXJzL2thdGEtY29udGFpbmVycy9zcmMvcnVudGltZS92aXJ0Y29udGFpbmVycy9wa2cvYWdlbnQvcHJvdG9jb2xzL2dycGNiBnByb3RvMw");
+  fileDesc("CglvY2kucHJvdG8SBGdycGMiggIKBFNwZWMSDwoHVmVyc2lvbhgBIAEoCRIeCgdQcm9jZXNzGAIgASgLMg0uZ3JwYy5Qcm9jZXNzEhgKBFJvb3QYAyABKAsyCi5ncnBjLlJvb3QSEAoISG9zdG5hbWUYBCABKAkSGwoGTW91bnRzGAUgAygLMgsuZ3JwYy5Nb3VudBIwCgtBbm5vdGF0aW9ucxgHIAMoCzIbLmdycGMuU3BlYy5Bbm5vdGF0aW9uc0VudHJ5EhoKBUxpbnV4GAggASgLMgsuZ3JwYy5MaW51eBoyChBBbm5vdGF0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEirQIKB1Byb2Nlc3MSEAoIVGVybWluYWwYASABKAgSHgoLQ29uc29sZVNpemUYAiABKAsyCS5ncnBjLkJveBIYCgRVc2VyGAMgASgLMgouZ3JwYy5Vc2VyEgwKBEFyZ3MYBCADKAkSCwoDRW52GAUgAygJEgsKA0N3ZBgGIAEoCRItCgxDYXBhYmlsaXRpZXMYByABKAsyFy5ncnBjLkxpbnV4Q2FwYWJpbGl0aWVzEiIKB1JsaW1pdHMYCCADKAsyES5ncnBjLlBPU0lYUmxpbWl0EhcKD05vTmV3UHJpdmlsZWdlcxgJIAEoCBIXCg9BcHBhcm1vclByb2ZpbGUYCiABKAkSEwoLT09NU2NvcmVBZGoYCyABKAMSFAoMU2VsaW51eExhYmVsGAwgASgJIiQKA0JveBIOCgZIZWlnaHQYASABKA0SDQoFV2lkdGgYAiABKA0iSgoEVXNlchILCgNVSUQYASABKA0SCwoDR0lEGAIgASgNEhYKDkFkZGl0aW9uYWxHaWRzGAMgAygNEhAKCFVzZXJuYW1lGAQgASgJInEKEUxpbnV4Q2FwYWJpbGl0aWVzEhAKCEJvdW5kaW5nGAEgAygJEhEKCUVmZmVjdGl2ZRgCIAMoCRITCgtJbmhlcml0YWJsZRgDIAMoCRIRCglQZXJtaXR0ZWQYBCADKAkSDwoHQW1iaWVudBgFIAMoCSI3CgtQT1NJWFJsaW1pdBIMCgRUeXBlGAEgASgJEgwKBEhhcmQYAiABKAQSDAoEU29mdBgDIAEoBCJLCgVNb3VudBITCgtkZXN0aW5hdGlvbhgBIAEoCRIOCgZzb3VyY2UYAiABKAkSDAoEdHlwZRgDIAEoCRIPCgdvcHRpb25zGAQgAygJIiYKBFJvb3QSDAoEUGF0aBgBIAEoCRIQCghSZWFkb25seRgCIAEoCCIxCgVMaW51eBIoCgpOYW1lc3BhY2VzGAYgAygLMhQuZ3JwYy5MaW51eE5hbWVzcGFjZSIsCg5MaW51eE5hbWVzcGFjZRIMCgRUeXBlGAEgASgJEgwKBFBhdGgYAiABKAlCYFpeZ2l0aHViLmNvbS9rYXRhLWNvbnRhaW5lcnMva2F0YS1jb250YWluZXJzL3NyYy9ydW50aW1lL3ZpcnRjb250YWluZXJzL3BrZy9hZ2VudC9wcm90b2NvbHMvZ3JwY2IGcHJvdG8z");
 
 /**
  * @generated from message grpc.Spec
@@ -75,6 +75,14 @@ export type Spec = Message<"grpc.Spec"> & {
    * @generated from field: map<string, string> Annotations = 7;
    */
   Annotations: { [key: string]: string };
+
+  /**
+   * Linux is platform-specific configuration for Linux based containers
+   * (only its namespaces are mirrored).
+   *
+   * @generated from field: grpc.Linux Linux = 8;
+   */
+  Linux?: Linux | undefined;
 };
 
 /**
@@ -391,4 +399,53 @@ export type Root = Message<"grpc.Root"> & {
  */
 export const RootSchema: GenMessage<Root> = /*@__PURE__*/
   messageDesc(file_oci, 7);
+
+/**
+ * Kata fields 1 UIDMappings, 2 GIDMappings, 3 Sysctl, 4 Resources and
+ * 5 CgroupsPath are not mirrored.
+ *
+ * @generated from message grpc.Linux
+ */
+export type Linux = Message<"grpc.Linux"> & {
+  /**
+   * Namespaces contains the namespaces that are created and/or joined by the container
+   *
+   * @generated from field: repeated grpc.LinuxNamespace Namespaces = 6;
+   */
+  Namespaces: LinuxNamespace[];
+};
+
+/**
+ * Describes the message grpc.Linux.
+ * Use `create(LinuxSchema)` to create a new message.
+ */
+export const LinuxSchema: GenMessage<Linux> = /*@__PURE__*/
+  messageDesc(file_oci, 8);
+
+/**
+ * @generated from message grpc.LinuxNamespace
+ */
+export type LinuxNamespace = Message<"grpc.LinuxNamespace"> & {
+  /**
+   * Type is the type of namespace
+   *
+   * @generated from field: string Type = 1;
+   */
+  Type: string;
+
+  /**
+   * Path is a path to an existing namespace persisted on disk that can be joined
+   * and is of the same type
+   *
+   * @generated from field: string Path = 2;
+   */
+  Path: string;
+};
+
+/**
+ * Describes the message grpc.LinuxNamespace.
+ * Use `create(LinuxNamespaceSchema)` to create a new message.
+ */
+export const LinuxNamespaceSchema: GenMessage<LinuxNamespace> = /*@__PURE__*/
+  messageDesc(file_oci, 9);
 
