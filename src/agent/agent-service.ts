@@ -52,7 +52,7 @@ import {
   type SpawnOptions,
   spawnContainerProcess,
 } from './process/container-process.js';
-import { checkInRoot } from './process/container-root.js';
+import { type ContainerNamespaces, checkInRoot } from './process/container-root.js';
 import { START_FAILURE, startError } from './start-error.js';
 
 interface Ports {
@@ -114,7 +114,7 @@ export class AgentService {
       if (!process || process.Args.length === 0) throw invalid('OCI.Process.Args is empty');
       const root = req.OCI?.Root?.Path;
       let mounts: PreparedMount[] = [];
-      let namespaces: NamespacePlan = { ipc: 'new', uts: 'new', pid: 'new' };
+      let namespaces: NamespacePlan = { ipc: 'new', uts: 'new', pid: 'new', net: 'guest' };
       if (root) {
         try {
           namespaces = planNamespaces({
@@ -317,22 +317,17 @@ export class AgentService {
   }
 
   /** A plan's sources with "the sandbox's" resolved to the sandbox's running init (FAILED_PRECONDITION if it is not). */
-  private namespaceSources(
-    plan: NamespacePlan,
-  ): Partial<Record<'ipc' | 'uts' | 'pid', 'new' | 'guest' | number>> {
-    const out: Partial<Record<'ipc' | 'uts' | 'pid', 'new' | 'guest' | number>> = {};
-    for (const kind of SHARED_KINDS) {
-      const src = plan[kind];
-      if (src !== 'sandbox') {
-        out[kind] = src;
-        continue;
-      }
+  private namespaceSources(plan: NamespacePlan): ContainerNamespaces {
+    const sandboxPid = () => {
       const sandbox = this.containers.get(plan.sandboxId!);
       const init = sandbox?.execs.get(sandbox.id)?.process;
       const pid = init && !init.hasExited ? init.containerPid : null;
       if (!pid) throw precondition(`pod sandbox ${plan.sandboxId} is not running in this guest`);
-      out[kind] = pid;
-    }
+      return pid;
+    };
+    const out: ContainerNamespaces = {};
+    for (const kind of SHARED_KINDS) out[kind] = plan[kind] === 'sandbox' ? sandboxPid() : plan[kind];
+    out.net = plan.net === 'sandbox' ? sandboxPid() : plan.net;
     return out;
   }
 
@@ -349,7 +344,7 @@ export class AgentService {
     let proc: ContainerProcess;
     const user = process.User;
     const initPid = execId === c.id ? undefined : (c.execs.get(c.id)?.process.containerPid ?? undefined);
-    let namespaces: ReturnType<AgentService['namespaceSources']> | undefined;
+    let namespaces: ContainerNamespaces | undefined;
     try {
       if (execId === c.id && c.rootfs) namespaces = this.namespaceSources(c.rootfs.namespaces);
     } catch (err) {

@@ -23,9 +23,18 @@
  * - no entry for a type: the guest's own (what an OCI spec means by it;
  *   a `hostIPC` pod's containers see the guest's IPC).
  *
+ * The network namespace follows the same rules with one more case: a path
+ * in a container that is no pod member (a pod's sandbox itself, or a
+ * runtime's container given a namespace to join) is joined as a path in the
+ * agent's filesystem: in the loopback guest, the agent's filesystem is the
+ * host's, so a pod sandbox joins the network namespace CNI made for the pod
+ * (the shim turns it into "new" for a QEMU guest, where that host path
+ * means nothing). With no namespaces listed at all, the network stays the
+ * guest's, as `run` has always had it.
+ *
  * The mount namespace is always new (the agent mounts the container's
- * /proc and /dev in it); network, cgroup, user and time namespaces are not
- * managed by this agent (containers use the guest's). Pure.
+ * /proc and /dev in it); cgroup, user and time namespaces are not managed
+ * by this agent (containers use the guest's). Pure.
  */
 export type SharedKind = 'ipc' | 'uts' | 'pid';
 export const SHARED_KINDS: readonly SharedKind[] = ['ipc', 'uts', 'pid'];
@@ -37,6 +46,8 @@ export interface NamespacePlan {
   ipc: NamespaceSource;
   uts: NamespaceSource;
   pid: NamespaceSource;
+  /** The network namespace: as the others, or a path to join. */
+  net: NamespaceSource | { path: string };
   /** The pod sandbox's container id, when anything is shared with it. */
   sandboxId?: string;
 }
@@ -57,18 +68,22 @@ export interface NamespaceRequest {
 
 export function planNamespaces(r: NamespaceRequest): NamespacePlan {
   const listed = r.namespaces ?? [];
-  const plan: NamespacePlan = { ipc: 'new', uts: 'new', pid: 'new' };
+  const plan: NamespacePlan = { ipc: 'new', uts: 'new', pid: 'new', net: 'guest' };
+  const sandboxId = r.annotations[SANDBOX_ID_ANNOTATION];
+  const member = !!sandboxId && sandboxId !== r.containerId;
   if (listed.length > 0) {
     for (const kind of SHARED_KINDS) {
       const entry = listed.find((n) => n.Type === kind);
       plan[kind] = !entry ? 'guest' : entry.Path ? 'sandbox' : 'new';
     }
+    const net = listed.find((n) => n.Type === 'network');
+    plan.net = !net ? 'guest' : !net.Path ? 'new' : member ? 'sandbox' : { path: net.Path };
   }
   if (r.sandboxPidns) plan.pid = 'sandbox';
   const shared = SHARED_KINDS.filter((k) => plan[k] === 'sandbox');
+  if (plan.net === 'sandbox') plan.sandboxId = sandboxId;
   if (shared.length === 0) return plan;
-  const sandboxId = r.annotations[SANDBOX_ID_ANNOTATION];
-  if (!sandboxId || sandboxId === r.containerId) {
+  if (!member) {
     throw new NamespacePlanError(
       `container ${r.containerId} asks to share its ${shared.join(', ')} namespace(s) but names no other pod sandbox (annotation ${SANDBOX_ID_ANNOTATION})`,
     );

@@ -60,6 +60,7 @@ import {
 } from './errors.js';
 import type { EventPublisher } from './events.js';
 import { guestMounts } from './guest-mounts.js';
+import { guestNamespaces } from './guest-namespaces.js';
 import { type OciProcess, parseProcess, readSpec, rootOnHost } from './oci-spec.js';
 import { mountRootfs, unmountAll } from './rootfs.js';
 import type { Sandbox } from './sandbox.js';
@@ -264,7 +265,7 @@ export class TaskService {
         hostname: spec.hostname,
         mounts,
         annotations: spec.annotations,
-        namespaces: spec.namespaces,
+        namespaces: guestNamespaces(spec, r.id, sandbox.kind),
         removeOnExit: false,
       });
       const c = new Container(r.id, r.bundle, spec, init, { host, mounted });

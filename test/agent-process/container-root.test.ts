@@ -7,12 +7,14 @@
  * it), an exec joining its namespaces, checks that fail before anything
  * runs, and paths resolved inside the root (root-path.ts).
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type PreparedMount, plan, prepareMountPoints } from '../../src/agent/process/container-mounts.js';
 import { spawnContainerProcess } from '../../src/agent/process/container-process.js';
+import type { ContainerNamespaces } from '../../src/agent/process/container-root.js';
 import { resolveCommandInRoot, resolveInRoot } from '../../src/agent/process/root-path.js';
 import { writeBusyboxRootfs } from '../../src/containerd/busybox-image.js';
 import { mountsUnder } from '../../src/util/mountinfo.js';
@@ -39,7 +41,7 @@ async function run(
   opts: {
     user?: { uid: number; gid: number; additionalGids?: number[] };
     joinPid?: number;
-    namespaces?: Partial<Record<'ipc' | 'uts' | 'pid', 'new' | 'guest' | number>>;
+    namespaces?: ContainerNamespaces;
     mounts?: PreparedMount[];
     hostname?: string;
     cwd?: string;
@@ -172,6 +174,29 @@ describe('a process in a container root', () => {
     expect(oUts).not.toBe(sUts);
     sandbox.proc.signal('SIGKILL');
     expect((await sandbox.result).status).toBe(137);
+  });
+
+  it('a network namespace: the agent’s, a new one, or one joined from its file (a pod’s, made by CNI)', async () => {
+    const netOf = async (namespaces: ContainerNamespaces) =>
+      (await (await run('readlink /proc/self/ns/net', { namespaces })).result).out.trim();
+    const own = fs.readlinkSync('/proc/self/ns/net');
+    expect(await netOf({ net: 'guest' })).toBe(own);
+    const fresh = await netOf({ net: 'new' });
+    expect(fresh).toMatch(/^net:\[\d+\]$/);
+    expect(fresh).not.toBe(own);
+    // A persistent namespace, as `ip netns add` makes one: nsfs bound on a file.
+    const file = path.join(dir, 'pod-netns');
+    fs.writeFileSync(file, '');
+    execFileSync('unshare', [`--net=${file}`, 'true']);
+    try {
+      const inode = fs.statSync(file).ino;
+      expect(await netOf({ net: { path: file } })).toBe(`net:[${inode}]`);
+      await expect(
+        run('true', { namespaces: { net: { path: path.join(dir, 'no-such-netns') } } }),
+      ).rejects.toThrow();
+    } finally {
+      execFileSync('umount', [file]);
+    }
   });
 
   it('makes a bind mount’s point in the fresh /dev (a pod’s termination log and shared /dev/shm)', async () => {

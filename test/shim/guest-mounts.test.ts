@@ -3,6 +3,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { guestMounts } from '../../src/shim/guest-mounts.js';
+import { guestNamespaces } from '../../src/shim/guest-namespaces.js';
 import { parseSpec, SpecError } from '../../src/shim/oci-spec.js';
 
 /** containerd 1.6's default mounts (ctr oci spec) plus two of ctr run --mount's. */
@@ -54,6 +55,32 @@ describe('guestMounts for a Kubernetes pod’s container', () => {
       '/dev/termination-log 1:/pods/c/abc',
       '/dev/shm 2:/state/sb/shm',
     ]);
+  });
+});
+
+describe('guestNamespaces', () => {
+  const spec = (id: string, sandbox: string) =>
+    parseSpec(
+      JSON.stringify({
+        process: { args: ['true'] },
+        annotations: { 'io.kubernetes.cri.sandbox-id': sandbox },
+        linux: {
+          namespaces: [
+            { type: 'network', path: '/var/run/netns/cni-1' },
+            { type: 'ipc', path: id === sandbox ? '' : '/proc/9/ns/ipc' },
+          ],
+        },
+      }),
+    );
+  it('keeps host paths for the loopback guest (its agent is on the host)', () => {
+    expect(guestNamespaces(spec('sb', 'sb'), 'sb', 'loopback')).toEqual(spec('sb', 'sb').namespaces);
+  });
+  it('gives a QEMU guest’s pod sandbox a new network namespace, which its members then share', () => {
+    expect(guestNamespaces(spec('sb', 'sb'), 'sb', 'qemu')).toEqual([
+      { type: 'network', path: '' },
+      { type: 'ipc', path: '' },
+    ]);
+    expect(guestNamespaces(spec('c1', 'sb'), 'c1', 'qemu')).toEqual(spec('c1', 'sb').namespaces);
   });
 });
 

@@ -7,8 +7,9 @@
  *
  * The init process of a container (CreateContainer/StartContainer):
  *
- *   [nsenter -t <sandbox P1> -i -u [-p]]    a pod's container: the namespaces it shares with its sandbox
- *   unshare -m [-u -i -p]                    new namespaces (the PID one for its children)
+ *   [nsenter --net=<file>]                   a pod sandbox in the loopback guest: the pod's network (CNI's)
+ *   [nsenter -t <sandbox P1> -i -u [-p] [-n]]  a pod's container: the namespaces it shares with its sandbox
+ *   unshare -m [-u -i -p -n]                 new namespaces (the PID one for its children)
  *    └ P0: sh -c WAIT_SCRIPT                  starts P1 and waits for it
  *       └ P1: sh -c INIT_SCRIPT               PID 1 of the new PID namespace; in the new mount namespace:
  *          proc on <root>/proc, a tmpfs /dev with null zero full random urandom tty ptmx and the
@@ -51,6 +52,18 @@ import { closeQuietly, makePipe, pidfdOpen, pidfdSignal } from '../../../native-
 import type { PreparedMount } from './container-mounts.js';
 import { isDirInRoot, resolveCommandInRoot } from './root-path.js';
 
+/**
+ * Where a container's namespaces come from: new, the agent's own ('guest'),
+ * joined from the process with this host pid (a pod's sandbox;
+ * pod-namespaces.ts), or, for the network, a namespace file to join.
+ */
+export interface ContainerNamespaces {
+  ipc?: 'new' | 'guest' | number;
+  uts?: 'new' | 'guest' | number;
+  pid?: 'new' | 'guest' | number;
+  net?: 'new' | 'guest' | number | { path: string };
+}
+
 export interface ContainerRootOptions {
   /** The container's root filesystem, as the agent sees it. */
   root: string;
@@ -62,12 +75,8 @@ export interface ContainerRootOptions {
   joinPid?: number;
   /** Where the agent keeps the /dev template (links and empty dirs copied into each container's /dev). */
   runtimeDir: string;
-  /**
-   * Init only: where its IPC, UTS and PID namespaces come from: new
-   * (default), the agent's own ('guest'), or joined from the process with
-   * this host pid (a pod's sandbox; pod-namespaces.ts).
-   */
-  namespaces?: Partial<Record<'ipc' | 'uts' | 'pid', 'new' | 'guest' | number>>;
+  /** Init only: where its IPC, UTS, PID and network namespaces come from (default: new, and the guest's network). */
+  namespaces?: ContainerNamespaces;
   /** Init only: the container's extra mounts, their mount points made (container-mounts.ts); mounted in order after /proc and /dev. */
   mounts?: readonly PreparedMount[];
 }
@@ -205,25 +214,28 @@ export function checkInRoot(
   }
 }
 
-const NS_FLAG = { uts: '-u', ipc: '-i', pid: '-p' } as const;
+const NS_FLAG = { uts: '-u', ipc: '-i', pid: '-p', net: '-n' } as const;
 
 /**
- * The start of an init's chain: `nsenter -t <pid> …` for namespaces it
- * joins (nsenter forks into a joined PID namespace), then `unshare` with a
- * new mount namespace (mounts do not propagate back) and the new UTS, IPC
- * and PID (for children) namespaces asked for.
+ * The start of an init's chain: `nsenter` for namespaces it joins (from a
+ * pid: the pod's sandbox; or a network namespace file; nsenter forks into
+ * a joined PID namespace), then `unshare` with a new mount namespace (mounts
+ * do not propagate back) and the new UTS, IPC, PID (for children) and
+ * network namespaces asked for. Namespaces neither joined nor new are the
+ * agent's.
  */
 function namespaceSteps(c: ContainerRootOptions, t: Record<Tool, string>): string[] {
-  const ns = c.namespaces ?? {};
-  const kinds = ['uts', 'ipc', 'pid'] as const;
+  const ns = { uts: 'new', ipc: 'new', pid: 'new', net: 'guest', ...c.namespaces } as const;
+  const kinds = ['uts', 'ipc', 'pid', 'net'] as const;
   const steps: string[] = [];
   const joins = new Map<number, string[]>();
   for (const k of kinds) {
-    const src = ns[k] ?? 'new';
+    const src = ns[k];
     if (typeof src === 'number') joins.set(src, [...(joins.get(src) ?? []), NS_FLAG[k]]);
   }
+  if (typeof ns.net === 'object') steps.push(t.nsenter, `--net=${ns.net.path}`, '--');
   for (const [pid, flags] of joins) steps.push(t.nsenter, '-t', String(pid), ...flags, '--');
-  const fresh = kinds.filter((k) => (ns[k] ?? 'new') === 'new').map((k) => NS_FLAG[k]);
+  const fresh = kinds.filter((k) => ns[k] === 'new').map((k) => NS_FLAG[k]);
   steps.push(t.unshare, '-m', ...fresh, '--propagation', 'private', '--');
   return steps;
 }
