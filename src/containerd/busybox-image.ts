@@ -12,6 +12,10 @@
  * `org.opencontainers.image.ref.name`). Everything is tarred again into one
  * archive.
  *
+ * `config` replaces the default `Cmd /bin/sh` with the given Entrypoint
+ * and/or Cmd: the same filesystem then makes e.g. a CRI pod's sandbox
+ * ("pause") image, `Entrypoint ["/bin/sleep", "infinity"]`.
+ *
  * The tars come from GNU tar with a fixed order, owner and mtime, so the
  * same busybox gives the same digests (a re-import is a no-op).
  */
@@ -37,6 +41,14 @@ export interface BusyboxImageOptions {
   name: string;
   /** The static busybox to put in the image (default /bin/busybox, from busybox-static). */
   busybox?: string;
+  /** What the image runs (default: `Cmd ["/bin/sh"]`, no Entrypoint). */
+  config?: BusyboxImageConfig;
+}
+
+/** The part of an OCI image config's `config` the caller may choose. */
+export interface BusyboxImageConfig {
+  Entrypoint?: readonly string[];
+  Cmd?: readonly string[];
 }
 
 const TAR_FLAGS = ['--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '--format=gnu'];
@@ -82,6 +94,17 @@ export function writeBusyboxRootfs(root: string, busybox = '/bin/busybox'): void
   fs.writeFileSync(path.join(root, 'etc/group'), 'root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n');
 }
 
+/** The image config's `config`; without a choice exactly the original one (so the same digests). */
+function imageConfig(chosen: BusyboxImageConfig | undefined): Record<string, unknown> {
+  if (!chosen) return { Env: ['PATH=/bin'], Cmd: ['/bin/sh'], WorkingDir: '/' };
+  return {
+    Env: ['PATH=/bin'],
+    ...(chosen.Entrypoint ? { Entrypoint: chosen.Entrypoint } : {}),
+    ...(chosen.Cmd ? { Cmd: chosen.Cmd } : {}),
+    WorkingDir: '/',
+  };
+}
+
 /** Builds the image archive; returns its manifest digest. */
 export function buildBusyboxImage(opts: BusyboxImageOptions): string {
   const busybox = opts.busybox ?? '/bin/busybox';
@@ -107,7 +130,7 @@ export function buildBusyboxImage(opts: BusyboxImageOptions): string {
         JSON.stringify({
           architecture: 'amd64',
           os: 'linux',
-          config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'], WorkingDir: '/' },
+          config: imageConfig(opts.config),
           rootfs: { type: 'layers', diff_ids: [layer.digest] },
           history: [{ created_by: 'passfd-broker busybox image (offline)' }],
         }),

@@ -19,6 +19,19 @@
  *
  * Every `ctr` call is bounded: `ctr()` kills it with SIGKILL after its
  * timeout and says so in the result.
+ *
+ * With the `cri` option (off by default, and then the config is exactly the
+ * CRI-less one above) the CRI plugin runs too, serving kubelet's gRPC API
+ * (runtime.v1) on the same socket: one runtime handler per entry of
+ * `handlers`, the given sandbox ("pause") image, CNI pointed at empty
+ * directories under `dir` (so only host-network pods can run: no CNI plugin
+ * is needed nor touched), and the streaming server (Exec/Attach URLs) on
+ * loopback at a port the kernel picks, and OOM scores no lower than the
+ * daemon's (`restrict_oom_score_adj`: lowering one needs CAP_SYS_RESOURCE,
+ * which a containerised test machine may lack). Its images live in namespace
+ * `k8s.io` (CRI_NAMESPACE): import them there with `importImage(archive,
+ * CRI_NAMESPACE)`; the sandbox image must be there before a pod runs, since
+ * no registry is reachable.
  */
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -37,6 +50,31 @@ export interface PrivateContainerdOptions {
   startTimeoutMs?: number;
   /** More environment for the daemon (and so for the shims it starts). */
   env?: NodeJS.ProcessEnv;
+  /** Runs the CRI plugin too (see the module comment); without it CRI is disabled. */
+  cri?: CriPluginOptions;
+}
+
+/** The namespace the CRI plugin keeps its images, pods and containers in. */
+export const CRI_NAMESPACE = 'k8s.io';
+
+/** A CRI runtime handler: its shim (`io.containerd.<name>.v2`) and the options containerd passes it. */
+export interface CriHandler {
+  runtimeType: string;
+  /**
+   * The handler's `options` table, e.g. `{ ConfigPath: '/x.toml' }` for a
+   * runtime other than runc (containerd hands such a runtime
+   * runtimeoptions.v1.Options).
+   */
+  options?: Record<string, string | number | boolean>;
+}
+
+export interface CriPluginOptions {
+  /** Handler name (RunPodSandboxRequest.runtime_handler) → runtime_type, or a full CriHandler. */
+  handlers: Record<string, string | CriHandler>;
+  /** The pod sandbox image (`sandbox_image`), e.g. `localhost/passfd-pause:1`. */
+  sandboxImage: string;
+  /** The handler used for an empty runtime_handler (default: the first of `handlers`). */
+  defaultHandler?: string;
 }
 
 export interface CtrResult {
@@ -99,7 +137,7 @@ export class PrivateContainerd {
         'version = 2',
         `root = ${JSON.stringify(this.root)}`,
         `state = ${JSON.stringify(this.state)}`,
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+        opts.cri ? 'disabled_plugins = []' : 'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
         '[grpc]',
         `  address = ${JSON.stringify(this.address)}`,
         '[ttrpc]',
@@ -108,9 +146,49 @@ export class PrivateContainerd {
         `  level = ${JSON.stringify(opts.logLevel ?? 'info')}`,
         '[plugins."io.containerd.internal.v1.opt"]',
         `  path = ${JSON.stringify(path.join(this.dir, 'opt'))}`,
+        ...(opts.cri ? this.criConfig(opts.cri) : []),
         '',
       ].join('\n'),
     );
+  }
+
+  /** The CRI plugin's config lines (see the module comment); creates the empty CNI directories. */
+  private criConfig(cri: CriPluginOptions): string[] {
+    const names = Object.keys(cri.handlers);
+    const defaultHandler = cri.defaultHandler ?? names[0];
+    if (defaultHandler === undefined || !(defaultHandler in cri.handlers)) {
+      throw new Error(`CRI: default handler ${String(defaultHandler)} is not among [${names.join(', ')}]`);
+    }
+    const cniBin = path.join(this.dir, 'cni', 'bin');
+    const cniConf = path.join(this.dir, 'cni', 'conf');
+    fs.mkdirSync(cniBin, { recursive: true });
+    fs.mkdirSync(cniConf, { recursive: true });
+    const q = JSON.stringify;
+    const plugin = '[plugins."io.containerd.grpc.v1.cri"';
+    const lines = [
+      `${plugin}]`,
+      `  sandbox_image = ${q(cri.sandboxImage)}`,
+      '  stream_server_address = "127.0.0.1"',
+      '  stream_server_port = "0"',
+      // The sandbox gets oom_score_adj -998, which needs CAP_SYS_RESOURCE: not held where this runs
+      // in a container (runc then fails with "can't get final child's PID from pipe"). Restricted,
+      // no score goes below containerd's own.
+      '  restrict_oom_score_adj = true',
+      `${plugin}.cni]`,
+      `  bin_dir = ${q(cniBin)}`,
+      `  conf_dir = ${q(cniConf)}`,
+      `${plugin}.containerd]`,
+      `  default_runtime_name = ${q(defaultHandler)}`,
+    ];
+    for (const [name, h] of Object.entries(cri.handlers)) {
+      const handler: CriHandler = typeof h === 'string' ? { runtimeType: h } : h;
+      lines.push(`${plugin}.containerd.runtimes.${q(name)}]`, `  runtime_type = ${q(handler.runtimeType)}`);
+      if (handler.options) {
+        lines.push(`${plugin}.containerd.runtimes.${q(name)}.options]`);
+        for (const [k, v] of Object.entries(handler.options)) lines.push(`  ${q(k)} = ${q(v)}`);
+      }
+    }
+    return lines;
   }
 
   /** Starts a daemon and waits until its gRPC socket accepts connections. */
@@ -226,9 +304,9 @@ export class PrivateContainerd {
     });
   }
 
-  /** `ctr image import`; throws with ctr's output when it fails. */
-  async importImage(archive: string): Promise<void> {
-    const r = await this.ctr(['image', 'import', archive], { timeoutMs: 60_000 });
+  /** `ctr image import` (into `namespace`, default the daemon's); throws with ctr's output when it fails. */
+  async importImage(archive: string, namespace?: string): Promise<void> {
+    const r = await this.ctr(['image', 'import', archive], { timeoutMs: 60_000, namespace });
     if (r.code !== 0) throw new Error(`ctr image import ${archive} failed (${r.code}): ${r.stderr}`);
   }
 
