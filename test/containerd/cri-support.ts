@@ -3,11 +3,12 @@
  * plugin on (src/containerd/private-daemon.ts, option `cri`), driven the
  * way kubelet drives it, through the CRI gRPC API (src/cri/client.ts).
  *
- * - Runtime handlers: `runc` (io.containerd.runc.v2, the reference) and
- *   `passfd` (io.containerd.passfd.v2, this checkout's shim linked into the
- *   daemon's `<opt>/bin` as test/containerd/support.ts does, with
- *   `ConfigPath` pointing at the `passfd` configuration of CONFIGS). A
- *   test file parametrises over handler names.
+ * - Runtime handlers: `runc` (io.containerd.runc.v2, the reference),
+ *   `passfd` and `passfd-rpc` (io.containerd.passfd.v2, this checkout's shim
+ *   linked into the daemon's `<opt>/bin` as test/containerd/support.ts
+ *   does, with `ConfigPath` pointing at the `passfd` or `rpc` configuration
+ *   of CONFIGS: the two IO paths). A test file parametrises over handler
+ *   names.
  * - Images, built offline and imported into namespace k8s.io: the busybox
  *   image (IMAGE) for containers, and the same filesystem with Entrypoint
  *   `/bin/sleep infinity` (PAUSE_IMAGE) as the pod sandbox image.
@@ -65,11 +66,15 @@ export interface CriSuiteOptions {
 
 /** The default handlers: runc, and this shim with the `passfd` configuration written into `suiteDir`. */
 export function defaultHandlers(suiteDir: string): CriHandlers {
-  const config = path.join(suiteDir, 'passfd.toml');
-  fs.writeFileSync(config, CONFIGS.passfd);
+  const handler = (name: keyof typeof CONFIGS): CriHandler => {
+    const config = path.join(suiteDir, `${name}.toml`);
+    fs.writeFileSync(config, CONFIGS[name]);
+    return { runtimeType: RUNTIME, options: { ConfigPath: config } };
+  };
   return {
     runc: 'io.containerd.runc.v2',
-    passfd: { runtimeType: RUNTIME, options: { ConfigPath: config } },
+    passfd: handler('passfd'),
+    'passfd-rpc': handler('rpc'),
   };
 }
 
@@ -162,8 +167,16 @@ export class CriSuite {
     return `${prefix}-${this.n++}`;
   }
 
-  /** Runs a host-network pod with `handler`; its log directory is under the suite's directory. */
-  async runPod(handler: string, name = this.name('pod')): Promise<Pod> {
+  /**
+   * Runs a host-network pod with `handler`; its log directory is under the
+   * suite's directory. Its containers have their own PID namespaces, as
+   * kubelet asks (`pid: CONTAINER`) unless `shareProcessNamespace`.
+   */
+  async runPod(
+    handler: string,
+    name = this.name('pod'),
+    opts: { shareProcessNamespace?: boolean } = {},
+  ): Promise<Pod> {
     const logDir = path.join(this.dir, 'pods', name);
     fs.mkdirSync(logDir, { recursive: true });
     const config = create(PodSandboxConfigSchema, {
@@ -171,7 +184,15 @@ export class CriSuite {
       hostname: '',
       logDirectory: logDir,
       labels: { 'passfd-test': 'true' },
-      linux: { securityContext: { namespaceOptions: { network: NamespaceMode.NODE } } },
+      linux: {
+        securityContext: {
+          namespaceOptions: {
+            network: NamespaceMode.NODE,
+            pid: opts.shareProcessNamespace ? NamespaceMode.POD : NamespaceMode.CONTAINER,
+            ipc: NamespaceMode.POD,
+          },
+        },
+      },
     });
     const r = await this.cri.runPodSandbox({ config, runtimeHandler: handler });
     this.podsSeen.add(r.podSandboxId);
@@ -194,7 +215,10 @@ export class CriSuite {
       tty: spec.tty ?? false,
       logPath: logFile,
       labels: { 'passfd-test': 'true' },
-      linux: {},
+      // kubelet gives each container the pod's namespace options.
+      linux: {
+        securityContext: { namespaceOptions: pod.config.linux?.securityContext?.namespaceOptions ?? {} },
+      },
     });
     const r = await this.cri.createContainer({ podSandboxId: pod.id, config, sandboxConfig: pod.config });
     return { id: r.containerId, name: spec.name, pod, logPath: path.join(pod.logDir, logFile) };

@@ -1,9 +1,9 @@
 /**
  * Pods through containerd's CRI plugin, the way kubelet runs them (see
  * cri-support.ts): logs, exit codes, ExecSync, streaming Exec and Attach,
- * pod teardown. Parametrised over runtime handlers; today `runc` only, the
- * reference the harness is validated against (add `passfd` to HANDLERS to
- * run the same checks on this shim).
+ * pod teardown. Parametrised over runtime handlers: `runc`, the reference
+ * the harness is validated against, and this shim on both IO paths, which
+ * must behave the same through the same client.
  */
 import { describe, expect, it } from 'vitest';
 import { CriError } from '../../src/cri/client.js';
@@ -11,7 +11,8 @@ import { runRemoteCommand } from '../../src/cri/remote-command.js';
 import { ContainerState, PodSandboxState } from '../../src/protocol/gen/k8s/cri-api/runtime/v1/api_pb.js';
 import { IMAGE, PAUSE_IMAGE, useCriSuite } from './cri-support.js';
 
-const HANDLERS = ['runc'];
+/** runc, the reference, and this shim on both IO paths. */
+const HANDLERS = ['runc', 'passfd', 'passfd-rpc'];
 
 const s = useCriSuite();
 
