@@ -34,27 +34,27 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { create } from '@bufbuild/protobuf';
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
-import { buildBusyboxImage } from '../../src/containerd/busybox-image.js';
-import { CRI_NAMESPACE, type CriHandler, PrivateContainerd } from '../../src/containerd/private-daemon.js';
-import { CriClient, isNotFound } from '../../src/cri/client.js';
-import { type CriLog, parseCriLog } from '../../src/cri/log-file.js';
 import {
-  ContainerConfigSchema,
+  CRI_NAMESPACE,
+  type CriHandler,
+  type PrivateContainerd,
+} from '../../src/containerd/private-daemon.js';
+import { type CriClient, isNotFound } from '../../src/cri/client.js';
+import { CRI_IMAGE, PAUSE_IMAGE, startCriNode } from '../../src/cri/cri-node.js';
+import { type CriLog, parseCriLog } from '../../src/cri/log-file.js';
+import { type ContainerOptions, containerConfig, hostNetworkPod } from '../../src/cri/pod-config.js';
+import {
   ContainerState,
   type ContainerStatus,
-  NamespaceMode,
   type PodSandboxConfig,
-  PodSandboxConfigSchema,
 } from '../../src/protocol/gen/k8s/cri-api/runtime/v1/api_pb.js';
 import { socketPathFor } from '../../src/shim/address.js';
 import { mountsUnder } from '../../src/util/mountinfo.js';
-import { CONFIGS, IMAGE, RUNTIME, SHIM_WRAPPER } from './support.js';
+import { CONFIGS, RUNTIME } from './support.js';
 
-export { IMAGE };
-/** The pod sandbox image: busybox sleeping forever. */
-export const PAUSE_IMAGE = 'localhost/passfd-pause:1';
+export { PAUSE_IMAGE };
+export const IMAGE = CRI_IMAGE;
 
 export type CriHandlers = Record<string, string | CriHandler>;
 
@@ -62,6 +62,8 @@ export interface CriSuiteOptions {
   /** Handler name → runtime (default: `runc` and `passfd`, see the module comment). */
   handlers?: (suiteDir: string) => CriHandlers;
   logLevel?: 'debug' | 'info' | 'warn' | 'error';
+  /** Deadline of each CRI call (default 60 s; a QEMU guest boots inside RunPodSandbox). */
+  callTimeoutMs?: number;
 }
 
 /** The default handlers: runc, and this shim with the `passfd` configuration written into `suiteDir`. */
@@ -87,19 +89,8 @@ export interface Pod {
   config: PodSandboxConfig;
 }
 
-export interface ContainerSpec {
-  /** ContainerMetadata.name; also the log file's name (`<name>.log`). */
-  name: string;
-  /** The entrypoint (default the image's). */
-  command?: string[];
-  args?: string[];
-  env?: Record<string, string>;
-  stdin?: boolean;
-  /** Close stdin after the first attach ends (kubelet's `stdinOnce`). */
-  stdinOnce?: boolean;
-  tty?: boolean;
-  image?: string;
-}
+/** A container as a test asks for it (the image defaults to IMAGE). */
+export type ContainerSpec = Omit<ContainerOptions, 'image' | 'labels'> & { image?: string };
 
 export interface Container {
   id: string;
@@ -135,28 +126,14 @@ export class CriSuite {
   static async start(opts: CriSuiteOptions = {}): Promise<CriSuite> {
     requireCri();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pfd-cri-'));
-    let d: PrivateContainerd | undefined;
     try {
-      const handlers = (opts.handlers ?? defaultHandlers)(dir);
-      d = await PrivateContainerd.start({
+      const node = await startCriNode({
+        handlers: (opts.handlers ?? defaultHandlers)(dir),
         ...(opts.logLevel ? { logLevel: opts.logLevel } : {}),
-        cri: { handlers, sandboxImage: PAUSE_IMAGE, defaultHandler: Object.keys(handlers)[0] },
+        callTimeoutMs: opts.callTimeoutMs ?? 60_000,
       });
-      d.installShim(SHIM_WRAPPER, 'containerd-shim-passfd-v2');
-      for (const [name, config] of [
-        [IMAGE, undefined],
-        [PAUSE_IMAGE, { Entrypoint: ['/bin/sleep', 'infinity'] }],
-      ] as const) {
-        const archive = path.join(dir, 'image.tar');
-        buildBusyboxImage({ output: archive, name, ...(config ? { config } : {}) });
-        await d.importImage(archive, CRI_NAMESPACE);
-        fs.rmSync(archive);
-      }
-      const cri = new CriClient(d.address, { timeoutMs: 60_000 });
-      await cri.ready(10_000);
-      return new CriSuite(d, cri, dir);
+      return new CriSuite(node.d, node.cri, dir);
     } catch (err) {
-      await d?.stop();
       fs.rmSync(dir, { recursive: true, force: true });
       throw err;
     }
@@ -179,20 +156,13 @@ export class CriSuite {
   ): Promise<Pod> {
     const logDir = path.join(this.dir, 'pods', name);
     fs.mkdirSync(logDir, { recursive: true });
-    const config = create(PodSandboxConfigSchema, {
-      metadata: { name, uid: randomUUID(), namespace: 'passfd-test', attempt: 0 },
-      hostname: '',
+    const config = hostNetworkPod({
+      name,
+      uid: randomUUID(),
+      namespace: 'passfd-test',
       logDirectory: logDir,
       labels: { 'passfd-test': 'true' },
-      linux: {
-        securityContext: {
-          namespaceOptions: {
-            network: NamespaceMode.NODE,
-            pid: opts.shareProcessNamespace ? NamespaceMode.POD : NamespaceMode.CONTAINER,
-            ipc: NamespaceMode.POD,
-          },
-        },
-      },
+      ...(opts.shareProcessNamespace ? { shareProcessNamespace: true } : {}),
     });
     const r = await this.cri.runPodSandbox({ config, runtimeHandler: handler });
     this.podsSeen.add(r.podSandboxId);
@@ -203,25 +173,13 @@ export class CriSuite {
 
   /** CreateContainer in `pod` (not started). */
   async createContainer(pod: Pod, spec: ContainerSpec): Promise<Container> {
-    const logFile = `${spec.name}.log`;
-    const config = create(ContainerConfigSchema, {
-      metadata: { name: spec.name, attempt: 0 },
-      image: { image: spec.image ?? IMAGE },
-      command: spec.command ?? [],
-      args: spec.args ?? [],
-      envs: Object.entries(spec.env ?? {}).map(([key, value]) => ({ key, value })),
-      stdin: spec.stdin ?? false,
-      stdinOnce: spec.stdinOnce ?? false,
-      tty: spec.tty ?? false,
-      logPath: logFile,
+    const config = containerConfig(pod.config, {
+      ...spec,
+      image: spec.image ?? IMAGE,
       labels: { 'passfd-test': 'true' },
-      // kubelet gives each container the pod's namespace options.
-      linux: {
-        securityContext: { namespaceOptions: pod.config.linux?.securityContext?.namespaceOptions ?? {} },
-      },
     });
     const r = await this.cri.createContainer({ podSandboxId: pod.id, config, sandboxConfig: pod.config });
-    return { id: r.containerId, name: spec.name, pod, logPath: path.join(pod.logDir, logFile) };
+    return { id: r.containerId, name: spec.name, pod, logPath: path.join(pod.logDir, config.logPath) };
   }
 
   /** CreateContainer and StartContainer. */
