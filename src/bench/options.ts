@@ -27,10 +27,17 @@ export const SCENARIOS = [
   'startup',
   'soak',
   'containerd',
+  'cri',
 ] as const;
 export type Scenario = (typeof SCENARIOS)[number];
-/** What a run measures unless told: `containerd` (real containerd + ctr, vs runc; containerd.ts) is asked for by name. */
-export const DEFAULT_SCENARIOS: readonly Scenario[] = SCENARIOS.filter((s) => s !== 'containerd');
+/**
+ * What a run measures unless told: `containerd` (real containerd + ctr, vs
+ * runc; containerd.ts) and `cri` (pods through containerd's CRI plugin, vs
+ * runc; cri.ts) are asked for by name.
+ */
+export const DEFAULT_SCENARIOS: readonly Scenario[] = SCENARIOS.filter(
+  (s) => s !== 'containerd' && s !== 'cri',
+);
 
 /**
  * A QEMU run's default scenarios: all but `startup`, which times the host's

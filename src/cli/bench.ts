@@ -169,7 +169,7 @@ export function registerBench(program: Command): void {
     .option('--no-progress', 'no progress bar')
     .option(
       '--starts <n>',
-      'containerd scenario: `ctr run --rm … true` per runtime for the start-to-exit figure (default 20, quick 6)',
+      'containerd scenario: `ctr run --rm … true` per runtime for the start-to-exit figure (default 20, quick 6); cri scenario: pods started per handler (default 10, quick 4)',
     )
     .option(
       '--cpu-prof <dir>',
@@ -226,11 +226,15 @@ export function registerBench(program: Command): void {
       }
       const bench = benchOptionsFrom(opts);
       // `containerd` is a run of its own (a private containerd and ctr, passfd vs runc: bench/containerd.ts).
+      // `cri` too (pods through containerd's CRI plugin, passfd and RPC-copy vs runc: bench/cri.ts).
       const withContainerd = bench.scenarios.includes('containerd');
-      if (withContainerd && vm)
-        throw new Error('the containerd scenario runs the loopback guest (drop --vm)');
+      const withCri = bench.scenarios.includes('cri');
+      if ((withContainerd || withCri) && vm)
+        throw new Error(
+          `the ${withContainerd ? 'containerd' : 'cri'} scenario runs the loopback guest (drop --vm)`,
+        );
       const starts = opts.starts ? parsePositiveInt(opts.starts, '--starts') : opts.quick ? 6 : 20;
-      bench.scenarios = bench.scenarios.filter((s) => s !== 'containerd');
+      bench.scenarios = bench.scenarios.filter((s) => s !== 'containerd' && s !== 'cri');
       if (opts.out) prepareOutDir(opts.out);
       // What an earlier bench or run killed with -9 could not remove.
       (await import('../util/private-dir.js')).sweepStalePrivateDirs();
@@ -254,6 +258,7 @@ export function registerBench(program: Command): void {
       for (const sig of TERMINAL_SIGNALS) process.on(sig, onSignal);
       let report: Awaited<ReturnType<typeof runBench>> | null = null;
       let containerd: import('../bench/containerd.js').ContainerdBenchReport | null = null;
+      let cri: import('../bench/cri.js').CriBenchReport | null = null;
       try {
         if (bench.scenarios.length > 0) {
           report = await runBench({
@@ -282,6 +287,18 @@ export function registerBench(program: Command): void {
             abort: abort.signal,
           });
         }
+        if (withCri) {
+          const { runCriBench } = await import('../bench/cri.js');
+          cri = await runCriBench({
+            // Log lines go through containerd's log writer: an explicit --bytes, else 256 MiB.
+            bytes: opts.bytes ? bench.bytes : opts.quick ? 32 * 1024 * 1024 : 256 * 1024 * 1024,
+            reps: bench.reps,
+            starts: opts.starts ? starts : opts.quick ? 4 : 10,
+            timeoutMs: bench.timeoutMs,
+            progress: opts.progress,
+            abort: abort.signal,
+          });
+        }
       } catch (err) {
         if (err instanceof BenchInterrupted) {
           // Everything bench started is gone; a step still in flight is abandoned.
@@ -295,20 +312,31 @@ export function registerBench(program: Command): void {
         for (const sig of TERMINAL_SIGNALS) process.off(sig, onSignal);
       }
       // The results are printed even if writing the files fails. With --json and both
-      // runs, one document: the containerd report under `containerd`.
+      // runs, one document: the containerd report under `containerd`, the CRI one under `cri`.
       if (opts.json) {
         const json = report ? toJson(report) : null;
-        const text = !containerd
-          ? json
-          : json
-            ? JSON.stringify({ ...JSON.parse(json), containerd }, null, 2)
-            : JSON.stringify(containerd, null, 2);
-        process.stdout.write(`${text}\n`);
+        const parts: Record<string, unknown> = {
+          ...(json ? JSON.parse(json) : {}),
+          ...(containerd ? { containerd } : {}),
+          ...(cri ? { cri } : {}),
+        };
+        // One scenario of its own alone: its report is the document.
+        const only = !json && [containerd, cri].filter((r) => r !== null).length === 1;
+        process.stdout.write(`${JSON.stringify(only ? (containerd ?? cri) : parts, null, 2)}\n`);
       } else {
-        if (report) process.stdout.write(`${renderTable(report)}\n`);
+        let printed = false;
+        if (report) {
+          process.stdout.write(`${renderTable(report)}\n`);
+          printed = true;
+        }
         if (containerd) {
           const { containerdMarkdown } = await import('../bench/containerd.js');
-          process.stdout.write(`${report ? '\n' : ''}${containerdMarkdown(containerd)}`);
+          process.stdout.write(`${printed ? '\n' : ''}${containerdMarkdown(containerd)}`);
+          printed = true;
+        }
+        if (cri) {
+          const { criMarkdown } = await import('../bench/cri.js');
+          process.stdout.write(`${printed ? '\n' : ''}${criMarkdown(cri)}`);
         }
       }
       let writeFailed = false;
@@ -324,6 +352,10 @@ export function registerBench(program: Command): void {
           if (containerd) {
             const { writeContainerdOutputs } = await import('../bench/containerd.js');
             names.push(...writeContainerdOutputs(opts.out, containerd));
+          }
+          if (cri) {
+            const { writeCriOutputs } = await import('../bench/cri.js');
+            names.push(...writeCriOutputs(opts.out, cri));
           }
           if (!opts.json)
             process.stdout.write(
@@ -341,11 +373,13 @@ export function registerBench(program: Command): void {
           `CPU profiles (*.cpuprofile) of the vmm${vm ? ' (the agent runs in the guest)' : ' and agent'}: ${opts.cpuProf}\n`,
         );
       // Any failed measurement (listed above the table and in the report's errors) fails the run.
-      const errors = (report?.errors.length ?? 0) + (containerd?.errors.length ?? 0);
+      const errors =
+        (report?.errors.length ?? 0) + (containerd?.errors.length ?? 0) + (cri?.errors.length ?? 0);
       if (errors > 0) process.stderr.write(`bench: ${errors} measurement(s) failed\n`);
       const nothing =
         (report !== null && report.summary.length === 0 && !report.startup && !report.soak) ||
-        (containerd !== null && containerd.rows.length === 0);
+        (containerd !== null && containerd.rows.length === 0) ||
+        (cri !== null && cri.rows.length === 0);
       const code = nothing || errors > 0 || writeFailed ? 1 : 0;
       // Exit explicitly: a failed measurement may leave a handle behind (a FIFO nobody
       // will open again) that would otherwise keep the process alive. Flush first.

@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { CriError } from '../../src/cri/client.js';
-import { runRemoteCommand } from '../../src/cri/remote-command.js';
+import { RemoteCommandStream, runRemoteCommand } from '../../src/cri/remote-command.js';
 import { ContainerState, PodSandboxState } from '../../src/protocol/gen/k8s/cri-api/runtime/v1/api_pb.js';
 import { IMAGE, PAUSE_IMAGE, useCriSuite } from './cri-support.js';
 
@@ -141,17 +141,20 @@ describe.each(HANDLERS)('a pod with handler %s', (handler) => {
       cmd: [
         'sh',
         '-c',
-        'read l; i=0; until stty size >/dev/null 2>&1 || [ $i = 50 ]; do sleep 0.1; i=$((i+1)); done; stty size; tty',
+        'read l; i=0; until [ "$(stty size 2>/dev/null)" = "37 91" ] || [ $i = 50 ]; do sleep 0.1; i=$((i+1)); done; stty size; tty',
       ],
       stdin: true,
       stdout: true,
       tty: true,
     });
-    const r = await runRemoteCommand(url, {
-      resize: { width: 91, height: 37 },
-      stdin: 'go\r',
-      timeoutMs: 20_000,
-    });
+    // containerd drops a resize that arrives before the exec's process runs; a terminal client
+    // sends the size again on every change (kubectl on SIGWINCH): here, until the command ends.
+    const stream = await RemoteCommandStream.open(url, { timeoutMs: 20_000 });
+    const size = { width: 91, height: 37 };
+    stream.resize(size);
+    stream.write('go\r');
+    const again = setInterval(() => stream.resize(size), 200);
+    const r = await stream.result.finally(() => clearInterval(again));
     // The tty echoes the input and ends lines with CR LF.
     expect(r.stdout.toString()).toMatch(/37 91\r\n\/dev\/pts\/\d+\r\n$/);
     expect(r.exitCode).toBe(0);
