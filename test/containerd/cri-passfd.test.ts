@@ -11,10 +11,13 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { parse as parseToml } from 'smol-toml';
 import { describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { CRI_NAMESPACE } from '../../src/containerd/private-daemon.js';
-import { ContainerState } from '../../src/protocol/gen/k8s/cri-api/runtime/v1/api_pb.js';
+import { ContainerState, RuntimeService } from '../../src/protocol/gen/k8s/cri-api/runtime/v1/api_pb.js';
 import { type Container, type Pod, useCriSuite } from './cri-support.js';
+import { RUNTIME } from './support.js';
 
 const s = useCriSuite();
 
@@ -166,6 +169,48 @@ describe('a pod on io.containerd.passfd.v2', () => {
     await s.waitExit(a, 30_000);
     await s.removePod(pod);
     expect(await s.leaks()).toEqual([]);
+  });
+
+  it('answers ContainerStats and ListContainerStats from the guest’s figures (kubelet’s summary API)', async () => {
+    const pod = await s.runPod('passfd');
+    // CPU spent by the container's own process (an exec's is gone with it: no cgroup keeps it).
+    const c = await s.startContainer(pod, {
+      name: 'busy',
+      command: [
+        'sh',
+        '-c',
+        'i=0; while [ $i -lt 50000 ]; do i=$((i+1)); done; echo spun; exec sleep infinity',
+      ],
+    });
+    await s.waitLog(c, (l) => l.stdout.toString() === 'spun\n');
+    const one = await s.cri.call(RuntimeService.method.containerStats, { containerId: c.id });
+    expect(one.stats?.attributes?.id).toBe(c.id);
+    expect(one.stats?.cpu?.usageCoreNanoSeconds?.value ?? 0n).toBeGreaterThan(0n);
+    expect(one.stats?.memory?.workingSetBytes?.value ?? 0n).toBeGreaterThan(0n);
+    const all = await s.cri.call(RuntimeService.method.listContainerStats, {
+      filter: { podSandboxId: pod.id },
+    });
+    expect(all.stats.map((x) => x.attributes?.id)).toEqual([c.id]);
+  });
+
+  it('runs the pod of examples/kubernetes/ on the handler its RuntimeClass names', async () => {
+    const dir = path.resolve(import.meta.dirname, '../../examples/kubernetes');
+    const toml = parseToml(fs.readFileSync(path.join(dir, 'containerd-config.toml'), 'utf8')) as {
+      plugins: Record<string, { containerd: { runtimes: Record<string, { runtime_type: string }> } }>;
+    };
+    const runtimes = toml.plugins['io.containerd.grpc.v1.cri']!.containerd.runtimes;
+    const rc = parseYaml(fs.readFileSync(path.join(dir, 'runtimeclass.yaml'), 'utf8'));
+    const manifest = parseYaml(fs.readFileSync(path.join(dir, 'pod.yaml'), 'utf8'));
+    expect(rc).toMatchObject({ kind: 'RuntimeClass', handler: 'passfd' });
+    expect(runtimes[rc.handler]!.runtime_type).toBe(RUNTIME);
+    expect(manifest.spec).toMatchObject({ runtimeClassName: rc.metadata.name, hostNetwork: true });
+    // The suite's containerd has the handler under the same name and type.
+    const pod = await s.runPod(rc.handler);
+    const byName: Record<string, Container> = {};
+    for (const c of manifest.spec.containers as { name: string; command: string[] }[])
+      byName[c.name] = await s.startContainer(pod, { name: c.name, command: c.command });
+    await s.waitLog(byName.writer!, (l) => l.stdout.toString().startsWith('line 1\nline 2\n'));
+    expect(Number(await execOut(byName.reader!, 'cat /dev/shm/count'))).toBeGreaterThanOrEqual(2);
   });
 
   it('ten pods created and removed in a row leave nothing, down to containerd’s fds', async () => {
