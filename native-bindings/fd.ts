@@ -200,3 +200,16 @@ export function bytesReadable(fd: number): number {
   check(c.ioctl(fd, FIONREAD, out), 'ioctl(FIONREAD)', `fd ${fd}`);
   return out.readInt32LE(0);
 }
+
+/**
+ * dup2(2): makes `target` a copy of `fd` (closing what `target` was). For a
+ * process that must move its own stdio, which Node cannot do (a warm spare
+ * shim taking on a task's log FIFO as stdout and stderr).
+ */
+export function dup2Fd(fd: number, target: number): void {
+  for (;;) {
+    if (c.dup2(fd, target) >= 0) return;
+    const e = errno();
+    if (e !== E.EINTR) throw new SysError('dup2', e, `fd ${fd} onto ${target}`);
+  }
+}

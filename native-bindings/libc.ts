@@ -32,6 +32,7 @@ export const c = {
   write: libc.func('ssize_t write(int fd, const void *buf, size_t count)'),
   close: libc.func('int close(int fd)'),
   dup: libc.func('int dup(int fd)'),
+  dup2: libc.func('int dup2(int oldfd, int newfd)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
   pipe2: libc.func('int pipe2(_Out_ int *fds, int flags)'),
   socket: libc.func('int socket(int domain, int type, int protocol)'),

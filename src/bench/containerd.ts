@@ -17,7 +17,10 @@
  *   whole MiB blocks (`iflag=fullblock`) and no partial one.
  * - start-to-exit: wall time of `ctr run --rm … true`, from ctr's start to
  *   its exit (shim start, guest or runc, create, start, exit, delete), the
- *   median (p50) and p90 of `starts` runs.
+ *   median (p50) and p90 of `starts` runs; for this shim also with warm
+ *   spare shims (`shim_spare_idle_s`), in a namespace of their own (spares
+ *   serve any task of their containerd and namespace, so the runs without
+ *   must not meet them).
  *
  * Both runtimes pay for ctr's own copying and containerd's work; what
  * differs is everything between containerd and the container process. The
@@ -41,6 +44,8 @@ export const CTR_RUNTIMES = { passfd: 'io.containerd.passfd.v2', runc: 'io.conta
 export type CtrRuntime = keyof typeof CTR_RUNTIMES;
 
 const IMAGE = 'localhost/passfd-bench-busybox:1';
+/** The namespace of the start-to-exit runs with warm spare shims. */
+const SPARE_NAMESPACE = 'passfd-spare';
 const MiB = 1024 * 1024;
 /** The shim wrapper of this package: bin/ two levels up from the CLI bundle (dist/cli) and from src/bench alike. */
 const SHIM = path.resolve(import.meta.dirname, '../../bin/containerd-shim-passfd-v2');
@@ -73,6 +78,8 @@ interface Samples {
   stdoutMiBps: number[];
   stdinMiBps: number[];
   startMs: number[];
+  /** passfd only: start-to-exit with warm spare shims. */
+  startSpareMs: number[];
   /** CPU seconds per GiB during the transfers: the runtime's processes (the shim, which holds the loopback guest and its agent), and ctr. */
   stdoutCpu: { runtime: number[]; ctr: number[] };
   stdinCpu: { runtime: number[]; ctr: number[] };
@@ -82,6 +89,7 @@ const emptySamples = (): Samples => ({
   stdoutMiBps: [],
   stdinMiBps: [],
   startMs: [],
+  startSpareMs: [],
   stdoutCpu: { runtime: [], ctr: [] },
   stdinCpu: { runtime: [], ctr: [] },
 });
@@ -115,9 +123,13 @@ function ctrRun(
     onStdout?: (b: Buffer) => void;
     onStderr?: (b: Buffer, stdin: NodeJS.WritableStream) => void;
     onSpawn?: (pid: number) => void;
+    namespace?: string;
   } = {},
 ): Promise<void> {
-  const child = d.spawnCtr(args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = d.spawnCtr(args, {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    ...(io.namespace ? { namespace: io.namespace } : {}),
+  });
   io.onSpawn?.(child.pid!);
   let err = '';
   (child.stdout as Readable).on('data', (b: Buffer) => io.onStdout?.(b));
@@ -202,7 +214,7 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
     }
   }
   const mib = Math.max(1, Math.round(o.bytes / MiB));
-  const progress = createProgress(o.reps * 4 + o.starts * 2, o.progress, 'starting a private containerd');
+  const progress = createProgress(o.reps * 4 + o.starts * 3, o.progress, 'starting a private containerd');
   const d = await PrivateContainerd.start();
   const samples: ContainerdBenchReport['samples'] = { passfd: emptySamples(), runc: emptySamples() };
   const errors: string[] = [];
@@ -212,6 +224,9 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
     const archive = path.join(d.dir, 'image.tar');
     buildBusyboxImage({ output: archive, name: IMAGE });
     await d.importImage(archive);
+    await d.importImage(archive, SPARE_NAMESPACE);
+    const spareConfig = path.join(d.dir, 'spare.toml');
+    fs.writeFileSync(spareConfig, '[runtime]\nshim_spare_idle_s = 300\n');
     const run = (rt: CtrRuntime, cmd: string[]) => [
       'run',
       '--rm',
@@ -320,12 +335,30 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
       }
     }
     for (let i = 0; i < o.starts; i++) {
-      const order: CtrRuntime[] = i % 2 === 0 ? ['passfd', 'runc'] : ['runc', 'passfd'];
-      for (const rt of order) {
-        await measure('start-to-exit', rt, async () => {
+      const kinds = ['passfd', 'runc', 'spare'] as const;
+      for (let k = 0; k < kinds.length; k++) {
+        const kind = kinds[(i + k) % kinds.length]!;
+        const rt: CtrRuntime = kind === 'runc' ? 'runc' : 'passfd';
+        await measure(kind === 'spare' ? 'start-to-exit (warm spare)' : 'start-to-exit', rt, async () => {
+          const args =
+            kind === 'spare'
+              ? [
+                  'run',
+                  '--rm',
+                  '--runtime',
+                  CTR_RUNTIMES.passfd,
+                  '--runtime-config-path',
+                  spareConfig,
+                  '--fifo-dir',
+                  d.fifoDir,
+                  IMAGE,
+                  `bench-${process.pid}-spare-${n++}`,
+                  'true',
+                ]
+              : run(rt, ['true']);
           const t0 = performance.now();
-          await ctrRun(d, run(rt, ['true']), o.timeoutMs);
-          samples[rt].startMs.push(performance.now() - t0);
+          await ctrRun(d, args, o.timeoutMs, kind === 'spare' ? { namespace: SPARE_NAMESPACE } : {});
+          (kind === 'spare' ? samples.passfd.startSpareMs : samples[rt].startMs).push(performance.now() - t0);
         });
       }
     }
@@ -376,6 +409,12 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
         (v) => percentile(v, 90),
       ),
     );
+  }
+  if (ok(samples.passfd.startSpareMs) && ok(samples.runc.startMs)) {
+    // This shim with warm spares, against runc's same runs.
+    const spare = (r: CtrRuntime) => (r === 'passfd' ? samples.passfd.startSpareMs : samples.runc.startMs);
+    rows.push(row('ctr run --rm … true, p50, warm spare shims', 'ms', spare, median, '≤ 2× runc'));
+    rows.push(row('ctr run --rm … true, p90, warm spare shims', 'ms', spare, (v) => percentile(v, 90)));
   }
   return {
     meta: {

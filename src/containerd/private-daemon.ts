@@ -39,6 +39,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { identify, killTrees, type ProcessIdentity } from '../shim/process-tree.js';
+import { removeSparesOf } from '../shim/spare-dir.js';
 import { unmountUnder } from './mounts.js';
 
 export interface PrivateContainerdOptions {
@@ -388,6 +389,8 @@ export class PrivateContainerd {
     const left = this.ownProcesses();
     killTrees(left.map((p) => p.process));
     for (const p of left) if (p.socket) fs.rmSync(p.socket, { force: true });
+    // Warm spare shims were among them: their directories and sockets go too.
+    removeSparesOf(this.address);
     unmountUnder(this.dir);
     fs.rmSync(this.dir, { recursive: true, force: true });
   }

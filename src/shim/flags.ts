@@ -11,7 +11,7 @@
  * An unknown flag is an error, as in Go. Pure.
  */
 
-export type ShimAction = 'start' | 'delete' | 'serve';
+export type ShimAction = 'start' | 'delete' | 'serve' | 'spare';
 
 /**
  * Not a flag: set (to `1`) by the launcher of `start` (the shell wrapper, or
@@ -94,7 +94,7 @@ export function parseShimFlags(argv: readonly string[]): ShimFlags {
     }
   }
   const action = argv[i];
-  if (action === 'start' || action === 'delete') flags.action = action;
+  if (action === 'start' || action === 'delete' || action === 'spare') flags.action = action;
   else if (action !== undefined) throw new FlagError(`unknown action "${action}" (want start or delete)`);
   return flags;
 }

@@ -8,7 +8,9 @@
  *              shell wrapper does this without a Node process of its own;
  *   (none)     serve.ts: the long-lived shim, serving containerd's Task
  *              service over ttrpc until the task is deleted and Shutdown;
- *   … delete   delete.ts: cleans up after a shim that is gone.
+ *   … delete   delete.ts: cleans up after a shim that is gone;
+ *   … spare    spare.ts: a warm spare shim waiting for the next task's
+ *              `start` (started by a shim, never by containerd).
  *
  * Each action loads only its own modules: `start` and `delete` run once per
  * container and their start-up time is on the container's critical path.
@@ -24,6 +26,8 @@ async function main(flags: ShimFlags): Promise<void> {
     return;
   }
   if (!flags.namespace) throw new Error('shim namespace cannot be empty');
+  // A warm spare (spare.ts, started by a shim, never by containerd) learns its task's id when taken.
+  if (flags.action === 'spare') return (await import('./spare.js')).runSpare(flags);
   if (!flags.id) throw new Error('shim id cannot be empty');
   if (flags.action === 'start' && process.env[LAUNCH_ENV] !== '1')
     await (await import('./start.js')).start(flags);

@@ -27,7 +27,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import tty from 'node:tty';
 import { configPathFromOptions } from '../protocol/runtime-options.js';
-import { createLogger, parseLevel, setLogLevel } from '../util/log.js';
+import { createLogger, type Logger, parseLevel, setLogLevel } from '../util/log.js';
 import { withPrivateUmask } from '../util/private-umask.js';
 import {
   shimGroupId,
@@ -69,7 +69,7 @@ function readOptionsConfig(): string | undefined {
  * the private umask), replacing a stale file a dead shim left (`start` has
  * checked that nobody answers there).
  */
-async function bind(listener: net.Server, socketPath: string): Promise<void> {
+export async function bind(listener: net.Server, socketPath: string): Promise<void> {
   const listen = () =>
     new Promise<void>((resolve, reject) => {
       listener.once('error', reject);
@@ -91,12 +91,37 @@ async function bind(listener: net.Server, socketPath: string): Promise<void> {
   fs.chmodSync(socketPath, 0o600);
 }
 
-export async function serve(flags: ShimFlags): Promise<void> {
-  const bundle = flags.bundle || process.cwd();
+/** A listening socket whose connections wait, paused, until `serve` is given a handler. */
+export class PausedListener {
+  readonly server: net.Server;
+  private early: net.Socket[] = [];
+  private handler: ((sock: net.Socket) => void) | null = null;
+
+  constructor() {
+    this.server = net.createServer({ pauseOnConnect: true }, (sock) => {
+      if (this.handler) this.handler(sock);
+      else this.early.push(sock);
+    });
+  }
+
+  /** Hands every connection, those that waited first, to `handler`. */
+  serve(handler: (sock: net.Socket) => void): void {
+    this.handler = handler;
+    for (const sock of this.early.splice(0)) handler(sock);
+  }
+}
+
+/** Where the shim's log lines go: containerd's log (stderr is the bundle's `log` FIFO). */
+export function setUpLogging(flags: ShimFlags): void {
   setLogLevel(flags.debug ? 'debug' : (parseLevel(process.env.PASSFD_LOG) ?? 'info'));
   // containerd may stop reading the log FIFO (it went away): never die of that.
   process.stderr.on('error', () => {});
   process.stdout.on('error', () => {});
+}
+
+export async function serve(flags: ShimFlags): Promise<void> {
+  const bundle = flags.bundle || process.cwd();
+  setUpLogging(flags);
   const log = createLogger(`passfd-shim[${flags.namespace}/${flags.id}]`);
   const launched = process.env[LAUNCH_ENV] === '1';
   // Not for the guest's processes, which inherit the environment.
@@ -117,25 +142,51 @@ export async function serve(flags: ShimFlags): Promise<void> {
     socketPath = socketPathOf(flags.socket);
   }
   const address = toAddress(socketPath);
-  const early: net.Socket[] = [];
-  let onConnection = (sock: net.Socket) => void early.push(sock);
-  const listener = net.createServer({ pauseOnConnect: true }, (sock) => onConnection(sock));
+  const listener = new PausedListener();
   try {
-    await bind(listener, socketPath);
+    await bind(listener.server, socketPath);
   } catch (err) {
     tellStart(`ERROR cannot listen on ${socketPath}: ${(err as Error).message}`);
     throw err;
   }
   if (launched) writeAddressFile(bundle, address);
   tellStart(`READY ${address}`);
+  // Spares only for shims containerd starts (by hand, a shim is a test's or a debugging session's).
+  await runShim({ flags, bundle, log, socketPath, listener, prestart: { optionsConfig }, spares: launched });
+}
 
+export interface RunShimOptions {
+  flags: ShimFlags;
+  /** The bundle of the task the shim was started for. */
+  bundle: string;
+  log: Logger;
+  socketPath: string;
+  listener: PausedListener;
+  /** Boot the guest now with the configuration `start` found (a spare leaves it to Create). */
+  prestart?: { optionsConfig: string | undefined };
+  /**
+   * Start a warm spare for the next task (spare.ts): for a shim `start`
+   * launched, as its configuration's `shim_spare_idle_s` says; a spare that
+   * took a task starts its successor as it was told (the environment).
+   */
+  spares: boolean;
+}
+
+/**
+ * The shim once its socket is bound and containerd knows its address: the
+ * guest, the Task service, the state record, and the end.
+ */
+export async function runShim(o: RunShimOptions): Promise<void> {
+  const { flags, bundle, log, socketPath, listener } = o;
+  const address = toAddress(socketPath);
   // The guest first: its processes start while the rest of the shim loads.
-  const [{ loadShimConfig }, { SandboxSlot }, { Sandbox }, state, tree] = await Promise.all([
+  const [{ loadShimConfig }, { SandboxSlot }, { Sandbox }, state, tree, spares] = await Promise.all([
     import('./config.js'),
     import('./sandbox-slot.js'),
     import('./sandbox.js'),
     import('./state-file.js'),
     import('./process-tree.js'),
+    import('./spare-launch.js'),
   ]);
   const me = tree.identify(process.pid)!;
   let guest: { processes: { name: string; pid: number }[]; dirs: string[] } = { processes: [], dirs: [] };
@@ -174,11 +225,17 @@ export async function serve(flags: ShimFlags): Promise<void> {
     record();
     return sandbox;
   }, log);
-  try {
-    slot.prestart(loadShimConfig(optionsConfig));
-  } catch (err) {
-    // Create loads it again and reports the error to containerd.
-    log.error((err as Error).message);
+  // A warm spare for the next task's `start`: how long it may wait (0: none).
+  let spareIdleMs = o.spares ? spares.spareIdleFromEnv() : 0;
+  if (o.prestart) {
+    try {
+      const cfg = loadShimConfig(o.prestart.optionsConfig);
+      if (o.spares) spareIdleMs = cfg.config.runtime.shim_spare_idle_s * 1000;
+      slot.prestart(cfg);
+    } catch (err) {
+      // Create loads it again and reports the error to containerd.
+      log.error((err as Error).message);
+    }
   }
 
   const [{ TtrpcServer }, { EventPublisher }, { TaskService }, { SHIM_VERSION }] = await Promise.all([
@@ -197,7 +254,7 @@ export async function serve(flags: ShimFlags): Promise<void> {
     await slot.stop();
     for (const b of bundles) state.removeState(b);
     await events.close();
-    listener.close();
+    listener.server.close();
     await ttrpc.close();
     fs.rmSync(socketPath, { force: true });
     process.exit(0);
@@ -224,12 +281,13 @@ export async function serve(flags: ShimFlags): Promise<void> {
   });
   service.register(ttrpc);
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => void end(sig));
-  listener.on('error', (err) => log.error(`listener: ${err.message}`));
-  onConnection = (sock) => {
+  listener.server.on('error', (err) => log.error(`listener: ${err.message}`));
+  listener.serve((sock) => {
     sock.on('error', () => {});
     void ttrpc.serve(sock);
     sock.resume();
-  };
-  for (const sock of early.splice(0)) onConnection(sock);
+  });
   log.info(`serving ${address} (pid ${process.pid})`);
+  // For the next container's `start` (at a lower priority than this task's start).
+  if (spareIdleMs > 0) spares.startSpare(flags, spareIdleMs, log);
 }

@@ -16,6 +16,7 @@ const DEFAULTS: Config = {
     agent_port: 1024,
     agent_stream_wait_ms: 10_000,
     rpc_chunk_size: 32_768,
+    shim_spare_idle_s: 0,
   },
   hypervisor: {
     hvsock_path: '',

@@ -42,10 +42,15 @@ describe('bench --scenarios containerd', () => {
       expect(run.status, run.stderr).toBe(report.errors.length > 0 ? 1 : 0);
       const metrics = report.rows.map((r: { metric: string }) => r.metric);
       expect(metrics).toEqual(
-        expect.arrayContaining(['ctr run --rm … true, p50', 'ctr run --rm … true, p90']),
+        expect.arrayContaining([
+          'ctr run --rm … true, p50',
+          'ctr run --rm … true, p90',
+          'ctr run --rm … true, p50, warm spare shims',
+        ]),
       );
       expect(report.samples.passfd.startMs).toHaveLength(2);
       expect(report.samples.runc.startMs).toHaveLength(2);
+      expect(report.samples.passfd.startSpareMs).toHaveLength(2);
       // Each transfer either measured or named in errors (ctr 1.6.20 can lose a stream's tail; see README).
       for (const rt of ['passfd', 'runc'])
         for (const dir of ['stdout', 'stdin']) {

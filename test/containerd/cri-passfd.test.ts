@@ -16,6 +16,8 @@ import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { CRI_NAMESPACE } from '../../src/containerd/private-daemon.js';
 import { ContainerState, RuntimeService } from '../../src/protocol/gen/k8s/cri-api/runtime/v1/api_pb.js';
+import { isAlive } from '../../src/shim/process-tree.js';
+import { liveSpare, readSpare, removeSpareDir, spareDirFor } from '../../src/shim/spare-dir.js';
 import { type Container, type Pod, useCriSuite } from './cri-support.js';
 import { RUNTIME } from './support.js';
 
@@ -40,6 +42,16 @@ const taskAddress = (id: string) =>
     path.join(s.d.state, 'io.containerd.runtime.v2.task', CRI_NAMESPACE, id, 'address'),
     'utf8',
   );
+
+async function waitFor<T>(what: string, probe: () => T | null | undefined | false, ms = 15_000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = probe();
+    if (v) return v;
+    if (Date.now() > until) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 async function execOut(c: Container, script: string): Promise<string> {
   const r = await s.cri.execSync({ containerId: c.id, cmd: ['sh', '-c', script], timeout: 20n });
@@ -211,6 +223,31 @@ describe('a pod on io.containerd.passfd.v2', () => {
       byName[c.name] = await s.startContainer(pod, { name: c.name, command: c.command });
     await s.waitLog(byName.writer!, (l) => l.stdout.toString().startsWith('line 1\nline 2\n'));
     expect(Number(await execOut(byName.reader!, 'cat /dev/shm/count'))).toBeGreaterThanOrEqual(2);
+  });
+
+  it('takes a warm spare shim for a pod’s sandbox, and the pod’s containers find it', async () => {
+    const first = await s.runPod('passfd-spare');
+    await s.removePod(first);
+    const spareDir = spareDirFor(s.d.address, CRI_NAMESPACE);
+    const spare = await waitFor('a spare', () => liveSpare(spareDir));
+    try {
+      const pod = await s.runPod('passfd-spare');
+      expect(s.d.log()).toContain(`a warm spare (pid ${spare.process.pid}) takes task ${pod.id}`);
+      const a = await idle(pod, 'a');
+      expect(taskAddress(a.id)).toBe(spare.address);
+      expect(taskAddress(pod.id)).toBe(spare.address);
+      expect(await execOut(a, 'echo ok')).toBe('ok');
+      const b = await s.startContainer(pod, { name: 'b', command: ['sh', '-c', 'echo from-b; exit 4'] });
+      expect((await s.waitExit(b)).exitCode).toBe(4);
+      expect((await s.waitLog(b, (l) => l.lines.length > 0)).stdout.toString()).toBe('from-b\n');
+      await s.removePod(pod);
+    } finally {
+      // Its successor waits: end it, so that nothing of this test is left.
+      const next = readSpare(spareDir);
+      if (next) process.kill(next.process.pid, 'SIGTERM');
+      await waitFor('the successor to end', () => !next || !isAlive(next.process));
+      removeSpareDir(spareDir);
+    }
   });
 
   it('ten pods created and removed in a row leave nothing, down to containerd’s fds', async () => {

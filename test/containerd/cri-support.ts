@@ -77,6 +77,7 @@ export function defaultHandlers(suiteDir: string): CriHandlers {
     runc: 'io.containerd.runc.v2',
     passfd: handler('passfd'),
     'passfd-rpc': handler('rpc'),
+    'passfd-spare': handler('spare'),
   };
 }
 

@@ -39,6 +39,8 @@ export const MiB = 1024 * 1024;
 export const CONFIGS = {
   passfd: '[runtime]\nuse_passfd_io = true\n',
   rpc: '[runtime]\nuse_passfd_io = false\n',
+  /** Warm spare shims (src/shim/spare.ts), which every other configuration here leaves off. */
+  spare: '[runtime]\nuse_passfd_io = true\nshim_spare_idle_s = 60\n',
   /** A QEMU guest whose QEMU does not exist: the guest fails to boot. */
   noqemu: '[hypervisor]\nguest = "qemu"\nqemu_path = "/nonexistent/qemu-system-x86_64"\n',
 } as const;
