@@ -55,7 +55,7 @@ export interface SpareRecord {
 export function readSpare(dir: string): SpareRecord | null {
   const pid = readText(path.join(dir, 'pid'))?.trim().split(' ').map(Number);
   const address = readText(path.join(dir, 'address'))?.trim();
-  if (!pid || pid.length !== 2 || !pid.every((n) => Number.isInteger(n) && n > 0) || !address) return null;
+  if (pid?.length !== 2 || !pid.every((n) => Number.isInteger(n) && n > 0) || !address) return null;
   return { process: { pid: pid[0]!, start: pid[1]! }, address };
 }
 

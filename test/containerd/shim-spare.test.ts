@@ -97,7 +97,7 @@ describe('a warm spare shim', () => {
     await waitFor('a spare', () => liveSpare(dir()));
     const ids = [0, 1, 2].map(() => suite.id('race'));
     const results = await Promise.all(ids.map((id) => suite.run('spare', id, ['echo', id])));
-    results.forEach((r, i) => expect(r).toMatchObject({ code: 0, stdout: `${ids[i]}\n` }));
+    for (const [i, r] of results.entries()) expect(r).toMatchObject({ code: 0, stdout: `${ids[i]}\n` });
     const took = ids.filter((id) => suite.d.log().includes(`takes task ${id}`));
     expect(took).toHaveLength(1);
   });
