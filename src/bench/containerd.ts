@@ -27,16 +27,22 @@
  * bench needs containerd, ctr and runc (apt-get install containerd) and
  * root; it is not part of the default scenarios.
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { buildBusyboxImage } from '../containerd/busybox-image.js';
 import { PrivateContainerd } from '../containerd/private-daemon.js';
 import { clockTicksPerSecond } from '../util/proc-stat.js';
+import {
+  type ContainerdMeta,
+  containerdMeta,
+  formatFigure,
+  reportMarkdown,
+  requireContainerdTools,
+  writeReportFiles,
+} from './containerd-report.js';
 import { readCpuTicks } from './proc-cpu.js';
 import { createProgress } from './progress.js';
-import { type HostMeta, hostMeta } from './results.js';
 import { BenchInterrupted } from './runner.js';
 import { median, percentile } from './stats.js';
 
@@ -95,23 +101,11 @@ const emptySamples = (): Samples => ({
 });
 
 export interface ContainerdBenchReport {
-  meta: HostMeta & {
-    containerd: string;
-    runc: string;
-    durationS: number;
-  };
+  meta: ContainerdMeta;
   options: Omit<ContainerdBenchOptions, 'progress' | 'abort'>;
   rows: ContainerdRow[];
   samples: Record<CtrRuntime, Samples>;
   errors: string[];
-}
-
-function version(cmd: string, args: string[]): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', timeout: 10_000 }).split('\n')[0]!.trim();
-  } catch {
-    return 'unknown';
-  }
 }
 
 /** Runs ctr and resolves when it exits; `onStdout`/`onStderr` see its output. Throws on a non-zero exit. */
@@ -206,13 +200,7 @@ class CpuWindow {
 
 export async function runContainerdBench(o: ContainerdBenchOptions): Promise<ContainerdBenchReport> {
   const started = performance.now();
-  for (const tool of ['containerd', 'ctr', 'runc']) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    } catch {
-      throw new Error(`the containerd scenario needs ${tool} (apt-get install containerd)`);
-    }
-  }
+  requireContainerdTools('containerd');
   const mib = Math.max(1, Math.round(o.bytes / MiB));
   const progress = createProgress(o.reps * 4 + o.starts * 3, o.progress, 'starting a private containerd');
   const d = await PrivateContainerd.start();
@@ -417,12 +405,7 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
     rows.push(row('ctr run --rm … true, p90, warm spare shims', 'ms', spare, (v) => percentile(v, 90)));
   }
   return {
-    meta: {
-      ...hostMeta(),
-      containerd: version('containerd', ['--version']),
-      runc: version('runc', ['--version']),
-      durationS: (performance.now() - started) / 1000,
-    },
+    meta: containerdMeta(started),
     options: { bytes: mib * MiB, reps: o.reps, starts: o.starts, timeoutMs: o.timeoutMs },
     rows,
     samples,
@@ -430,32 +413,27 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
   };
 }
 
-const fmt = (v: number) => (v >= 100 ? v.toFixed(0) : v.toPrecision(3));
-
 /** The report as a Markdown table (also what the terminal shows). */
 export function containerdMarkdown(r: ContainerdBenchReport): string {
-  const lines = [
-    `containerd scenario: \`ctr run\` through io.containerd.passfd.v2 (passfd, loopback guest) vs io.containerd.runc.v2, side by side`,
-    '',
-    `${r.meta.containerd}; ${r.meta.runc}; ${r.meta.cpus} CPUs, Linux ${r.meta.kernel}, Node ${r.meta.node}; ${r.options.bytes / MiB} MiB per transfer × ${r.options.reps} reps, ${r.options.starts} starts per runtime; ${r.meta.durationS.toFixed(0)} s`,
-    '',
-    '| metric | unit | passfd | runc | passfd/runc | target |',
-    '|---|---|---:|---:|---:|---|',
-    ...r.rows.map(
-      (x) =>
-        `| ${x.metric} | ${x.unit} | ${fmt(x.passfd)} | ${fmt(x.runc)} | ${x.ratio.toFixed(2)}× | ${x.target ?? ''} |`,
-    ),
-  ];
-  if (r.errors.length > 0) lines.push('', 'Failed runs:', ...r.errors.map((e) => `- ${e}`));
-  return `${lines.join('\n')}\n`;
+  return reportMarkdown({
+    title:
+      'containerd scenario: `ctr run` through io.containerd.passfd.v2 (passfd, loopback guest) vs io.containerd.runc.v2, side by side',
+    meta: r.meta,
+    what: `${r.options.bytes / MiB} MiB per transfer × ${r.options.reps} reps, ${r.options.starts} starts per runtime`,
+    figures: ['passfd', 'runc', 'passfd/runc'],
+    rows: r.rows.map((x) => [
+      x.metric,
+      x.unit,
+      formatFigure(x.passfd),
+      formatFigure(x.runc),
+      `${x.ratio.toFixed(2)}×`,
+      x.target ?? '',
+    ]),
+    errors: r.errors,
+  });
 }
 
 /** Writes containerd.json and containerd.md into `dir`; returns their paths. */
 export function writeContainerdOutputs(dir: string, r: ContainerdBenchReport): string[] {
-  fs.mkdirSync(dir, { recursive: true });
-  const json = path.join(dir, 'containerd.json');
-  const markdown = path.join(dir, 'containerd.md');
-  fs.writeFileSync(json, `${JSON.stringify(r, null, 2)}\n`);
-  fs.writeFileSync(markdown, containerdMarkdown(r));
-  return [json, markdown];
+  return writeReportFiles(dir, 'containerd', r, containerdMarkdown(r));
 }

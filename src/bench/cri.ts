@@ -24,7 +24,6 @@
  * Needs containerd, ctr and runc (apt-get install containerd) and root; not
  * part of the default scenarios.
  */
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -33,8 +32,15 @@ import { parseCriLog } from '../cri/log-file.js';
 import { containerConfig, hostNetworkPod } from '../cri/pod-config.js';
 import { ContainerState } from '../protocol/gen/k8s/cri-api/runtime/v1/api_pb.js';
 import { makePrivateDir } from '../util/private-dir.js';
+import {
+  type ContainerdMeta,
+  containerdMeta,
+  formatFigure,
+  reportMarkdown,
+  requireContainerdTools,
+  writeReportFiles,
+} from './containerd-report.js';
 import { createProgress } from './progress.js';
-import { type HostMeta, hostMeta } from './results.js';
 import { BenchInterrupted } from './runner.js';
 import { median, percentile } from './stats.js';
 
@@ -75,19 +81,11 @@ export interface CriRow {
 }
 
 export interface CriBenchReport {
-  meta: HostMeta & { containerd: string; runc: string; durationS: number };
+  meta: ContainerdMeta;
   options: Omit<CriBenchOptions, 'progress' | 'abort'>;
   rows: CriRow[];
   samples: Record<CriHandlerName, Samples>;
   errors: string[];
-}
-
-function version(cmd: string, args: string[]): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', timeout: 10_000 }).split('\n')[0]!.trim();
-  } catch {
-    return 'unknown';
-  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -113,13 +111,7 @@ function endsWith(file: string, tail: Buffer): boolean {
 
 export async function runCriBench(o: CriBenchOptions): Promise<CriBenchReport> {
   const started = performance.now();
-  for (const tool of ['containerd', 'ctr', 'runc']) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    } catch {
-      throw new Error(`the cri scenario needs ${tool} (apt-get install containerd)`);
-    }
-  }
+  requireContainerdTools('cri');
   const lines = Math.max(1, Math.floor(o.bytes / LINE));
   const progress = createProgress(
     (o.reps + o.starts) * CRI_HANDLERS.length,
@@ -280,12 +272,7 @@ export async function runCriBench(o: CriBenchOptions): Promise<CriBenchReport> {
     (v) => percentile(v, 90),
   );
   return {
-    meta: {
-      ...hostMeta(),
-      containerd: version('containerd', ['--version']),
-      runc: version('runc', ['--version']),
-      durationS: (performance.now() - started) / 1000,
-    },
+    meta: containerdMeta(started),
     options: { bytes: lines * LINE, reps: o.reps, starts: o.starts, timeoutMs: o.timeoutMs },
     rows,
     samples,
@@ -293,32 +280,26 @@ export async function runCriBench(o: CriBenchOptions): Promise<CriBenchReport> {
   };
 }
 
-const fmt = (v: number) => (v >= 100 ? v.toFixed(0) : v.toPrecision(3));
-
 /** The report as a Markdown table (also what the terminal shows). */
 export function criMarkdown(r: CriBenchReport): string {
-  const lines = [
-    'cri scenario: pods through containerd’s CRI plugin, io.containerd.passfd.v2 (passfd and RPC-copy IO, loopback guest) vs io.containerd.runc.v2, side by side',
-    '',
-    `${r.meta.containerd}; ${r.meta.runc}; ${r.meta.cpus} CPUs, Linux ${r.meta.kernel}, Node ${r.meta.node}; ${r.options.bytes / MiB} MiB of 1 KiB log lines × ${r.options.reps} reps, ${r.options.starts} pods started per handler; ${r.meta.durationS.toFixed(0)} s`,
-    '',
-    `| metric | unit | ${CRI_HANDLERS.join(' | ')} | passfd/runc | target |`,
-    `|---|---|${CRI_HANDLERS.map(() => '---:').join('|')}|---:|---|`,
-    ...r.rows.map(
-      (x) =>
-        `| ${x.metric} | ${x.unit} | ${CRI_HANDLERS.map((h) => fmt(x.values[h])).join(' | ')} | ${x.ratio.toFixed(2)}× | ${x.target ?? ''} |`,
-    ),
-  ];
-  if (r.errors.length > 0) lines.push('', 'Failed runs:', ...r.errors.map((e) => `- ${e}`));
-  return `${lines.join('\n')}\n`;
+  return reportMarkdown({
+    title:
+      'cri scenario: pods through containerd’s CRI plugin, io.containerd.passfd.v2 (passfd and RPC-copy IO, loopback guest) vs io.containerd.runc.v2, side by side',
+    meta: r.meta,
+    what: `${r.options.bytes / MiB} MiB of 1 KiB log lines × ${r.options.reps} reps, ${r.options.starts} pods started per handler`,
+    figures: [...CRI_HANDLERS, 'passfd/runc'],
+    rows: r.rows.map((x) => [
+      x.metric,
+      x.unit,
+      ...CRI_HANDLERS.map((h) => formatFigure(x.values[h])),
+      `${x.ratio.toFixed(2)}×`,
+      x.target ?? '',
+    ]),
+    errors: r.errors,
+  });
 }
 
 /** Writes cri.json and cri.md into `dir`; returns their paths. */
 export function writeCriOutputs(dir: string, r: CriBenchReport): string[] {
-  fs.mkdirSync(dir, { recursive: true });
-  const json = path.join(dir, 'cri.json');
-  const markdown = path.join(dir, 'cri.md');
-  fs.writeFileSync(json, `${JSON.stringify(r, null, 2)}\n`);
-  fs.writeFileSync(markdown, criMarkdown(r));
-  return [json, markdown];
+  return writeReportFiles(dir, 'cri', r, criMarkdown(r));
 }

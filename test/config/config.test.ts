@@ -162,6 +162,19 @@ const KEY_CASES: KeyCase[] = [
     ],
   },
   {
+    key: 'runtime.shim_spare_idle_s',
+    valid: [
+      ['0', 0],
+      ['300', 300],
+      ['86400', 86_400],
+    ],
+    invalid: [
+      ['-1', 'must be an integer number of seconds in 0..86400'],
+      ['86401', 'must be an integer number of seconds in 0..86400'],
+      ['"5m"', 'must be an integer number of seconds in 0..86400'],
+    ],
+  },
+  {
     key: 'hypervisor.hvsock_path',
     valid: [
       ['""', ''],
@@ -363,7 +376,7 @@ describe('each key', () => {
 
 describe('unknown keys and sections', () => {
   const RUNTIME_KEYS =
-    'use_passfd_io, passfd_listener_port, agent_port, agent_stream_wait_ms, rpc_chunk_size';
+    'use_passfd_io, passfd_listener_port, agent_port, agent_stream_wait_ms, rpc_chunk_size, shim_spare_idle_s';
   const SECTIONS_LIST = '[runtime], [hypervisor], [agent]';
 
   it('rejects a misspelt key, suggests the right one and lists the valid ones', () => {

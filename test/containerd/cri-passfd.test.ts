@@ -18,6 +18,7 @@ import { CRI_NAMESPACE } from '../../src/containerd/private-daemon.js';
 import { ContainerState, RuntimeService } from '../../src/protocol/gen/k8s/cri-api/runtime/v1/api_pb.js';
 import { isAlive } from '../../src/shim/process-tree.js';
 import { liveSpare, readSpare, removeSpareDir, spareDirFor } from '../../src/shim/spare-dir.js';
+import { waitFor } from '../support/wait.js';
 import { type Container, type Pod, useCriSuite } from './cri-support.js';
 import { RUNTIME } from './support.js';
 
@@ -42,16 +43,6 @@ const taskAddress = (id: string) =>
     path.join(s.d.state, 'io.containerd.runtime.v2.task', CRI_NAMESPACE, id, 'address'),
     'utf8',
   );
-
-async function waitFor<T>(what: string, probe: () => T | null | undefined | false, ms = 15_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = probe();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function execOut(c: Container, script: string): Promise<string> {
   const r = await s.cri.execSync({ containerId: c.id, cmd: ['sh', '-c', script], timeout: 20n });

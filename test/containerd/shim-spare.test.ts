@@ -13,6 +13,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isAlive } from '../../src/shim/process-tree.js';
 import { liveSpare, readSpare, removeSpareDir, spareDirFor } from '../../src/shim/spare-dir.js';
+import { waitFor } from '../support/wait.js';
 import { useCtrSuite } from './support.js';
 
 const suite = useCtrSuite({
@@ -21,16 +22,6 @@ const suite = useCtrSuite({
 });
 
 const dir = () => spareDirFor(suite.d.address, suite.d.namespace);
-
-async function waitFor<T>(what: string, probe: () => T | null | undefined | false, ms = 15_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = probe();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** Ends the spare that waits (a test's last one), so the leak check sees nothing of it. */
 afterEach(async () => {
