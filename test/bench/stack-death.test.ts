@@ -13,7 +13,7 @@ import { type EmbeddedStack, startEmbeddedStack } from '../../src/broker/embedde
 import { defaultConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/util/log.js';
 import { cmdline, descendants } from '../lifecycle/support.js';
-import { tmpDir } from '../support/cli.js';
+import { stopAll, tmpDir } from '../support/cli.js';
 
 const GiB = 1024 ** 3;
 /** Far longer than the test may take: reaching it is the failure. */
@@ -28,6 +28,7 @@ afterEach(async () => {
   for (const b of brokers.splice(0)) await b.close();
   await stack?.stop();
   stack = null;
+  await stopAll(); // the measurement's directory
 });
 
 describe('bench stdin measurement when the vmm dies', () => {
