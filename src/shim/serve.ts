@@ -25,11 +25,13 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import tty from 'node:tty';
 import { configPathFromOptions } from '../protocol/runtime-options.js';
 import { createLogger, type Logger, parseLevel, setLogLevel } from '../util/log.js';
 import { withPrivateUmask } from '../util/private-umask.js';
 import {
+  readAddressFile,
   shimGroupId,
   socketAnswers,
   socketPathFor,
@@ -130,12 +132,18 @@ export async function serve(flags: ShimFlags): Promise<void> {
   let socketPath: string;
   if (launched) {
     optionsConfig = readOptionsConfig();
-    socketPath = socketPathFor(flags.address, flags.namespace, shimGroupId(bundle, flags.id));
-    if (await socketAnswers(socketPath)) {
-      // A shim for this task (or its group) runs already: containerd is to talk to it.
-      writeAddressFile(bundle, toAddress(socketPath));
-      tellStart(`READY ${toAddress(socketPath)}`);
-      process.exit(0);
+    const group = shimGroupId(bundle, flags.id);
+    socketPath = socketPathFor(flags.address, flags.namespace, group);
+    // A shim for this task's group runs already: containerd is to talk to it. It answers on the
+    // group's socket, or, if it was a warm spare when it took the pod's sandbox, on the address
+    // in the sandbox's bundle (beside this one).
+    const peer = group !== flags.id ? readAddressFile(path.join(path.dirname(bundle), group)) : undefined;
+    for (const candidate of [socketPath, ...(peer?.startsWith('unix://') ? [socketPathOf(peer)] : [])]) {
+      if (await socketAnswers(candidate)) {
+        writeAddressFile(bundle, toAddress(candidate));
+        tellStart(`READY ${toAddress(candidate)}`);
+        process.exit(0);
+      }
     }
   } else {
     if (!flags.socket) throw new Error('-socket is required when the shim is not launched by start');

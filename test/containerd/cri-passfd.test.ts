@@ -8,6 +8,7 @@
  * a lost log line); StopContainer's SIGTERM-then-SIGKILL; a SIGKILLed shim;
  * ten pods in a row leaving nothing behind, down to containerd's fds.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,7 +21,7 @@ import { isAlive } from '../../src/shim/process-tree.js';
 import { liveSpare, readSpare, removeSpareDir, spareDirFor } from '../../src/shim/spare-dir.js';
 import { waitFor } from '../support/wait.js';
 import { type Container, type Pod, useCriSuite } from './cri-support.js';
-import { RUNTIME } from './support.js';
+import { RUNTIME, SHIM_BUNDLE } from './support.js';
 
 const s = useCriSuite();
 
@@ -37,12 +38,10 @@ function shims(): { pid: number; id: string }[] {
     });
 }
 
+/** A task's bundle. */
+const taskBundle = (id: string) => path.join(s.d.state, 'io.containerd.runtime.v2.task', CRI_NAMESPACE, id);
 /** The address containerd dials for a task (its bundle's `address` file). */
-const taskAddress = (id: string) =>
-  fs.readFileSync(
-    path.join(s.d.state, 'io.containerd.runtime.v2.task', CRI_NAMESPACE, id, 'address'),
-    'utf8',
-  );
+const taskAddress = (id: string) => fs.readFileSync(path.join(taskBundle(id), 'address'), 'utf8');
 
 async function execOut(c: Container, script: string): Promise<string> {
   const r = await s.cri.execSync({ containerId: c.id, cmd: ['sh', '-c', script], timeout: 20n });
@@ -228,6 +227,29 @@ describe('a pod on io.containerd.passfd.v2', () => {
       expect(taskAddress(a.id)).toBe(spare.address);
       expect(taskAddress(pod.id)).toBe(spare.address);
       expect(await execOut(a, 'echo ok')).toBe('ok');
+      // The shim's own `start` (the wrapper's fallback) finds the pod's shim there too.
+      const fake = path.join(path.dirname(taskBundle(pod.id)), 'not-a-task');
+      fs.mkdirSync(fake);
+      try {
+        fs.writeFileSync(
+          path.join(fake, 'config.json'),
+          JSON.stringify({ annotations: { 'io.kubernetes.cri.sandbox-id': pod.id } }),
+        );
+        const start = spawnSync(
+          process.execPath,
+          [SHIM_BUNDLE, '-namespace', CRI_NAMESPACE, '-address', s.d.address, '-id', 'not-a-task', 'start'],
+          {
+            cwd: fake,
+            input: '',
+            encoding: 'utf8',
+            timeout: 30_000,
+            env: { ...process.env, TTRPC_ADDRESS: s.d.ttrpcAddress },
+          },
+        );
+        expect(start.stdout, start.stderr).toBe(spare.address);
+      } finally {
+        fs.rmSync(fake, { recursive: true, force: true });
+      }
       const b = await s.startContainer(pod, { name: 'b', command: ['sh', '-c', 'echo from-b; exit 4'] });
       expect((await s.waitExit(b)).exitCode).toBe(4);
       expect((await s.waitLog(b, (l) => l.lines.length > 0)).stdout.toString()).toBe('from-b\n');
