@@ -113,24 +113,25 @@ export class AgentService {
       const process = req.OCI?.Process;
       if (!process || process.Args.length === 0) throw invalid('OCI.Process.Args is empty');
       const root = req.OCI?.Root?.Path;
-      let mounts: PreparedMount[] = [];
-      let namespaces: NamespacePlan = { ipc: 'new', uts: 'new', pid: 'new', net: 'guest' };
+      let rootfs: Container['rootfs'] = null;
       if (root) {
         try {
-          namespaces = planNamespaces({
+          const namespaces = planNamespaces({
             containerId: req.containerId,
             annotations: req.OCI?.Annotations ?? {},
             namespaces: req.OCI?.Linux?.Namespaces,
             sandboxPidns: req.sandboxPidns,
           });
           checkInRoot(root, process.Args, envPath(process.Env), process.Cwd);
-          mounts = prepareMountPoints(root, planMounts(req.OCI?.Mounts ?? []));
+          const mounts = prepareMountPoints(root, planMounts(req.OCI?.Mounts ?? []));
+          rootfs = { path: root, hostname: req.OCI?.Hostname ?? '', mounts, namespaces };
         } catch (err) {
           throw invalid((err as Error).message);
         }
-        if (namespaces.sandboxId !== undefined && !this.containers.has(namespaces.sandboxId)) {
+        const sandboxId = rootfs.namespaces.sandboxId;
+        if (sandboxId !== undefined && !this.containers.has(sandboxId)) {
           throw precondition(
-            `container ${req.containerId} belongs to pod sandbox ${namespaces.sandboxId}, which is not in this guest`,
+            `container ${req.containerId} belongs to pod sandbox ${sandboxId}, which is not in this guest`,
           );
         }
       } else if ((req.OCI?.Mounts ?? []).length > 0) {
@@ -139,7 +140,7 @@ export class AgentService {
       // Reserve the id before awaiting streams so a duplicate create fails at once.
       const c: Container = {
         id: req.containerId,
-        rootfs: root ? { path: root, hostname: req.OCI?.Hostname ?? '', mounts, namespaces } : null,
+        rootfs,
         pending: null,
         creating: true,
         execs: new Map(),

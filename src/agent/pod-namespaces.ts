@@ -55,6 +55,12 @@ export interface NamespacePlan {
 /** The CRI annotation naming a container's pod sandbox (containerd's, as Kata reads it). */
 export const SANDBOX_ID_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
 
+/** The pod sandbox `containerId` belongs to, when it is another container (a pod's member); else undefined. */
+export function podSandboxOf(containerId: string, annotations: Record<string, string>): string | undefined {
+  const sandboxId = annotations[SANDBOX_ID_ANNOTATION];
+  return sandboxId && sandboxId !== containerId ? sandboxId : undefined;
+}
+
 export class NamespacePlanError extends Error {
   override readonly name = 'NamespacePlanError';
 }
@@ -69,8 +75,8 @@ export interface NamespaceRequest {
 export function planNamespaces(r: NamespaceRequest): NamespacePlan {
   const listed = r.namespaces ?? [];
   const plan: NamespacePlan = { ipc: 'new', uts: 'new', pid: 'new', net: 'guest' };
-  const sandboxId = r.annotations[SANDBOX_ID_ANNOTATION];
-  const member = !!sandboxId && sandboxId !== r.containerId;
+  const sandboxId = podSandboxOf(r.containerId, r.annotations);
+  const member = sandboxId !== undefined;
   if (listed.length > 0) {
     for (const kind of SHARED_KINDS) {
       const entry = listed.find((n) => n.Type === kind);
@@ -80,14 +86,13 @@ export function planNamespaces(r: NamespaceRequest): NamespacePlan {
     plan.net = !net ? 'guest' : !net.Path ? 'new' : member ? 'sandbox' : { path: net.Path };
   }
   if (r.sandboxPidns) plan.pid = 'sandbox';
+  // (The network is 'sandbox' only for a member: a non-member's path is a file to join.)
   const shared = SHARED_KINDS.filter((k) => plan[k] === 'sandbox');
-  if (plan.net === 'sandbox') plan.sandboxId = sandboxId;
-  if (shared.length === 0) return plan;
+  if (shared.length === 0 && plan.net !== 'sandbox') return plan;
   if (!member) {
     throw new NamespacePlanError(
       `container ${r.containerId} asks to share its ${shared.join(', ')} namespace(s) but names no other pod sandbox (annotation ${SANDBOX_ID_ANNOTATION})`,
     );
   }
-  plan.sandboxId = sandboxId;
-  return plan;
+  return { ...plan, sandboxId };
 }

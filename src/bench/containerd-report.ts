@@ -1,12 +1,14 @@
 /**
  * What the scenarios against a private containerd (containerd.ts, cri.ts)
- * share: the tools they need, the host and versions they ran on, how a
- * figure is printed, and their two output files.
+ * share: the tools they need, how their steps run, the host and versions
+ * they ran on, how a figure is printed, and their two output files.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Progress } from './progress.js';
 import { type HostMeta, hostMeta } from './results.js';
+import { BenchInterrupted } from './runner.js';
 
 /** Throws, naming the scenario, when containerd, ctr or runc is missing. */
 export function requireContainerdTools(scenario: string): void {
@@ -79,4 +81,37 @@ export function reportMarkdown(t: ReportTable): string {
   ];
   if (t.errors.length > 0) lines.push('', 'Failed runs:', ...t.errors.map((e) => `- ${e}`));
   return `${lines.join('\n')}\n`;
+}
+
+export interface StepOptions {
+  /** The scenario's name, in the log line of a failed step. */
+  scenario: string;
+  progress: Progress;
+  /** Failed steps are added here, as `<label> <who>: <why>`. */
+  errors: string[];
+  /** Aborting stops the run before the next step: BenchInterrupted with the signal's name. */
+  abort?: AbortSignal;
+  /** More lines to say why a step failed (what the runtime logged about it). */
+  context?: () => string[];
+}
+
+/**
+ * Runs measurement steps one at a time: a step that throws is recorded and
+ * logged and the run goes on (every figure that can be had is had); an
+ * abort ends the run between steps.
+ */
+export function stepRunner(
+  o: StepOptions,
+): (label: string, who: string, fn: () => Promise<void>) => Promise<void> {
+  return async (label, who, fn) => {
+    if (o.abort?.aborted) throw new BenchInterrupted(o.abort.reason as NodeJS.Signals);
+    o.progress.step(`${label} ${who}`);
+    try {
+      await fn();
+    } catch (err) {
+      const message = [(err as Error).message, ...(o.context?.() ?? [])].join('\n    ');
+      o.errors.push(`${label} ${who}: ${message}`);
+      o.progress.log(`bench ${o.scenario}: ${label} ${who} failed: ${message}`);
+    }
+  };
 }

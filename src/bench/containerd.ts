@@ -39,11 +39,11 @@ import {
   formatFigure,
   reportMarkdown,
   requireContainerdTools,
+  stepRunner,
   writeReportFiles,
 } from './containerd-report.js';
 import { readCpuTicks } from './proc-cpu.js';
 import { createProgress } from './progress.js';
-import { BenchInterrupted } from './runner.js';
 import { median, percentile } from './stats.js';
 
 export const CTR_RUNTIMES = { passfd: 'io.containerd.passfd.v2', runc: 'io.containerd.runc.v2' } as const;
@@ -207,6 +207,12 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
   const samples: ContainerdBenchReport['samples'] = { passfd: emptySamples(), runc: emptySamples() };
   const errors: string[] = [];
   let n = 0;
+  let lastId = '';
+  /** A container id of this run (the last one is what a failed step's log lines are about). */
+  const nextId = (kind: string) => {
+    lastId = `bench-${process.pid}-${kind}-${n++}`;
+    return lastId;
+  };
   try {
     d.installShim(SHIM, 'containerd-shim-passfd-v2');
     const archive = path.join(d.dir, 'image.tar');
@@ -223,27 +229,22 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
       '--fifo-dir',
       d.fifoDir,
       IMAGE,
-      `bench-${process.pid}-${rt}-${n++}`,
+      nextId(rt),
       ...cmd,
     ];
-    const measure = async (label: string, rt: CtrRuntime, fn: () => Promise<void>) => {
-      if (o.abort?.aborted) throw new BenchInterrupted(o.abort.reason as NodeJS.Signals);
-      progress.step(`${label} ${rt}`);
-      try {
-        await fn();
-      } catch (err) {
-        // What the runtime said about that container (its shim logs into containerd's log).
-        const id = `bench-${process.pid}-${rt}-${n - 1}`;
-        const said = d
+    const measure = stepRunner({
+      scenario: 'containerd',
+      progress,
+      errors,
+      ...(o.abort ? { abort: o.abort } : {}),
+      // What the runtime said about that container (its shim logs into containerd's log).
+      context: () =>
+        d
           .log()
           .split('\n')
-          .filter((l) => l.includes(id) && /\b(warn|error)\b|level=(warning|error)/.test(l))
-          .slice(-5);
-        const message = [(err as Error).message, ...said].join('\n    ');
-        errors.push(`${label} ${rt}: ${message}`);
-        progress.log(`bench containerd: ${label} ${rt} failed: ${message}`);
-      }
-    };
+          .filter((l) => l.includes(lastId) && /\b(warn|error)\b|level=(warning|error)/.test(l))
+          .slice(-5),
+    });
     for (let rep = 0; rep < o.reps; rep++) {
       const order: CtrRuntime[] = rep % 2 === 0 ? ['passfd', 'runc'] : ['runc', 'passfd'];
       for (const rt of order) {
@@ -340,7 +341,7 @@ export async function runContainerdBench(o: ContainerdBenchOptions): Promise<Con
                   '--fifo-dir',
                   d.fifoDir,
                   IMAGE,
-                  `bench-${process.pid}-spare-${n++}`,
+                  nextId('spare'),
                   'true',
                 ]
               : run(rt, ['true']);

@@ -38,10 +38,10 @@ import {
   formatFigure,
   reportMarkdown,
   requireContainerdTools,
+  stepRunner,
   writeReportFiles,
 } from './containerd-report.js';
 import { createProgress } from './progress.js';
-import { BenchInterrupted } from './runner.js';
 import { median, percentile } from './stats.js';
 
 export const CRI_HANDLERS = ['passfd', 'passfd-rpc', 'runc'] as const;
@@ -153,16 +153,7 @@ export async function runCriBench(o: CriBenchOptions): Promise<CriBenchReport> {
       await cri.stopPodSandbox({ podSandboxId: id });
       await cri.removePodSandbox({ podSandboxId: id });
     };
-    const measure = async (label: string, handler: CriHandlerName, fn: () => Promise<void>) => {
-      if (o.abort?.aborted) throw new BenchInterrupted(o.abort.reason as NodeJS.Signals);
-      progress.step(`${label} ${handler}`);
-      try {
-        await fn();
-      } catch (err) {
-        errors.push(`${label} ${handler}: ${(err as Error).message}`);
-        progress.log(`bench cri: ${label} ${handler} failed: ${(err as Error).message}`);
-      }
-    };
+    const measure = stepRunner({ scenario: 'cri', progress, errors, ...(o.abort ? { abort: o.abort } : {}) });
     const order = (i: number) => CRI_HANDLERS.map((_, k) => CRI_HANDLERS[(k + i) % CRI_HANDLERS.length]!);
 
     for (let i = 0; i < o.starts; i++) {

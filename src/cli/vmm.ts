@@ -16,6 +16,7 @@ import { type Command, Option } from 'commander';
 import { CREDIT_POLICIES, type CreditPolicyName, creditWithWindow } from '../device/defaults.js';
 import type { LoopbackTransport } from '../device/transport/loopback/loopback-transport.js';
 import type { VhostUserVsockTransport } from '../device/transport/vhost-user/vsock-transport.js';
+import { writeJsonAtomically } from '../util/atomic-file.js';
 import { isOrphaned } from '../util/lifeline.js';
 import { createLogger } from '../util/log.js';
 import { keepYoungGenerationSmall } from '../util/young-generation.js';
@@ -103,7 +104,7 @@ export function registerVmm(program: Command): void {
           ++seq,
         );
         try {
-          metrics.writeJsonAtomically(opts.metrics, doc);
+          writeJsonAtomically(opts.metrics, doc);
         } catch (err) {
           log.warn(`metrics file ${opts.metrics}: ${(err as Error).message}`);
         }

@@ -10,7 +10,6 @@
  * The file is rewritten whole (a temporary file renamed over it), so a
  * reader never sees half a document; `seq` counts the writes.
  */
-import fs from 'node:fs';
 import type { EndpointCounters } from './counters.js';
 import type { CreditPolicy } from './csm/credit.js';
 import type { DeviceStats, HybridVsockDevice } from './hybrid-device.js';
@@ -94,11 +93,4 @@ export function collectMetrics(src: MetricsSources, seq: number): VmmMetrics {
     };
   }
   return out;
-}
-
-/** Writes `doc` as JSON to `file`: a temporary file in the same directory, renamed over it (mode 0600). */
-export function writeJsonAtomically(file: string, doc: unknown): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, `${JSON.stringify(doc, null, 2)}\n`, { mode: 0o600 });
-  fs.renameSync(tmp, file);
 }

@@ -18,6 +18,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { SANDBOX_ID_ANNOTATION } from '../agent/pod-namespaces.js';
+import { writeFileAtomically } from '../util/atomic-file.js';
 
 /** containerd's state directory for shim sockets (hard-coded there too). */
 export const SOCKET_DIR = '/run/containerd/s';
@@ -30,8 +31,12 @@ export function socketPathFor(containerdAddress: string, namespace: string, id: 
   return path.join(SOCKET_DIR, digest);
 }
 
+/** A task id as containerd's identifiers go (it names sockets, bundles and guest directories). */
+export const isValidTaskId = (id: string) => /^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(id);
+
 /** The id a task's shim is found by: its pod's sandbox id (CRI), else its own. */
 export function shimGroupId(bundle: string, id: string): string {
+  // Only the annotation, read leniently (readSpec would refuse a spec Create has yet to judge).
   try {
     const spec = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8')) as {
       annotations?: Record<string, unknown>;
@@ -51,12 +56,9 @@ export function socketPathOf(address: string): string {
   return address.startsWith('unix://') ? address.slice('unix://'.length) : `@${address}`;
 }
 
-/** Writes `<bundle>/address` atomically (a temporary file renamed over it). */
+/** Writes `<bundle>/address` atomically. */
 export function writeAddressFile(bundle: string, address: string): void {
-  const file = path.join(bundle, 'address');
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, address, { mode: 0o600 });
-  fs.renameSync(tmp, file);
+  writeFileAtomically(path.join(bundle, 'address'), address);
 }
 
 /** The address in `<bundle>/address`, or undefined when there is none. */

@@ -10,13 +10,12 @@
  * network namespace of its own in the guest, which its members then join
  * (their paths stay: for the agent they mean "the sandbox's"). Pure.
  */
-import { SANDBOX_ID_ANNOTATION } from '../agent/pod-namespaces.js';
+import { podSandboxOf } from '../agent/pod-namespaces.js';
 import type { GuestKind } from '../config/schema.js';
 import type { OciNamespace, OciSpec } from './oci-spec.js';
 
 export function guestNamespaces(spec: OciSpec, containerId: string, guest: GuestKind): OciNamespace[] {
   if (guest === 'loopback') return spec.namespaces;
-  const sandboxId = spec.annotations[SANDBOX_ID_ANNOTATION];
-  const member = !!sandboxId && sandboxId !== containerId;
+  const member = podSandboxOf(containerId, spec.annotations) !== undefined;
   return spec.namespaces.map((n) => (n.type === 'network' && n.path && !member ? { ...n, path: '' } : n));
 }

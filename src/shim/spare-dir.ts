@@ -21,6 +21,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomically } from '../util/atomic-file.js';
 import { isAlive, type ProcessIdentity } from './process-tree.js';
 
 export const SPARE_ROOT = '/run/passfd-broker';
@@ -38,17 +39,21 @@ const readText = (file: string): string | null => {
   }
 };
 
-/** Writes `file` atomically (a temporary file renamed over it). */
-export function writeAtomic(file: string, text: string): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text, { mode: 0o600 });
-  fs.renameSync(tmp, file);
-}
-
 export interface SpareRecord {
   process: ProcessIdentity;
   /** `unix://<socket>` */
   address: string;
+}
+
+/** Records a spare in `dir`: its owner, its address, then (last: now it may be claimed) its process. */
+export function writeSpareRecord(
+  dir: string,
+  owner: { address: string; namespace: string },
+  s: SpareRecord,
+): void {
+  writeFileAtomically(path.join(dir, 'owner'), `${owner.address}\n${owner.namespace}\n`);
+  writeFileAtomically(path.join(dir, 'address'), s.address);
+  writeFileAtomically(path.join(dir, 'pid'), `${s.process.pid} ${s.process.start}\n`);
 }
 
 /** The spare recorded in `dir`, if its files are complete (alive or not). */

@@ -34,16 +34,22 @@ import os from 'node:os';
 import path from 'node:path';
 import { dup2Fd } from '../../native-bindings/index.js';
 import { createLogger } from '../util/log.js';
-import { SOCKET_DIR, toAddress } from './address.js';
+import { isValidTaskId, SOCKET_DIR, toAddress } from './address.js';
 import type { ShimFlags } from './flags.js';
 import { identify, isAlive } from './process-tree.js';
 import { bind, PausedListener, runShim, setUpLogging } from './serve.js';
-import { readClaim, readSpare, removeSpareDir, SPARE_ROOT, spareDirFor, writeAtomic } from './spare-dir.js';
+import {
+  readClaim,
+  readSpare,
+  removeSpareDir,
+  SPARE_ROOT,
+  spareDirFor,
+  writeSpareRecord,
+} from './spare-dir.js';
 import { shimPriorityFromEnv, spareIdleFromEnv } from './spare-launch.js';
 
 /** How long a claimant may take between making claimed/ and writing the task's id and bundle. */
 export const CLAIM_TIMEOUT_MS = 5000;
-const VALID_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 /** Every module a shim loads while it serves a task, loaded while the spare waits. */
 function preload(): Promise<unknown> {
@@ -145,10 +151,11 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   try {
     await bind(listener.server, socketPath);
     await preload();
-    writeAtomic(path.join(dir, 'owner'), `${flags.address}\n${flags.namespace}\n`);
-    writeAtomic(path.join(dir, 'address'), toAddress(socketPath));
-    const me = identify(process.pid)!;
-    writeAtomic(path.join(dir, 'pid'), `${me.pid} ${me.start}\n`);
+    writeSpareRecord(
+      dir,
+      { address: flags.address, namespace: flags.namespace },
+      { process: identify(process.pid)!, address: toAddress(socketPath) },
+    );
   } catch {
     goAway();
     return;
@@ -160,7 +167,7 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, onSignal);
   const waited = performance.now();
   const claim = await waitForClaim(dir, idleMs);
-  if (!claim || !VALID_ID.test(claim.id) || !path.isAbsolute(claim.bundle)) {
+  if (!claim || !isValidTaskId(claim.id) || !path.isAbsolute(claim.bundle)) {
     goAway();
     process.exit(0);
   }

@@ -11,6 +11,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeJsonAtomically } from '../util/atomic-file.js';
 import type { ProcessIdentity } from './process-tree.js';
 
 export const STATE_FILE = 'passfd-shim.json';
@@ -27,10 +28,7 @@ export interface ShimState {
 }
 
 export function writeState(bundle: string, state: ShimState): void {
-  const file = path.join(bundle, STATE_FILE);
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
-  fs.renameSync(tmp, file);
+  writeJsonAtomically(path.join(bundle, STATE_FILE), state);
 }
 
 /** The recorded state, or null when there is none (or it cannot be read). */

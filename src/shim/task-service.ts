@@ -49,6 +49,7 @@ import { GrpcCode } from '../protocol/ttrpc.js';
 import { TtrpcError } from '../ttrpc/errors.js';
 import type { TtrpcServer } from '../ttrpc/server.js';
 import type { Logger } from '../util/log.js';
+import { isValidTaskId } from './address.js';
 import { Container, ShimProcess, type Stdio } from './container.js';
 import {
   alreadyExists,
@@ -90,7 +91,6 @@ const fifoPaths = (s: Stdio): FifoPaths => ({
   stdout: s.stdout || undefined,
   stderr: s.terminal ? undefined : s.stderr || undefined,
 });
-const VALID_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 export class TaskService {
   private readonly containers = new Map<string, Container>();
@@ -212,7 +212,7 @@ export class TaskService {
   }
 
   private async create(r: CreateTaskRequest) {
-    if (!VALID_ID.test(r.id)) throw invalidArgument(`invalid task id ${JSON.stringify(r.id)}`);
+    if (!isValidTaskId(r.id)) throw invalidArgument(`invalid task id ${JSON.stringify(r.id)}`);
     if (this.containers.has(r.id)) throw alreadyExists(`task ${r.id} already exists`);
     if (r.checkpoint) throw notImplemented('restore from a checkpoint');
     const log = this.o.log;

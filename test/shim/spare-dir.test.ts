@@ -14,7 +14,7 @@ import {
   readSpare,
   removeSpareDir,
   spareDirFor,
-  writeAtomic,
+  writeSpareRecord,
 } from '../../src/shim/spare-dir.js';
 
 const dirs: string[] = [];
@@ -44,14 +44,17 @@ describe('spare directories', () => {
     const dir = tmp();
     expect(readSpare(dir)).toBeNull();
     const me = identify(process.pid)!;
-    writeAtomic(path.join(dir, 'address'), 'unix:///run/containerd/s/passfd-spare-x');
-    writeAtomic(path.join(dir, 'pid'), `${me.pid} ${me.start}\n`);
+    const owner = { address: '/run/c.sock', namespace: 'k8s.io' };
+    writeSpareRecord(dir, owner, { process: me, address: 'unix:///run/containerd/s/passfd-spare-x' });
     expect(liveSpare(dir)).toEqual({ process: me, address: 'unix:///run/containerd/s/passfd-spare-x' });
     // Another process with this pid (a recycled one) is not the spare.
-    writeAtomic(path.join(dir, 'pid'), `${me.pid} ${me.start + 1}\n`);
+    writeSpareRecord(dir, owner, {
+      process: { pid: me.pid, start: me.start + 1 },
+      address: 'unix:///run/containerd/s/passfd-spare-x',
+    });
     expect(readSpare(dir)).not.toBeNull();
     expect(liveSpare(dir)).toBeNull();
-    writeAtomic(path.join(dir, 'pid'), `${me.pid} ${me.start}\n`);
+    writeSpareRecord(dir, owner, { process: me, address: 'unix:///run/containerd/s/passfd-spare-x' });
     fs.mkdirSync(path.join(dir, 'claimed'));
     expect(liveSpare(dir)).toBeNull();
     // The claim is complete once both of the task's files are there.
@@ -66,8 +69,11 @@ describe('spare directories', () => {
     const dir = tmp();
     const sock = path.join(tmp(), 'spare.sock');
     fs.writeFileSync(sock, '');
-    writeAtomic(path.join(dir, 'address'), `unix://${sock}`);
-    writeAtomic(path.join(dir, 'pid'), '1 1\n');
+    writeSpareRecord(
+      dir,
+      { address: '/run/c.sock', namespace: 'n' },
+      { process: { pid: 1, start: 1 }, address: `unix://${sock}` },
+    );
     removeSpareDir(dir);
     expect(fs.existsSync(dir)).toBe(false);
     expect(fs.existsSync(sock)).toBe(false);
